@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""A graceful TCP echo server for procgate's `tcp` type.
+
+Greets each client with `hello $DYNO $PID`, echoes every line back, and on SIGTERM (or SIGINT)
+stops accepting, says `bye` to and closes each client, then exits 0 within the grace.
+"""
+import asyncio
+import os
+import signal
+
+
+async def main():
+    port = int(os.environ["PORT"])
+    dyno = os.environ.get("DYNO", "echo")
+    clients = set()
+
+    async def serve(reader, writer):
+        clients.add(writer)
+        writer.write(f"hello {dyno} {os.getpid()}\n".encode())
+        try:
+            while line := await reader.readline():
+                writer.write(line)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            clients.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    print(f"{dyno} listening on 127.0.0.1:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print(f"SIGTERM received: closing {len(clients)} clients", flush=True)
+    server.close()
+    for writer in list(clients):
+        writer.write(b"bye\n")
+        writer.close()
+    print("bye", flush=True)
+
+
+asyncio.run(main())

@@ -1,0 +1,101 @@
+//! The command line: clap definitions of every subcommand and its flags.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "procgate", version, about = "Run a Procfile like a mini-PaaS: supervised instances, a TCP gateway and an HTTP router")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the formation in the foreground until SIGINT/SIGTERM (a second one skips the grace).
+    Start(StartArgs),
+    /// Validate the Procfile, env files and formation; print types, ports and env names.
+    Check(CheckArgs),
+    /// Run a one-off command with the app's environment; its exit code is passed through.
+    Run(RunArgs),
+    /// Internal: the per-instance keeper that owns a process group (see process::keeper).
+    #[command(name = "__keeper", hide = true)]
+    Keeper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Where the app is: Procfile, env files and root directory.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SourceArgs {
+    /// Procfile to run [default: ROOT/Procfile with -d, else ./Procfile]
+    #[arg(short = 'f', long = "procfile")]
+    pub procfile: Option<PathBuf>,
+    /// Env files, comma separated, later ones win [default: ROOT/.env, may be absent]
+    #[arg(short = 'e', long = "env")]
+    pub env: Option<String>,
+    /// App directory, where commands run [default: the Procfile's directory]
+    #[arg(short = 'd', long = "root")]
+    pub root: Option<PathBuf>,
+}
+
+/// Which instances run and on which ports.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlanArgs {
+    /// Instances per type, e.g. `web=2,tcp=3`; unlisted types get 0 [default: all=1]
+    #[arg(short = 'm', long = "formation")]
+    pub formation: Option<String>,
+    /// Base port: type k instance i gets PORT+100*k+(i-1) [default: PORT from the env files, else 5000]
+    #[arg(short = 'p', long = "port")]
+    pub port: Option<u16>,
+}
+
+/// The gateway's public addresses.
+#[derive(Debug, Args, Clone)]
+pub struct ListenArgs {
+    /// Address of the TCP gateway; instances get it as TCP_URL
+    #[arg(long = "tcp-listen", default_value = "127.0.0.1:20003")]
+    pub tcp_listen: SocketAddr,
+    /// Address of the HTTP router for `web`
+    #[arg(long = "web-listen", default_value = "127.0.0.1:8080")]
+    pub web_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// Time between SIGTERM and SIGKILL when stopping an instance
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    pub grace: Duration,
+    /// Run only these types (others get 0)
+    pub types: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// The command; one argument runs through `/bin/sh -c`, several are executed as given
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,158 @@
+//! Flags, Procfile and env files turned into one validated [`Config`], before anything runs.
+
+use crate::cli::{ListenArgs, PlanArgs, SourceArgs};
+use crate::env::{EnvError, EnvFile, EnvMap};
+use crate::formation::{self, Formation, FormationError, InstanceSpec};
+use crate::procfile::{ProcessType, Procfile, ProcfileError, RELEASE};
+use std::path::{Path, PathBuf};
+
+/// The base port when neither `-p` nor a `PORT` variable sets one (foreman's).
+pub const DEFAULT_BASE_PORT: u16 = 5000;
+
+/// Everything wrong with the input; all of them exit with status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Procfile(#[from] ProcfileError),
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Formation(#[from] FormationError),
+    #[error("PORT={value} (from {origin}) is not a port number; set it to e.g. 5000 or pass -p/--port")]
+    BadPort { value: String, origin: String },
+    #[error("{path}: the app root is not a directory; pass an existing directory with -d/--root")]
+    BadRoot { path: String },
+}
+
+/// The app's sources: root directory, Procfile and env files' values.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub root: PathBuf,
+    pub procfile: Procfile,
+    pub env: EnvMap,
+}
+
+impl Sources {
+    /// Reads the Procfile and env files named by the flags (paths relative to the current
+    /// directory; the default `.env` is in the app root).
+    pub fn load(args: &SourceArgs) -> Result<Sources, ConfigError> {
+        let procfile_path = match (&args.procfile, &args.root) {
+            (Some(path), _) => path.clone(),
+            (None, Some(root)) => root.join("Procfile"),
+            (None, None) => PathBuf::from("Procfile"),
+        };
+        let root = match &args.root {
+            Some(root) => root.clone(),
+            None => parent_dir(&procfile_path),
+        };
+        if !root.is_dir() {
+            return Err(ConfigError::BadRoot { path: root.display().to_string() });
+        }
+        let procfile = Procfile::load(&procfile_path)?;
+        let env = crate::env::load(&env_files(args.env.as_deref(), &root))?;
+        Ok(Sources { root, procfile, env })
+    }
+
+    /// `TCP_URL` as instances see it.
+    pub fn tcp_url(listen: &ListenArgs) -> String {
+        format!("tcp://{}", listen.tcp_listen)
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn env_files(flag: Option<&str>, root: &Path) -> Vec<EnvFile> {
+    match flag {
+        None => vec![EnvFile { path: root.join(".env"), required: false }],
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| EnvFile { path: PathBuf::from(p), required: true })
+            .collect(),
+    }
+}
+
+/// A validated plan: what `start` and `check` act on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sources: Sources,
+    pub formation: Formation,
+    pub base_port: u16,
+    pub plan: Vec<InstanceSpec>,
+    /// The `release` command, when the Procfile has one and the formation keeps it.
+    pub release: Option<ProcessType>,
+    pub tcp_url: String,
+}
+
+impl Config {
+    /// Builds the plan; `only` restricts it to these types (as `procgate start web`).
+    pub fn build(sources: Sources, plan: &PlanArgs, listen: &ListenArgs, only: &[String]) -> Result<Config, ConfigError> {
+        let spec = match (&plan.formation, only.is_empty()) {
+            (Some(spec), true) => spec.clone(),
+            (None, true) => "all=1".to_string(),
+            (spec, false) => restrict(spec.as_deref(), only),
+        };
+        let formation = Formation::parse(&spec, &sources.procfile)?;
+        let base_port = base_port(plan.port, &sources.env)?;
+        let instances = formation::plan(&sources.procfile, &formation, base_port)?;
+        let release = sources.procfile.get(RELEASE).filter(|_| formation.count(RELEASE) == 1).cloned();
+        let tcp_url = Sources::tcp_url(listen);
+        Ok(Config { sources, formation, base_port, plan: instances, release, tcp_url })
+    }
+}
+
+/// `start web worker`: the given types at their formation count (1 by default), others at 0.
+fn restrict(formation: Option<&str>, only: &[String]) -> String {
+    let mut spec: Vec<String> = only.iter().map(|t| format!("{t}=1")).collect();
+    if let Some(formation) = formation {
+        let listed = formation.split(',').filter(|item| only.iter().any(|t| item.trim().starts_with(&format!("{t}="))));
+        spec.extend(listed.map(str::to_string));
+    }
+    spec.join(",")
+}
+
+/// `-p`, then `PORT` in the env files, then `PORT` in procgate's environment, then 5000.
+fn base_port(flag: Option<u16>, files: &EnvMap) -> Result<u16, ConfigError> {
+    if let Some(port) = flag {
+        return Ok(port);
+    }
+    let (value, origin) = match (files.get("PORT"), std::env::var("PORT")) {
+        (Some(value), _) => (value.clone(), "the env files"),
+        (None, Ok(value)) => (value, "the environment"),
+        (None, Err(_)) => return Ok(DEFAULT_BASE_PORT),
+    };
+    value.trim().parse().map_err(|_| ConfigError::BadPort { value, origin: origin.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restrict_keeps_counts_of_the_named_types_only() {
+        let only = ["web".to_string()];
+        assert_eq!(restrict(None, &only), "web=1");
+        assert_eq!(restrict(Some("web=3,worker=2"), &only), "web=1,web=3");
+    }
+
+    #[test]
+    fn port_flag_beats_the_env_file() {
+        let files: EnvMap = [("PORT".to_string(), "9000".to_string())].into();
+        assert_eq!(base_port(Some(4000), &files).unwrap(), 4000);
+        assert_eq!(base_port(None, &files).unwrap(), 9000);
+        let bad: EnvMap = [("PORT".to_string(), "abc".to_string())].into();
+        assert!(base_port(None, &bad).unwrap_err().to_string().contains("PORT=abc"));
+    }
+
+    #[test]
+    fn the_root_defaults_to_the_procfiles_directory() {
+        assert_eq!(parent_dir(Path::new("Procfile")), PathBuf::from("."));
+        assert_eq!(parent_dir(Path::new("app/Procfile")), PathBuf::from("app"));
+    }
+}

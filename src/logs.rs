@@ -1,0 +1,111 @@
+//! The output multiplexer: instance lines and procgate's own events, foreman-style.
+//!
+//! `HH:MM:SS web.1  | text` for instance output, `HH:MM:SS system | text` for procgate's events
+//! (emitted through `tracing`), names padded to one width, one colour per type on a TTY only
+//! (`NO_COLOR` respected). Each line is one `write` to stdout, so lines never interleave.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The smallest name column, as foreman's (`system` fits).
+const MIN_NAME_WIDTH: usize = 6;
+
+/// ANSI colours cycled per process type: cyan, yellow, green, magenta, red, blue, then bright.
+const COLOURS: [u8; 12] = [36, 33, 32, 35, 31, 34, 96, 93, 92, 95, 91, 94];
+
+/// Writes prefixed lines to stdout; cheap to clone.
+#[derive(Clone)]
+pub struct Output {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    width: AtomicUsize,
+    colour: bool,
+}
+
+impl Output {
+    /// Colours only when stdout is a terminal and `NO_COLOR` is unset or empty.
+    pub fn new() -> Output {
+        let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let colour = std::io::stdout().is_terminal() && !no_colour;
+        Output { inner: Arc::new(Inner { width: AtomicUsize::new(MIN_NAME_WIDTH), colour }) }
+    }
+
+    /// Widens the name column so `name` fits.
+    pub fn fit(&self, name: &str) {
+        self.inner.width.fetch_max(name.len(), Ordering::Relaxed);
+    }
+
+    /// One line of an instance's output; `colour_index` is its type's position.
+    pub fn instance_line(&self, name: &str, colour_index: usize, text: &str) {
+        let colour = self.inner.colour.then(|| COLOURS[colour_index % COLOURS.len()]);
+        self.write(name, colour, text);
+    }
+
+    /// One of procgate's own lines.
+    pub fn system(&self, text: &str) {
+        self.write("system", None, text);
+    }
+
+    fn write(&self, name: &str, colour: Option<u8>, text: &str) {
+        let width = self.inner.width.load(Ordering::Relaxed);
+        let time = chrono::Local::now().format("%H:%M:%S");
+        let line = match colour {
+            Some(code) => format!("\x1b[{code}m{time} {name:<width$} |\x1b[0m {text}\n"),
+            None => format!("{time} {name:<width$} | {text}\n"),
+        };
+        // A closed stdout (e.g. `procgate start | head`) must not stop the platform.
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    }
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::new()
+    }
+}
+
+/// Sends `tracing` events at INFO and above to `output` as `system` lines.
+pub fn init_tracing(output: Output) {
+    let layer = SystemLines { output }.with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    // Only fails when a subscriber is already set (tests); keeping the first is right.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+use tracing_subscriber::Layer;
+
+struct SystemLines {
+    output: Output,
+}
+
+impl<S: tracing::Subscriber> Layer<S> for SystemLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut text = String::new();
+        event.record(&mut Fields(&mut text));
+        self.output.system(&text);
+    }
+}
+
+/// Renders the message, then any other fields as ` key=value`.
+struct Fields<'a>(&'a mut String);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.0.insert_str(0, value),
+            name => {
+                let _ = write!(self.0, " {name}={value}");
+            }
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}

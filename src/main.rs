@@ -1,0 +1,30 @@
+//! The `procgate` binary: parse the command line, dispatch, turn errors into exit statuses
+//! (0 clean, 1 runtime failure, 2 bad usage or bad input).
+
+use clap::Parser;
+use procgate::cli::{Cli, Command};
+use procgate::config::ConfigError;
+use procgate::logs::{self, Output};
+use procgate::{commands, process};
+
+fn main() {
+    let cli = Cli::parse();
+    let output = Output::new();
+    if !matches!(cli.command, Command::Keeper { .. }) {
+        logs::init_tracing(output.clone());
+    }
+    let result = match cli.command {
+        Command::Keeper { command } => process::keeper::run(&command),
+        Command::Start(args) => commands::start::run(args, output),
+        Command::Check(args) => commands::check::run(args),
+        Command::Run(args) => commands::run::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("procgate: {err:#}");
+            let bad_input = err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<procgate::formation::FormationError>().is_some();
+            std::process::exit(if bad_input { 2 } else { 1 });
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The Scheduler's decisions as a pure state machine: [`Lifecycle::handle`] takes an event and
+//! the time and returns effects for the actor to carry out. No processes, no sockets, no clock.
+//!
+//! Instance states and what moves them (decided in the `on_*` methods below):
+//! ```text
+//!   spawn ─► Starting ──alive 1 s──► Up
+//!               │                     │ stop asked: SIGTERM, grace timer
+//!               └─────────────────────┴──────────► Draining ──tree gone──► Stopped
+//!   leader exits on its own ─► Draining (rest of the tree got SIGTERM) ──tree gone──► Crashed
+//!   Crashed ──backoff elapsed──► spawn          Draining ──grace over──► SIGKILL (R12)
+//! ```
+//! A `release` slot is one-shot: it runs before the others and its exit decides whether they start.
+
+use super::backoff::Backoff;
+use crate::process::protocol::ExitReason;
+use nix::sys::signal::Signal;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A non-routed instance counts as up once it has stayed alive this long.
+pub const UP_AFTER: Duration = Duration::from_secs(1);
+
+/// Index of an instance slot (`web.1`); stable for the slot's life, across restarts.
+pub type SlotId = usize;
+
+/// Where an instance is in its life (shown by `ps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Up,
+    Draining,
+    Crashed,
+    Stopped,
+}
+
+/// One instance slot and its current incarnation.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub name: String,
+    pub state: State,
+    /// Bumped at each spawn and stop, so late events and timers of an old incarnation are ignored.
+    pub generation: u64,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub started_at: Option<Instant>,
+    pub restart_at: Option<Instant>,
+    one_shot: bool,
+    stop_requested: bool,
+    backoff: Backoff,
+}
+
+/// Something that happened to a slot, or a timer that fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Started { slot: SlotId, generation: u64, pid: u32 },
+    LeaderExited { slot: SlotId, generation: u64 },
+    Exited { slot: SlotId, generation: u64, reason: ExitReason },
+    SpawnFailed { slot: SlotId, generation: u64, error: String },
+    UpDue { slot: SlotId, generation: u64 },
+    RestartDue { slot: SlotId, generation: u64 },
+    GraceOver { slot: SlotId, generation: u64 },
+    /// SIGINT/SIGTERM or `procgate stop`; a second one skips the grace.
+    StopRequested,
+}
+
+/// What the actor must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Spawn { slot: SlotId, generation: u64 },
+    Signal { slot: SlotId, signal: Signal },
+    Kill { slot: SlotId },
+    After { delay: Duration, event: Event },
+    Log { level: Level, text: String },
+    /// Everything is stopped: exit the process with this status.
+    Exit(i32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Release,
+    Running,
+    ShuttingDown { fast: bool },
+    Done,
+}
+
+/// The whole formation's state.
+#[derive(Debug)]
+pub struct Lifecycle {
+    slots: Vec<Slot>,
+    phase: Phase,
+    grace: Duration,
+    /// Set when an instance had to be SIGKILLed: the stop was not clean.
+    killed_any: bool,
+}
+
+impl Slot {
+    fn new(name: String, one_shot: bool) -> Slot {
+        Slot {
+            name,
+            state: State::Stopped,
+            generation: 0,
+            pid: None,
+            restarts: 0,
+            started_at: None,
+            restart_at: None,
+            one_shot,
+            stop_requested: false,
+            backoff: Backoff::default(),
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self.state, State::Starting | State::Up | State::Draining)
+    }
+}
+
+fn log(level: Level, text: impl Into<String>) -> Effect {
+    Effect::Log { level, text: text.into() }
+}
+
+impl Lifecycle {
+    /// Slots `0..names.len()` are the instances; a release command, if any, is the last slot.
+    pub fn new(names: Vec<String>, release: Option<String>, grace: Duration) -> Lifecycle {
+        let mut slots: Vec<Slot> = names.into_iter().map(|n| Slot::new(n, false)).collect();
+        slots.extend(release.map(|name| Slot::new(name, true)));
+        Lifecycle { slots, phase: Phase::Running, grace, killed_any: false }
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Starts the release slot, or every instance when there is none.
+    pub fn start(&mut self, now: Instant) -> Vec<Effect> {
+        match self.slots.iter().position(|s| s.one_shot) {
+            Some(release) => {
+                self.phase = Phase::Release;
+                vec![self.spawn(release, now)]
+            }
+            None => self.spawn_instances(now),
+        }
+    }
+
+    fn spawn_instances(&mut self, now: Instant) -> Vec<Effect> {
+        self.phase = Phase::Running;
+        let ids: Vec<SlotId> = (0..self.slots.len()).filter(|&i| !self.slots[i].one_shot).collect();
+        if ids.is_empty() {
+            return vec![log(Level::Warn, "the formation has no instance to run (every type is at 0)")];
+        }
+        ids.into_iter().map(|id| self.spawn(id, now)).collect()
+    }
+
+    fn spawn(&mut self, id: SlotId, now: Instant) -> Effect {
+        let slot = &mut self.slots[id];
+        slot.generation += 1;
+        slot.state = State::Starting;
+        slot.started_at = Some(now);
+        slot.restart_at = None;
+        slot.stop_requested = false;
+        Effect::Spawn { slot: id, generation: slot.generation }
+    }
+
+    /// Applies one event; events of an old incarnation are ignored.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Effect> {
+        if let Some((id, generation)) = event_slot(&event) {
+            if self.slots.get(id).is_none_or(|s| s.generation != generation) {
+                return Vec::new();
+            }
+        }
+        match event {
+            Event::Started { slot, pid, .. } => self.on_started(slot, pid),
+            Event::UpDue { slot, .. } => self.on_up_due(slot),
+            Event::LeaderExited { slot, .. } => self.on_leader_exited(slot),
+            Event::GraceOver { slot, .. } => self.on_grace_over(slot),
+            Event::Exited { slot, reason, .. } => self.on_exited(slot, reason, now),
+            Event::SpawnFailed { slot, error, .. } => {
+                let text = format!("{} could not start: {error}", self.slots[slot].name);
+                let mut effects = vec![log(Level::Error, text)];
+                effects.extend(self.on_exited(slot, ExitReason::Code(127), now));
+                effects
+            }
+            Event::RestartDue { slot, .. } => self.on_restart_due(slot, now),
+            Event::StopRequested => self.on_stop_requested(),
+        }
+    }
+
+    fn on_started(&mut self, id: SlotId, pid: u32) -> Vec<Effect> {
+        let slot = &mut self.slots[id];
+        slot.pid = Some(pid);
+        let mut effects = vec![log(Level::Info, format!("{} started with pid {pid}", slot.name))];
+        if !slot.one_shot {
+            let event = Event::UpDue { slot: id, generation: slot.generation };
+            effects.push(Effect::After { delay: UP_AFTER, event });
+        }
+        effects
+    }
+
+    fn on_up_due(&mut self, id: SlotId) -> Vec<Effect> {
+        let slot = &mut self.slots[id];
+        if slot.state == State::Starting {
+            slot.state = State::Up;
+        }
+        Vec::new()
+    }
+
+    /// The main process ended by itself; the keeper sent SIGTERM to what is left of the tree.
+    fn on_leader_exited(&mut self, id: SlotId) -> Vec<Effect> {
+        let slot = &mut self.slots[id];
+        if slot.state == State::Draining {
+            return Vec::new();
+        }
+        slot.state = State::Draining;
+        let event = Event::GraceOver { slot: id, generation: slot.generation };
+        vec![Effect::After { delay: self.grace, event }]
+    }
+
+    fn on_grace_over(&mut self, id: SlotId) -> Vec<Effect> {
+        let slot = &self.slots[id];
+        if slot.state != State::Draining {
+            return Vec::new();
+        }
+        self.killed_any = true;
+        let grace = crate::duration::format(self.grace);
+        let text = format!("R12 Exit timeout: {} did not exit within {grace} of SIGTERM; sending SIGKILL", slot.name);
+        vec![log(Level::Warn, text), Effect::Kill { slot: id }]
+    }
+
+    fn on_exited(&mut self, id: SlotId, reason: ExitReason, now: Instant) -> Vec<Effect> {
+        let slot = &mut self.slots[id];
+        slot.pid = None;
+        let mut effects = vec![log(Level::Info, format!("{} {reason}", slot.name))];
+        if slot.one_shot {
+            slot.state = State::Stopped;
+            effects.extend(self.on_release_exited(reason, now));
+        } else if slot.stop_requested || matches!(self.phase, Phase::ShuttingDown { .. } | Phase::Done) {
+            slot.state = State::Stopped;
+        } else {
+            let uptime = slot.started_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let delay = slot.backoff.crashed(uptime);
+            slot.restarts += 1;
+            slot.state = State::Crashed;
+            slot.restart_at = Some(now + delay);
+            let text = format!("{} crashed; restarting in {} (restart {})", slot.name, crate::duration::format(delay), slot.restarts);
+            effects.push(log(Level::Warn, text));
+            let event = Event::RestartDue { slot: id, generation: slot.generation };
+            effects.push(Effect::After { delay, event });
+        }
+        effects.extend(self.exit_if_done());
+        effects
+    }
+
+    fn on_release_exited(&mut self, reason: ExitReason, now: Instant) -> Vec<Effect> {
+        if self.phase != Phase::Release {
+            return Vec::new();
+        }
+        if reason == ExitReason::Code(0) {
+            return self.spawn_instances(now);
+        }
+        self.phase = Phase::Done;
+        let text = format!("release failed ({reason}); not starting the formation. Fix the release command and start again");
+        vec![log(Level::Error, text), Effect::Exit(1)]
+    }
+
+    fn on_restart_due(&mut self, id: SlotId, now: Instant) -> Vec<Effect> {
+        if self.slots[id].state != State::Crashed || self.phase != Phase::Running {
+            return Vec::new();
+        }
+        vec![self.spawn(id, now)]
+    }
+
+    fn on_stop_requested(&mut self) -> Vec<Effect> {
+        match self.phase {
+            Phase::Done => Vec::new(),
+            Phase::ShuttingDown { fast: true } => Vec::new(),
+            Phase::ShuttingDown { fast: false } => self.kill_everything(),
+            Phase::Release | Phase::Running => self.terminate_everything(),
+        }
+    }
+
+    fn terminate_everything(&mut self) -> Vec<Effect> {
+        self.phase = Phase::ShuttingDown { fast: false };
+        let mut effects = vec![log(Level::Info, "sending SIGTERM to all processes")];
+        for (id, slot) in self.slots.iter_mut().enumerate() {
+            slot.stop_requested = true;
+            match slot.state {
+                State::Starting | State::Up => {
+                    slot.state = State::Draining;
+                    effects.push(Effect::Signal { slot: id, signal: Signal::SIGTERM });
+                    let event = Event::GraceOver { slot: id, generation: slot.generation };
+                    effects.push(Effect::After { delay: self.grace, event });
+                }
+                State::Crashed => {
+                    slot.state = State::Stopped;
+                    slot.generation += 1;
+                }
+                State::Draining | State::Stopped => {}
+            }
+        }
+        effects.extend(self.exit_if_done());
+        effects
+    }
+
+    fn kill_everything(&mut self) -> Vec<Effect> {
+        self.phase = Phase::ShuttingDown { fast: true };
+        let mut effects = vec![log(Level::Warn, "sending SIGKILL to all processes")];
+        for (id, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.is_running()) {
+            self.killed_any = true;
+            effects.push(log(Level::Warn, format!("R12 Exit timeout: {} killed before the end of its grace", slot.name)));
+            effects.push(Effect::Kill { slot: id });
+        }
+        effects
+    }
+
+    fn exit_if_done(&mut self) -> Vec<Effect> {
+        let shutting_down = matches!(self.phase, Phase::ShuttingDown { .. });
+        if !shutting_down || self.slots.iter().any(Slot::is_running) {
+            return Vec::new();
+        }
+        self.phase = Phase::Done;
+        vec![Effect::Exit(i32::from(self.killed_any))]
+    }
+}
+
+fn event_slot(event: &Event) -> Option<(SlotId, u64)> {
+    match *event {
+        Event::Started { slot, generation, .. }
+        | Event::LeaderExited { slot, generation }
+        | Event::Exited { slot, generation, .. }
+        | Event::SpawnFailed { slot, generation, .. }
+        | Event::UpDue { slot, generation }
+        | Event::RestartDue { slot, generation }
+        | Event::GraceOver { slot, generation } => Some((slot, generation)),
+        Event::StopRequested => None,
+    }
+}

@@ -1,0 +1,135 @@
+//! The Scheduler actor: spawns, restarts and stops the formation's instances.
+//!
+//! A thin actix shell around [`Lifecycle`]: it feeds events in (process reports, timers,
+//! signals) and carries the effects out (spawn through the keeper, signal, timers, logs, exit).
+
+use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotId};
+use crate::env::{instance_env, PlatformVars};
+use crate::logs::Output;
+use crate::process::output::Prefix;
+use crate::process::{self, Controller, Launch, ProcessEvent};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tokio::time::Instant;
+
+/// What one slot runs (an instance of the plan, or the release command).
+#[derive(Debug, Clone)]
+pub struct SlotSpec {
+    pub name: String,
+    pub command: String,
+    pub colour: usize,
+    pub vars: PlatformVars,
+}
+
+/// What the Scheduler needs to run the formation.
+pub struct SchedulerConfig {
+    /// Instances first, then the release command if there is one.
+    pub slots: Vec<SlotSpec>,
+    pub has_release: bool,
+    pub env: crate::env::EnvMap,
+    pub root: PathBuf,
+    pub grace: std::time::Duration,
+    /// The procgate binary, re-executed as each instance's keeper.
+    pub keeper_exe: PathBuf,
+    pub output: Output,
+}
+
+pub struct Scheduler {
+    config: SchedulerConfig,
+    lifecycle: Lifecycle,
+    controllers: HashMap<SlotId, Controller>,
+}
+
+/// An event for the Scheduler's state machine.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Notify(pub Event);
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        let count = config.slots.len() - usize::from(config.has_release);
+        let names = config.slots[..count].iter().map(|s| s.name.clone()).collect();
+        let release = config.has_release.then(|| config.slots[count].name.clone());
+        let lifecycle = Lifecycle::new(names, release, config.grace);
+        Scheduler { config, lifecycle, controllers: HashMap::new() }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Spawn { slot, generation } => self.spawn(slot, generation, ctx),
+                Effect::Signal { slot, signal } => self.with_controller(slot, |c| c.signal(signal)),
+                Effect::Kill { slot } => self.with_controller(slot, Controller::kill),
+                Effect::After { delay, event } => {
+                    ctx.run_later(delay, move |act, ctx| act.handle_event(event, ctx));
+                }
+                Effect::Log { level, text } => match level {
+                    Level::Info => tracing::info!("{text}"),
+                    Level::Warn => tracing::warn!("{text}"),
+                    Level::Error => tracing::error!("{text}"),
+                },
+                Effect::Exit(code) => System::current().stop_with_code(code),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event, ctx: &mut Context<Self>) {
+        let effects = self.lifecycle.handle(event, Instant::now());
+        self.apply(effects, ctx);
+    }
+
+    fn with_controller(&self, slot: SlotId, order: impl FnOnce(&Controller)) {
+        if let Some(controller) = self.controllers.get(&slot) {
+            order(controller);
+        }
+    }
+
+    fn spawn(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
+        let spec = &self.config.slots[slot];
+        self.config.output.fit(&spec.name);
+        let launch = Launch {
+            command: spec.command.clone(),
+            env: instance_env(&self.config.env, &spec.vars),
+            root: self.config.root.clone(),
+            prefix: Prefix { output: self.config.output.clone(), name: spec.name.clone(), colour: spec.colour },
+        };
+        let addr = ctx.address();
+        let on_event = move |event| addr.do_send(Notify(slot_event(slot, generation, event)));
+        match process::spawn(launch, &self.config.keeper_exe, on_event) {
+            Ok((controller, monitor)) => {
+                self.controllers.insert(slot, controller);
+                actix::spawn(monitor);
+            }
+            Err(err) => {
+                let event = Event::SpawnFailed { slot, generation, error: err.to_string() };
+                ctx.notify(Notify(event));
+            }
+        }
+    }
+}
+
+fn slot_event(slot: SlotId, generation: u64, event: ProcessEvent) -> Event {
+    match event {
+        ProcessEvent::Started { pid } => Event::Started { slot, generation, pid },
+        ProcessEvent::LeaderExited => Event::LeaderExited { slot, generation },
+        ProcessEvent::Exited(reason) => Event::Exited { slot, generation, reason },
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let effects = self.lifecycle.start(Instant::now());
+        self.apply(effects, ctx);
+    }
+}
+
+impl Handler<Notify> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, Notify(event): Notify, ctx: &mut Context<Self>) {
+        self.handle_event(event, ctx);
+    }
+}

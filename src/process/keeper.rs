@@ -1,0 +1,179 @@
+//! The keeper: one small process per instance that owns the app's process tree.
+//!
+//! procgate runs itself as `procgate __keeper -- /bin/sh -c COMMAND` with a Unix socket as stdin.
+//! The keeper is a child subreaper, starts the app as the leader of a new process group, and:
+//! - forwards procgate's orders (`signal N`, `kill`) to the whole group and to any descendant that
+//!   escaped it (orphans are re-parented to the keeper, so it sees them);
+//! - kills everything when the socket reaches end of file: procgate died, even by SIGKILL;
+//! - when the leader exits on its own, sends SIGTERM to what is left of the tree;
+//! - exits only when it has no descendant left, so "the keeper exited" means "the whole instance
+//!   is gone", and reports the leader's status first.
+//!
+//! It also gives the app a fresh `TMPDIR`, removed when the instance is gone.
+
+use super::protocol::{ExitReason, Order, Report};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{getpgid, Pid};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Signals sent to the keeper itself that it passes on to the app.
+const FORWARDED: [i32; 6] = [
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGQUIT,
+    signal_hook::consts::SIGUSR1,
+    signal_hook::consts::SIGUSR2,
+];
+
+/// Runs `command` as an instance and exits with its status (128 + N when killed by signal N).
+pub fn run(command: &[String]) -> ! {
+    let control = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(err) => fail(&format!("procgate keeper: stdin is not procgate's socket: {err}")),
+    };
+    if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("procgate keeper: cannot become a subreaper ({err}); orphans may escape");
+    }
+    // Registered before the app starts so no signal is lost; exec resets them in the app.
+    let signals = signal_hook::iterator::Signals::new(FORWARDED).ok();
+    let tmpdir = instance_tmpdir();
+    let mut app = Command::new(&command[0]);
+    app.args(&command[1..]).stdin(Stdio::null()).process_group(0);
+    if let Some(dir) = &tmpdir {
+        app.env("TMPDIR", dir.path());
+    }
+    let leader = match app.spawn() {
+        Ok(child) => Pid::from_raw(child.id() as i32),
+        Err(err) => fail(&format!("procgate keeper: cannot run {}: {err}", command[0])),
+    };
+    let tree = Arc::new(Tree { leader, stopping: AtomicBool::new(false), killing: AtomicBool::new(false) });
+    report(&control, Report::Pid(leader.as_raw() as u32));
+    listen_for_orders(&control, tree.clone());
+    if let Some(signals) = signals {
+        forward_signals(signals, tree.clone());
+    }
+    let reason = reap_until_empty(&tree, &control);
+    report(&control, Report::Exit(reason));
+    drop(tmpdir);
+    std::process::exit(reason.shell_status())
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::exit(127)
+}
+
+fn instance_tmpdir() -> Option<tempfile::TempDir> {
+    let dyno = std::env::var("DYNO").unwrap_or_else(|_| "instance".into());
+    tempfile::Builder::new().prefix(&format!("procgate-{dyno}-")).tempdir().ok()
+}
+
+fn report(mut control: &UnixStream, message: Report) {
+    // procgate may be gone; the orders thread then kills the tree.
+    let _ = control.write_all(message.encode().as_bytes());
+}
+
+/// The app's process tree: its group, plus descendants that left the group.
+struct Tree {
+    leader: Pid,
+    stopping: AtomicBool,
+    killing: AtomicBool,
+}
+
+impl Tree {
+    fn signal(&self, signal: Signal) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // The leader's pid stays reserved while it or any group member lives.
+        let _ = killpg(self.leader, signal);
+        for child in direct_children() {
+            let _ = kill(child, signal);
+            if getpgid(Some(child)) == Ok(child) {
+                let _ = killpg(child, signal);
+            }
+        }
+    }
+
+    fn kill_all(&self) {
+        self.killing.store(true, Ordering::SeqCst);
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+/// Processes whose parent is this keeper (the leader and re-parented orphans).
+fn direct_children() -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid).as_deref() == Some(me.as_str()))
+        .map(Pid::from_raw)
+        .collect()
+}
+
+fn parent_of(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1).map(str::to_string)
+}
+
+fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>) {
+    let reader = control.try_clone().expect("cloning the keeper socket");
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            match line.ok().as_deref().and_then(Order::decode) {
+                Some(Order::Signal(signal)) => tree.signal(signal),
+                Some(Order::Kill) => tree.kill_all(),
+                None => break,
+            }
+        }
+        // End of file or a broken socket: procgate is gone, nothing may outlive it.
+        tree.kill_all();
+    });
+}
+
+fn forward_signals(mut signals: signal_hook::iterator::Signals, tree: Arc<Tree>) {
+    std::thread::spawn(move || {
+        for number in signals.forever() {
+            if let Ok(signal) = Signal::try_from(number) {
+                tree.signal(signal);
+            }
+        }
+    });
+}
+
+/// Reaps every descendant until none is left; returns how the leader ended.
+fn reap_until_empty(tree: &Tree, control: &UnixStream) -> ExitReason {
+    let mut leader_reason = ExitReason::Code(0);
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == tree.leader => {
+                leader_reason = ExitReason::Code(code);
+                on_leader_exit(tree, control);
+            }
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == tree.leader => {
+                leader_reason = ExitReason::Signal(signal as i32);
+                on_leader_exit(tree, control);
+            }
+            Ok(_) if tree.killing.load(Ordering::SeqCst) => tree.kill_all(),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return leader_reason,
+        }
+    }
+}
+
+fn on_leader_exit(tree: &Tree, control: &UnixStream) {
+    report(control, Report::LeaderExited);
+    if !tree.stopping.load(Ordering::SeqCst) {
+        tree.signal(Signal::SIGTERM);
+    }
+}

@@ -1,0 +1,125 @@
+//! Instances as processes: each runs under its own keeper (see [`keeper`]), in its own process
+//! group, with its output prefixed and its end reported once the whole process tree is gone.
+
+pub mod keeper;
+pub mod output;
+pub mod protocol;
+
+use crate::env::EnvMap;
+use output::Prefix;
+use protocol::{ExitReason, Order, Report};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// What to run for one instance.
+pub struct Launch {
+    pub command: String,
+    pub env: EnvMap,
+    pub root: PathBuf,
+    pub prefix: Prefix,
+}
+
+/// What a running instance tells its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEvent {
+    /// The app's main process started; its pid is also its process group.
+    Started { pid: u32 },
+    /// The main process ended; the rest of the tree has been sent SIGTERM.
+    LeaderExited,
+    /// The whole process tree is gone and its output is drained.
+    Exited(ExitReason),
+}
+
+/// Sends orders to a running instance's keeper; dropping it does not stop the instance.
+#[derive(Clone)]
+pub struct Controller {
+    orders: mpsc::UnboundedSender<Order>,
+}
+
+impl Controller {
+    /// Sends `signal` to the instance's whole process tree.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = self.orders.send(Order::Signal(signal));
+    }
+
+    /// SIGKILLs the instance's whole process tree.
+    pub fn kill(&self) {
+        let _ = self.orders.send(Order::Kill);
+    }
+}
+
+/// Starts an instance. The returned future must be polled (spawned) on a tokio `LocalSet` or
+/// runtime: it prints the output and calls `on_event` as the instance lives and ends.
+pub fn spawn(
+    launch: Launch,
+    keeper_exe: &std::path::Path,
+    on_event: impl Fn(ProcessEvent) + 'static,
+) -> std::io::Result<(Controller, impl Future<Output = ()>)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let mut command = tokio::process::Command::new(keeper_exe);
+    command
+        .arg("__keeper")
+        .arg("--")
+        .args(["/bin/sh", "-c", &launch.command])
+        .current_dir(&launch.root)
+        .envs(&launch.env)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command.spawn()?;
+    // The keeper's end must close here, or its end of file would never come.
+    drop(command);
+    ours.set_nonblocking(true)?;
+    let control = UnixStream::from_std(ours)?;
+    let (orders_tx, orders) = mpsc::unbounded_channel();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let prefix = launch.prefix;
+    let monitor = async move {
+        let pumps = async {
+            let out = stdout.map(|s| output::pump(s, prefix.clone()));
+            let err = stderr.map(|s| output::pump(s, prefix.clone()));
+            tokio::join!(async { if let Some(f) = out { f.await } }, async { if let Some(f) = err { f.await } });
+        };
+        let (reported, ()) = tokio::join!(converse(control, orders, &on_event), pumps);
+        let status = child.wait().await;
+        let fallback = status.map(exit_reason_of).unwrap_or(ExitReason::Code(1));
+        on_event(ProcessEvent::Exited(reported.unwrap_or(fallback)));
+    };
+    Ok((Controller { orders: orders_tx }, monitor))
+}
+
+/// Passes orders to the keeper and reports its messages until it closes the socket (exits).
+async fn converse(control: UnixStream, mut orders: mpsc::UnboundedReceiver<Order>, on_event: &impl Fn(ProcessEvent)) -> Option<ExitReason> {
+    let (read, mut write) = control.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let mut exit = None;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line.ok().flatten().as_deref().map(Report::decode) {
+                Some(Some(Report::Pid(pid))) => on_event(ProcessEvent::Started { pid }),
+                Some(Some(Report::LeaderExited)) => on_event(ProcessEvent::LeaderExited),
+                Some(Some(Report::Exit(reason))) => exit = Some(reason),
+                Some(None) => {}
+                None => return exit,
+            },
+            Some(order) = orders.recv() => {
+                let _ = write.write_all(order.encode().as_bytes()).await;
+            }
+        }
+    }
+}
+
+fn exit_reason_of(status: std::process::ExitStatus) -> ExitReason {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitReason::Code(code),
+        (None, Some(signal)) => ExitReason::Signal(signal),
+        (None, None) => ExitReason::Code(1),
+    }
+}
