@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "procgate", version, about = "Run a Procfile like a mini-PaaS: supervised instances, a TCP gateway and an HTTP router")]
+#[command(
+    name = "procgate",
+    version,
+    about = "Run a Procfile like a mini-PaaS: supervised instances, a TCP gateway and an HTTP router"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

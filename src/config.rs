@@ -45,10 +45,12 @@ impl Sources {
             Some(root) => root.clone(),
             None => parent_dir(&procfile_path),
         };
-        if !root.is_dir() {
-            return Err(ConfigError::BadRoot { path: root.display().to_string() });
-        }
         let procfile = Procfile::load(&procfile_path)?;
+        if !root.is_dir() {
+            return Err(ConfigError::BadRoot {
+                path: root.display().to_string(),
+            });
+        }
         let env = crate::env::load(&env_files(args.env.as_deref(), &root))?;
         Ok(Sources { root, procfile, env })
     }
@@ -68,12 +70,18 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 fn env_files(flag: Option<&str>, root: &Path) -> Vec<EnvFile> {
     match flag {
-        None => vec![EnvFile { path: root.join(".env"), required: false }],
+        None => vec![EnvFile {
+            path: root.join(".env"),
+            required: false,
+        }],
         Some(list) => list
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| EnvFile { path: PathBuf::from(p), required: true })
+            .map(|p| EnvFile {
+                path: PathBuf::from(p),
+                required: true,
+            })
             .collect(),
     }
 }
@@ -92,7 +100,12 @@ pub struct Config {
 
 impl Config {
     /// Builds the plan; `only` restricts it to these types (as `procgate start web`).
-    pub fn build(sources: Sources, plan: &PlanArgs, listen: &ListenArgs, only: &[String]) -> Result<Config, ConfigError> {
+    pub fn build(
+        sources: Sources,
+        plan: &PlanArgs,
+        listen: &ListenArgs,
+        only: &[String],
+    ) -> Result<Config, ConfigError> {
         let spec = match (&plan.formation, only.is_empty()) {
             (Some(spec), true) => spec.clone(),
             (None, true) => "all=1".to_string(),
@@ -101,9 +114,20 @@ impl Config {
         let formation = Formation::parse(&spec, &sources.procfile)?;
         let base_port = base_port(plan.port, &sources.env)?;
         let instances = formation::plan(&sources.procfile, &formation, base_port)?;
-        let release = sources.procfile.get(RELEASE).filter(|_| formation.count(RELEASE) == 1).cloned();
+        let release = sources
+            .procfile
+            .get(RELEASE)
+            .filter(|_| formation.count(RELEASE) == 1)
+            .cloned();
         let tcp_url = Sources::tcp_url(listen);
-        Ok(Config { sources, formation, base_port, plan: instances, release, tcp_url })
+        Ok(Config {
+            sources,
+            formation,
+            base_port,
+            plan: instances,
+            release,
+            tcp_url,
+        })
     }
 }
 
@@ -111,7 +135,9 @@ impl Config {
 fn restrict(formation: Option<&str>, only: &[String]) -> String {
     let mut spec: Vec<String> = only.iter().map(|t| format!("{t}=1")).collect();
     if let Some(formation) = formation {
-        let listed = formation.split(',').filter(|item| only.iter().any(|t| item.trim().starts_with(&format!("{t}="))));
+        let listed = formation
+            .split(',')
+            .filter(|item| only.iter().any(|t| item.trim().starts_with(&format!("{t}="))));
         spec.extend(listed.map(str::to_string));
     }
     spec.join(",")
@@ -127,7 +153,10 @@ fn base_port(flag: Option<u16>, files: &EnvMap) -> Result<u16, ConfigError> {
         (None, Ok(value)) => (value, "the environment"),
         (None, Err(_)) => return Ok(DEFAULT_BASE_PORT),
     };
-    value.trim().parse().map_err(|_| ConfigError::BadPort { value, origin: origin.to_string() })
+    value.trim().parse().map_err(|_| ConfigError::BadPort {
+        value,
+        origin: origin.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -34,7 +34,12 @@ impl Output {
     pub fn new() -> Output {
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let colour = std::io::stdout().is_terminal() && !no_colour;
-        Output { inner: Arc::new(Inner { width: AtomicUsize::new(MIN_NAME_WIDTH), colour }) }
+        Output {
+            inner: Arc::new(Inner {
+                width: AtomicUsize::new(MIN_NAME_WIDTH),
+                colour,
+            }),
+        }
     }
 
     /// Widens the name column so `name` fits.

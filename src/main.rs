@@ -23,7 +23,8 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("procgate: {err:#}");
-            let bad_input = err.downcast_ref::<ConfigError>().is_some() || err.downcast_ref::<procgate::formation::FormationError>().is_some();
+            let bad_input = err.downcast_ref::<ConfigError>().is_some()
+                || err.downcast_ref::<procgate::formation::FormationError>().is_some();
             std::process::exit(if bad_input { 2 } else { 1 });
         }
     }

@@ -34,7 +34,12 @@ pub enum ProcfileError {
     #[error("{path}: the Procfile defines no process type; add a line such as `web: ./server`")]
     Empty { path: String },
     #[error("{path}:{line}: process type `{name}` is already defined on line {first}; give each type one line (rename one of them)")]
-    Duplicate { path: String, line: usize, name: String, first: usize },
+    Duplicate {
+        path: String,
+        line: usize,
+        name: String,
+        first: usize,
+    },
     #[error("{path}:{line}: process type `{name}` has no command; write `{name}: <command>`")]
     NoCommand { path: String, line: usize, name: String },
     #[error("{path}:{line}: `{text}` is not a `name: command` line (names use letters, digits, `_` and `-`); fix it or comment it out with `#`")]
@@ -149,7 +154,10 @@ mod tests {
     #[test]
     fn keeps_colons_quotes_and_metacharacters_in_the_command() {
         let procfile = parse("web: echo foo: bar && sh -c \"echo 'a b'\" ${PORT}").unwrap();
-        assert_eq!(procfile.types[0].command, "echo foo: bar && sh -c \"echo 'a b'\" ${PORT}");
+        assert_eq!(
+            procfile.types[0].command,
+            "echo foo: bar && sh -c \"echo 'a b'\" ${PORT}"
+        );
     }
 
     #[test]
@@ -171,7 +179,15 @@ mod tests {
 
     #[test]
     fn lines_that_are_not_name_command_are_errors() {
-        for bad in ["<<<<<<< HEAD", "=======", ">>>>>>> branch", "+foo: x", ": rails", "web echo", "wé: x"] {
+        for bad in [
+            "<<<<<<< HEAD",
+            "=======",
+            ">>>>>>> branch",
+            "+foo: x",
+            ": rails",
+            "web echo",
+            "wé: x",
+        ] {
             let err = parse(&format!("web: a\n{bad}\n")).unwrap_err();
             assert!(matches!(err, ProcfileError::BadLine { line: 2, .. }), "{bad}: {err}");
         }
@@ -187,6 +203,9 @@ mod tests {
     #[test]
     fn missing_file_is_an_error_naming_it() {
         let err = Procfile::load(Path::new("/nonexistent/Procfile")).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent/Procfile: cannot read"), "{err}");
+        assert!(
+            err.to_string().starts_with("/nonexistent/Procfile: cannot read"),
+            "{err}"
+        );
     }
 }

@@ -13,9 +13,11 @@ async def main():
     port = int(os.environ["PORT"])
     dyno = os.environ.get("DYNO", "echo")
     clients = set()
+    handlers = set()
 
     async def serve(reader, writer):
         clients.add(writer)
+        handlers.add(asyncio.current_task())
         writer.write(f"hello {dyno} {os.getpid()}\n".encode())
         try:
             while line := await reader.readline():
@@ -26,6 +28,7 @@ async def main():
         finally:
             clients.discard(writer)
             writer.close()
+            handlers.discard(asyncio.current_task())
 
     server = await asyncio.start_server(serve, "127.0.0.1", port)
     print(f"{dyno} listening on 127.0.0.1:{port}", flush=True)
@@ -39,6 +42,7 @@ async def main():
     for writer in list(clients):
         writer.write(b"bye\n")
         writer.close()
+    await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), timeout=10)
     print("bye", flush=True)
 
 

@@ -16,16 +16,30 @@ pub fn run(args: CheckArgs) -> anyhow::Result<i32> {
 fn report(config: &Config) -> String {
     let procfile = &config.sources.procfile;
     let mut out = String::new();
-    let _ = writeln!(out, "Procfile {} is valid: {} types", procfile.path.display(), procfile.types.len());
+    let _ = writeln!(
+        out,
+        "Procfile {} is valid: {} types",
+        procfile.path.display(),
+        procfile.types.len()
+    );
     let _ = writeln!(out, "root: {}", config.sources.root.display());
-    let counts: Vec<String> = config.formation.counts.iter().map(|(n, c)| format!("{n}={c}")).collect();
+    let counts: Vec<String> = config
+        .formation
+        .counts
+        .iter()
+        .map(|(n, c)| format!("{n}={c}"))
+        .collect();
     let _ = writeln!(out, "formation: {}", counts.join(","));
     let _ = writeln!(out, "base port: {}", config.base_port);
     if let Some(release) = &config.release {
         let _ = writeln!(out, "release (runs once before the others): {}", release.command);
     }
     for spec in &config.plan {
-        let vars = PlatformVars { dyno: spec.name(), port: Some(spec.port), tcp_url: config.tcp_url.clone() };
+        let vars = PlatformVars {
+            dyno: spec.name(),
+            port: Some(spec.port),
+            tcp_url: config.tcp_url.clone(),
+        };
         let names: Vec<String> = instance_env(&config.sources.env, &vars).into_keys().collect();
         let _ = writeln!(out, "{:<12} port {:<5} {}", spec.name(), spec.port, spec.command);
         let _ = writeln!(out, "{:<12} env: {}", "", names.join(" "));

@@ -39,21 +39,39 @@ fn slot_specs(config: &Config) -> Vec<SlotSpec> {
         name: spec.name(),
         command: spec.command.clone(),
         colour: spec.type_index,
-        vars: PlatformVars { dyno: spec.name(), port: Some(spec.port), tcp_url: config.tcp_url.clone() },
+        vars: PlatformVars {
+            dyno: spec.name(),
+            port: Some(spec.port),
+            tcp_url: config.tcp_url.clone(),
+        },
     };
     let mut slots: Vec<SlotSpec> = config.plan.iter().map(instance).collect();
     if let Some(release) = &config.release {
         let name = format!("{RELEASE}.1");
-        let vars = PlatformVars { dyno: name.clone(), port: None, tcp_url: config.tcp_url.clone() };
+        let vars = PlatformVars {
+            dyno: name.clone(),
+            port: None,
+            tcp_url: config.tcp_url.clone(),
+        };
         let colour = config.sources.procfile.types.len();
-        slots.push(SlotSpec { name, command: release.command.clone(), colour, vars });
+        slots.push(SlotSpec {
+            name,
+            command: release.command.clone(),
+            colour,
+            vars,
+        });
     }
     slots
 }
 
 /// `starting app in ./demo: web=1 tcp=2 on ports 5000.. (TCP_URL=tcp://127.0.0.1:20003)`.
 fn summary(config: &Config) -> String {
-    let counts: Vec<String> = config.formation.counts.iter().map(|(n, c)| format!("{n}={c}")).collect();
+    let counts: Vec<String> = config
+        .formation
+        .counts
+        .iter()
+        .map(|(n, c)| format!("{n}={c}"))
+        .collect();
     format!(
         "starting app in {}: {} on ports from {} (TCP_URL={})",
         config.sources.root.display(),

@@ -52,13 +52,37 @@ pub struct Slot {
 /// Something that happened to a slot, or a timer that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Started { slot: SlotId, generation: u64, pid: u32 },
-    LeaderExited { slot: SlotId, generation: u64 },
-    Exited { slot: SlotId, generation: u64, reason: ExitReason },
-    SpawnFailed { slot: SlotId, generation: u64, error: String },
-    UpDue { slot: SlotId, generation: u64 },
-    RestartDue { slot: SlotId, generation: u64 },
-    GraceOver { slot: SlotId, generation: u64 },
+    Started {
+        slot: SlotId,
+        generation: u64,
+        pid: u32,
+    },
+    LeaderExited {
+        slot: SlotId,
+        generation: u64,
+    },
+    Exited {
+        slot: SlotId,
+        generation: u64,
+        reason: ExitReason,
+    },
+    SpawnFailed {
+        slot: SlotId,
+        generation: u64,
+        error: String,
+    },
+    UpDue {
+        slot: SlotId,
+        generation: u64,
+    },
+    RestartDue {
+        slot: SlotId,
+        generation: u64,
+    },
+    GraceOver {
+        slot: SlotId,
+        generation: u64,
+    },
     /// SIGINT/SIGTERM or `procgate stop`; a second one skips the grace.
     StopRequested,
 }
@@ -66,11 +90,25 @@ pub enum Event {
 /// What the actor must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Spawn { slot: SlotId, generation: u64 },
-    Signal { slot: SlotId, signal: Signal },
-    Kill { slot: SlotId },
-    After { delay: Duration, event: Event },
-    Log { level: Level, text: String },
+    Spawn {
+        slot: SlotId,
+        generation: u64,
+    },
+    Signal {
+        slot: SlotId,
+        signal: Signal,
+    },
+    Kill {
+        slot: SlotId,
+    },
+    After {
+        delay: Duration,
+        event: Event,
+    },
+    Log {
+        level: Level,
+        text: String,
+    },
     /// Everything is stopped: exit the process with this status.
     Exit(i32),
 }
@@ -122,7 +160,10 @@ impl Slot {
 }
 
 fn log(level: Level, text: impl Into<String>) -> Effect {
-    Effect::Log { level, text: text.into() }
+    Effect::Log {
+        level,
+        text: text.into(),
+    }
 }
 
 impl Lifecycle {
@@ -130,7 +171,12 @@ impl Lifecycle {
     pub fn new(names: Vec<String>, release: Option<String>, grace: Duration) -> Lifecycle {
         let mut slots: Vec<Slot> = names.into_iter().map(|n| Slot::new(n, false)).collect();
         slots.extend(release.map(|name| Slot::new(name, true)));
-        Lifecycle { slots, phase: Phase::Running, grace, killed_any: false }
+        Lifecycle {
+            slots,
+            phase: Phase::Running,
+            grace,
+            killed_any: false,
+        }
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -152,7 +198,10 @@ impl Lifecycle {
         self.phase = Phase::Running;
         let ids: Vec<SlotId> = (0..self.slots.len()).filter(|&i| !self.slots[i].one_shot).collect();
         if ids.is_empty() {
-            return vec![log(Level::Warn, "the formation has no instance to run (every type is at 0)")];
+            return vec![log(
+                Level::Warn,
+                "the formation has no instance to run (every type is at 0)",
+            )];
         }
         ids.into_iter().map(|id| self.spawn(id, now)).collect()
     }
@@ -164,7 +213,10 @@ impl Lifecycle {
         slot.started_at = Some(now);
         slot.restart_at = None;
         slot.stop_requested = false;
-        Effect::Spawn { slot: id, generation: slot.generation }
+        Effect::Spawn {
+            slot: id,
+            generation: slot.generation,
+        }
     }
 
     /// Applies one event; events of an old incarnation are ignored.
@@ -196,7 +248,10 @@ impl Lifecycle {
         slot.pid = Some(pid);
         let mut effects = vec![log(Level::Info, format!("{} started with pid {pid}", slot.name))];
         if !slot.one_shot {
-            let event = Event::UpDue { slot: id, generation: slot.generation };
+            let event = Event::UpDue {
+                slot: id,
+                generation: slot.generation,
+            };
             effects.push(Effect::After { delay: UP_AFTER, event });
         }
         effects
@@ -217,8 +272,14 @@ impl Lifecycle {
             return Vec::new();
         }
         slot.state = State::Draining;
-        let event = Event::GraceOver { slot: id, generation: slot.generation };
-        vec![Effect::After { delay: self.grace, event }]
+        let event = Event::GraceOver {
+            slot: id,
+            generation: slot.generation,
+        };
+        vec![Effect::After {
+            delay: self.grace,
+            event,
+        }]
     }
 
     fn on_grace_over(&mut self, id: SlotId) -> Vec<Effect> {
@@ -228,7 +289,10 @@ impl Lifecycle {
         }
         self.killed_any = true;
         let grace = crate::duration::format(self.grace);
-        let text = format!("R12 Exit timeout: {} did not exit within {grace} of SIGTERM; sending SIGKILL", slot.name);
+        let text = format!(
+            "R12 Exit timeout: {} did not exit within {grace} of SIGTERM; sending SIGKILL",
+            slot.name
+        );
         vec![log(Level::Warn, text), Effect::Kill { slot: id }]
     }
 
@@ -242,14 +306,24 @@ impl Lifecycle {
         } else if slot.stop_requested || matches!(self.phase, Phase::ShuttingDown { .. } | Phase::Done) {
             slot.state = State::Stopped;
         } else {
-            let uptime = slot.started_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let uptime = slot
+                .started_at
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
             let delay = slot.backoff.crashed(uptime);
             slot.restarts += 1;
             slot.state = State::Crashed;
             slot.restart_at = Some(now + delay);
-            let text = format!("{} crashed; restarting in {} (restart {})", slot.name, crate::duration::format(delay), slot.restarts);
+            let text = format!(
+                "{} crashed; restarting in {} (restart {})",
+                slot.name,
+                crate::duration::format(delay),
+                slot.restarts
+            );
             effects.push(log(Level::Warn, text));
-            let event = Event::RestartDue { slot: id, generation: slot.generation };
+            let event = Event::RestartDue {
+                slot: id,
+                generation: slot.generation,
+            };
             effects.push(Effect::After { delay, event });
         }
         effects.extend(self.exit_if_done());
@@ -264,7 +338,8 @@ impl Lifecycle {
             return self.spawn_instances(now);
         }
         self.phase = Phase::Done;
-        let text = format!("release failed ({reason}); not starting the formation. Fix the release command and start again");
+        let text =
+            format!("release failed ({reason}); not starting the formation. Fix the release command and start again");
         vec![log(Level::Error, text), Effect::Exit(1)]
     }
 
@@ -292,9 +367,18 @@ impl Lifecycle {
             match slot.state {
                 State::Starting | State::Up => {
                     slot.state = State::Draining;
-                    effects.push(Effect::Signal { slot: id, signal: Signal::SIGTERM });
-                    let event = Event::GraceOver { slot: id, generation: slot.generation };
-                    effects.push(Effect::After { delay: self.grace, event });
+                    effects.push(Effect::Signal {
+                        slot: id,
+                        signal: Signal::SIGTERM,
+                    });
+                    let event = Event::GraceOver {
+                        slot: id,
+                        generation: slot.generation,
+                    };
+                    effects.push(Effect::After {
+                        delay: self.grace,
+                        event,
+                    });
                 }
                 State::Crashed => {
                     slot.state = State::Stopped;
@@ -312,7 +396,10 @@ impl Lifecycle {
         let mut effects = vec![log(Level::Warn, "sending SIGKILL to all processes")];
         for (id, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.is_running()) {
             self.killed_any = true;
-            effects.push(log(Level::Warn, format!("R12 Exit timeout: {} killed before the end of its grace", slot.name)));
+            effects.push(log(
+                Level::Warn,
+                format!("R12 Exit timeout: {} killed before the end of its grace", slot.name),
+            ));
             effects.push(Effect::Kill { slot: id });
         }
         effects
@@ -338,5 +425,219 @@ fn event_slot(event: &Event) -> Option<(SlotId, u64)> {
         | Event::RestartDue { slot, generation }
         | Event::GraceOver { slot, generation } => Some((slot, generation)),
         Event::StopRequested => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(30);
+
+    /// Drives a [`Lifecycle`] like the actor does, with timers on tokio's (paused) clock.
+    struct Driver {
+        lifecycle: Lifecycle,
+        timers: Vec<(Instant, Event)>,
+        spawns: Vec<(SlotId, u64, Instant)>,
+        effects: Vec<Effect>,
+    }
+
+    impl Driver {
+        fn new(names: &[&str], release: Option<&str>) -> Driver {
+            let names = names.iter().map(|n| n.to_string()).collect();
+            let lifecycle = Lifecycle::new(names, release.map(str::to_string), GRACE);
+            let mut driver = Driver {
+                lifecycle,
+                timers: Vec::new(),
+                spawns: Vec::new(),
+                effects: Vec::new(),
+            };
+            let effects = driver.lifecycle.start(Instant::now());
+            driver.apply(effects);
+            driver
+        }
+
+        fn apply(&mut self, effects: Vec<Effect>) {
+            for effect in effects {
+                match &effect {
+                    Effect::After { delay, event } => self.timers.push((Instant::now() + *delay, event.clone())),
+                    Effect::Spawn { slot, generation } => self.spawns.push((*slot, *generation, Instant::now())),
+                    _ => {}
+                }
+                self.effects.push(effect);
+            }
+        }
+
+        fn send(&mut self, event: Event) {
+            let effects = self.lifecycle.handle(event, Instant::now());
+            self.apply(effects);
+        }
+
+        /// Sleeps (paused clock) until the earliest timer and fires it.
+        async fn fire_next_timer(&mut self) -> Event {
+            let next = (0..self.timers.len())
+                .min_by_key(|&i| self.timers[i].0)
+                .expect("a timer is pending");
+            let (deadline, event) = self.timers.remove(next);
+            tokio::time::sleep_until(deadline).await;
+            self.send(event.clone());
+            event
+        }
+
+        fn generation(&self, slot: SlotId) -> u64 {
+            self.lifecycle.slots()[slot].generation
+        }
+
+        fn exit(&mut self, slot: SlotId, reason: ExitReason) {
+            let generation = self.generation(slot);
+            self.send(Event::Exited {
+                slot,
+                generation,
+                reason,
+            });
+        }
+
+        fn took(&mut self, wanted: impl Fn(&Effect) -> bool) -> bool {
+            let found = self.effects.iter().any(wanted);
+            self.effects.clear();
+            found
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crash_restarts_back_off_exponentially_under_paused_time() {
+        let mut driver = Driver::new(&["web.1"], None);
+        let mut delays = Vec::new();
+        for _ in 0..11 {
+            driver.exit(0, ExitReason::Code(1));
+            assert_eq!(driver.lifecycle.slots()[0].state, State::Crashed);
+            let crashed_at = Instant::now();
+            let event = driver.fire_next_timer().await;
+            assert!(matches!(event, Event::RestartDue { .. }), "{event:?}");
+            delays.push((driver.spawns.last().unwrap().2 - crashed_at).as_secs());
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(driver.lifecycle.slots()[0].restarts, 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_minutes_up_resets_the_backoff() {
+        let mut driver = Driver::new(&["web.1"], None);
+        for _ in 0..3 {
+            driver.exit(0, ExitReason::Code(1));
+            driver.fire_next_timer().await;
+        }
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        driver.timers.clear();
+        driver.exit(0, ExitReason::Code(1));
+        let restart_at = driver.lifecycle.slots()[0].restart_at.unwrap();
+        assert_eq!(restart_at - Instant::now(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_is_up_after_a_second_alive() {
+        let mut driver = Driver::new(&["worker.1"], None);
+        driver.send(Event::Started {
+            slot: 0,
+            generation: 1,
+            pid: 7,
+        });
+        assert_eq!(driver.lifecycle.slots()[0].state, State::Starting);
+        driver.fire_next_timer().await;
+        assert_eq!(driver.lifecycle.slots()[0].state, State::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_sends_sigterm_then_sigkill_with_r12_after_the_grace() {
+        let mut driver = Driver::new(&["web.1", "web.2"], None);
+        driver.send(Event::StopRequested);
+        assert!(driver.took(|e| *e
+            == Effect::Signal {
+                slot: 1,
+                signal: Signal::SIGTERM
+            }));
+        driver.exit(0, ExitReason::Code(0));
+        let fired = driver.fire_next_timer().await;
+        assert!(
+            matches!(fired, Event::GraceOver { slot: 0, .. }),
+            "a stopped slot's timer is stale"
+        );
+        assert!(!driver.took(|e| matches!(e, Effect::Kill { .. })));
+        let start = Instant::now();
+        driver.fire_next_timer().await;
+        assert_eq!(Instant::now() - start, Duration::ZERO, "both grace timers end together");
+        assert!(driver
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Log { text, .. } if text.starts_with("R12 Exit timeout: web.2"))));
+        assert!(driver.took(|e| *e == Effect::Kill { slot: 1 }));
+        driver.exit(1, ExitReason::Signal(9));
+        assert!(
+            driver.took(|e| *e == Effect::Exit(1)),
+            "a SIGKILL makes the exit status 1"
+        );
+    }
+
+    #[test]
+    fn a_clean_stop_exits_zero_and_cancels_pending_restarts() {
+        let mut driver = Driver::new(&["web.1", "worker.1"], None);
+        driver.exit(1, ExitReason::Code(3));
+        driver.send(Event::StopRequested);
+        assert_eq!(driver.lifecycle.slots()[1].state, State::Stopped);
+        driver.exit(0, ExitReason::Signal(15));
+        assert!(driver.took(|e| *e == Effect::Exit(0)));
+        let (_, stale) = driver
+            .timers
+            .iter()
+            .find(|(_, e)| matches!(e, Event::RestartDue { .. }))
+            .cloned()
+            .unwrap();
+        driver.send(stale);
+        assert_eq!(driver.spawns.len(), 2, "no restart after the stop");
+    }
+
+    #[test]
+    fn a_second_stop_request_kills_at_once() {
+        let mut driver = Driver::new(&["web.1"], None);
+        driver.send(Event::StopRequested);
+        driver.effects.clear();
+        driver.send(Event::StopRequested);
+        assert!(driver.took(|e| *e == Effect::Kill { slot: 0 }));
+        driver.exit(0, ExitReason::Signal(9));
+        assert!(driver.took(|e| *e == Effect::Exit(1)));
+    }
+
+    #[test]
+    fn leftovers_of_a_crashed_leader_get_the_grace_then_restart() {
+        let mut driver = Driver::new(&["web.1"], None);
+        driver.send(Event::LeaderExited { slot: 0, generation: 1 });
+        assert_eq!(driver.lifecycle.slots()[0].state, State::Draining);
+        assert!(driver.timers.iter().any(|(_, e)| matches!(e, Event::GraceOver { .. })));
+        driver.exit(0, ExitReason::Code(2));
+        assert_eq!(driver.lifecycle.slots()[0].state, State::Crashed);
+    }
+
+    #[test]
+    fn release_runs_first_and_gates_the_formation() {
+        let mut driver = Driver::new(&["web.1"], Some("release.1"));
+        assert_eq!(driver.spawns.iter().map(|s| s.0).collect::<Vec<_>>(), [1]);
+        driver.exit(1, ExitReason::Code(0));
+        assert_eq!(driver.spawns.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 0]);
+
+        let mut failing = Driver::new(&["web.1"], Some("release.1"));
+        failing.exit(1, ExitReason::Code(5));
+        assert!(failing.took(|e| *e == Effect::Exit(1)));
+        assert_eq!(failing.spawns.len(), 1, "nothing else starts");
+    }
+
+    #[test]
+    fn events_of_an_old_incarnation_are_ignored() {
+        let mut driver = Driver::new(&["web.1"], None);
+        driver.send(Event::Exited {
+            slot: 0,
+            generation: 99,
+            reason: ExitReason::Code(1),
+        });
+        assert_eq!(driver.lifecycle.slots()[0].state, State::Starting);
     }
 }

@@ -52,7 +52,11 @@ impl Scheduler {
         let names = config.slots[..count].iter().map(|s| s.name.clone()).collect();
         let release = config.has_release.then(|| config.slots[count].name.clone());
         let lifecycle = Lifecycle::new(names, release, config.grace);
-        Scheduler { config, lifecycle, controllers: HashMap::new() }
+        Scheduler {
+            config,
+            lifecycle,
+            controllers: HashMap::new(),
+        }
     }
 
     fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
@@ -92,7 +96,11 @@ impl Scheduler {
             command: spec.command.clone(),
             env: instance_env(&self.config.env, &spec.vars),
             root: self.config.root.clone(),
-            prefix: Prefix { output: self.config.output.clone(), name: spec.name.clone(), colour: spec.colour },
+            prefix: Prefix {
+                output: self.config.output.clone(),
+                name: spec.name.clone(),
+                colour: spec.colour,
+            },
         };
         let addr = ctx.address();
         let on_event = move |event| addr.do_send(Notify(slot_event(slot, generation, event)));
@@ -102,7 +110,11 @@ impl Scheduler {
                 actix::spawn(monitor);
             }
             Err(err) => {
-                let event = Event::SpawnFailed { slot, generation, error: err.to_string() };
+                let event = Event::SpawnFailed {
+                    slot,
+                    generation,
+                    error: err.to_string(),
+                };
                 ctx.notify(Notify(event));
             }
         }
@@ -113,7 +125,11 @@ fn slot_event(slot: SlotId, generation: u64, event: ProcessEvent) -> Event {
     match event {
         ProcessEvent::Started { pid } => Event::Started { slot, generation, pid },
         ProcessEvent::LeaderExited => Event::LeaderExited { slot, generation },
-        ProcessEvent::Exited(reason) => Event::Exited { slot, generation, reason },
+        ProcessEvent::Exited(reason) => Event::Exited {
+            slot,
+            generation,
+            reason,
+        },
     }
 }
 

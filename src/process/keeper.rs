@@ -15,7 +15,7 @@ use super::protocol::{ExitReason, Order, Report};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{getpgid, Pid};
+use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -55,7 +55,11 @@ pub fn run(command: &[String]) -> ! {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(err) => fail(&format!("procgate keeper: cannot run {}: {err}", command[0])),
     };
-    let tree = Arc::new(Tree { leader, stopping: AtomicBool::new(false), killing: AtomicBool::new(false) });
+    let tree = Arc::new(Tree {
+        leader,
+        stopping: AtomicBool::new(false),
+        killing: AtomicBool::new(false),
+    });
     report(&control, Report::Pid(leader.as_raw() as u32));
     listen_for_orders(&control, tree.clone());
     if let Some(signals) = signals {
@@ -74,7 +78,10 @@ fn fail(message: &str) -> ! {
 
 fn instance_tmpdir() -> Option<tempfile::TempDir> {
     let dyno = std::env::var("DYNO").unwrap_or_else(|_| "instance".into());
-    tempfile::Builder::new().prefix(&format!("procgate-{dyno}-")).tempdir().ok()
+    tempfile::Builder::new()
+        .prefix(&format!("procgate-{dyno}-"))
+        .tempdir()
+        .ok()
 }
 
 fn report(mut control: &UnixStream, message: Report) {
@@ -90,15 +97,30 @@ struct Tree {
 }
 
 impl Tree {
+    /// Sends `signal` exactly once to every process of the tree, including descendants that
+    /// left the group (a second SIGTERM or SIGINT means "hurry" to many apps).
     fn signal(&self, signal: Signal) {
         self.stopping.store(true, Ordering::SeqCst);
-        // The leader's pid stays reserved while it or any group member lives.
-        let _ = killpg(self.leader, signal);
-        for child in direct_children() {
-            let _ = kill(child, signal);
-            if getpgid(Some(child)) == Ok(child) {
-                let _ = killpg(child, signal);
+        let tree = descendants();
+        let is_ours = |pid: i32| tree.iter().any(|p| p.pid == pid);
+        let mut groups = vec![self.leader.as_raw()];
+        let mut singles = Vec::new();
+        for process in &tree {
+            if groups.contains(&process.pgid) {
+                continue;
             }
+            // A group is signalled whole only when its leader is ours; else only our member.
+            match is_ours(process.pgid) {
+                true => groups.push(process.pgid),
+                false => singles.push(process.pid),
+            }
+        }
+        // The leader's pid stays reserved as a group id while any member lives.
+        for group in groups {
+            let _ = killpg(Pid::from_raw(group), signal);
+        }
+        for pid in singles {
+            let _ = kill(Pid::from_raw(pid), signal);
         }
     }
 
@@ -108,22 +130,42 @@ impl Tree {
     }
 }
 
-/// Processes whose parent is this keeper (the leader and re-parented orphans).
-fn direct_children() -> Vec<Pid> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| parent_of(*pid).as_deref() == Some(me.as_str()))
-        .map(Pid::from_raw)
-        .collect()
+/// A process as /proc shows it.
+#[derive(Clone, Copy)]
+struct ProcessInfo {
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
 }
 
-fn parent_of(pid: i32) -> Option<String> {
+/// Every live descendant of this keeper (orphans of the tree are re-parented to it).
+fn descendants() -> Vec<ProcessInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let all: Vec<ProcessInfo> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(process_info)
+        .collect();
+    let mut ours = vec![std::process::id() as i32];
+    let mut found = Vec::new();
+    while let Some(parent) = ours.pop() {
+        for process in all.iter().filter(|p| p.ppid == parent) {
+            ours.push(process.pid);
+            found.push(*process);
+        }
+    }
+    found
+}
+
+fn process_info(pid: i32) -> Option<ProcessInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1).map(str::to_string)
+    // The command name may hold spaces and parentheses; fields resume after the last ')':
+    // state, ppid, pgrp, ...
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(1);
+    let ppid = fields.next()?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
+    Some(ProcessInfo { pid, ppid, pgid })
 }
 
 fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>) {

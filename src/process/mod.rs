@@ -84,7 +84,18 @@ pub fn spawn(
         let pumps = async {
             let out = stdout.map(|s| output::pump(s, prefix.clone()));
             let err = stderr.map(|s| output::pump(s, prefix.clone()));
-            tokio::join!(async { if let Some(f) = out { f.await } }, async { if let Some(f) = err { f.await } });
+            tokio::join!(
+                async {
+                    if let Some(f) = out {
+                        f.await
+                    }
+                },
+                async {
+                    if let Some(f) = err {
+                        f.await
+                    }
+                }
+            );
         };
         let (reported, ()) = tokio::join!(converse(control, orders, &on_event), pumps);
         let status = child.wait().await;
@@ -95,7 +106,11 @@ pub fn spawn(
 }
 
 /// Passes orders to the keeper and reports its messages until it closes the socket (exits).
-async fn converse(control: UnixStream, mut orders: mpsc::UnboundedReceiver<Order>, on_event: &impl Fn(ProcessEvent)) -> Option<ExitReason> {
+async fn converse(
+    control: UnixStream,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+    on_event: &impl Fn(ProcessEvent),
+) -> Option<ExitReason> {
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut exit = None;

@@ -98,10 +98,19 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        for order in [Order::Signal(Signal::SIGTERM), Order::Signal(Signal::SIGUSR1), Order::Kill] {
+        for order in [
+            Order::Signal(Signal::SIGTERM),
+            Order::Signal(Signal::SIGUSR1),
+            Order::Kill,
+        ] {
             assert_eq!(Order::decode(&order.encode()), Some(order));
         }
-        let reports = [Report::Pid(42), Report::LeaderExited, Report::Exit(ExitReason::Code(3)), Report::Exit(ExitReason::Signal(9))];
+        let reports = [
+            Report::Pid(42),
+            Report::LeaderExited,
+            Report::Exit(ExitReason::Code(3)),
+            Report::Exit(ExitReason::Signal(9)),
+        ];
         for report in reports {
             assert_eq!(Report::decode(&report.encode()), Some(report));
         }

@@ -1,0 +1,253 @@
+//! Helpers for the black-box tests: an app directory, the procgate binary running on it, its
+//! output read line by line, free ports, process checks. Every wait has a deadline.
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// The procgate binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_procgate");
+
+/// How long any single expected event may take.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A temporary app directory with a Procfile and optional other files.
+pub struct App {
+    pub dir: tempfile::TempDir,
+}
+
+impl App {
+    pub fn new(procfile: &str) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Procfile"), procfile).unwrap();
+        App { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// `procgate ARGS` in the app directory, waited for with a deadline.
+    pub fn run(&self, args: &[&str]) -> Finished {
+        let child = self.command(args).spawn().unwrap();
+        Running::watch(child).finish(DEADLINE)
+    }
+
+    /// `procgate ARGS` started in the app directory, output captured.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        Running::watch(self.command(args).spawn().unwrap())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("PORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+}
+
+/// A procgate process whose stdout and stderr lines arrive on a channel.
+pub struct Running {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+/// A procgate process that has exited.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub lines: Vec<String>,
+}
+
+impl Finished {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn has(&self, needle: &str) -> bool {
+        self.lines.iter().any(|l| matches(l, needle))
+    }
+
+    /// Index of the first line containing `needle`.
+    pub fn position(&self, needle: &str) -> usize {
+        self.lines
+            .iter()
+            .position(|l| matches(l, needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in:\n{}", self.text()))
+    }
+}
+
+impl Running {
+    fn watch(mut child: Child) -> Running {
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a line containing `needle` (name padding ignored) and returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_within(needle, DEADLINE)
+    }
+
+    pub fn wait_for_within(&mut self, needle: &str, limit: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|l| matches(l, needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if matches(&line, needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no `{needle}` within {limit:?}; output:\n{}", self.seen.join("\n"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("procgate exited before `{needle}`; output:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+    }
+
+    /// The pid in a `NAME started with pid N` line.
+    pub fn pid_of(&mut self, instance: &str) -> i32 {
+        let line = self.wait_for(&format!("{instance} started with pid "));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Reads the rest of the output until procgate exits, within `limit`.
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "procgate still running after {limit:?}; output:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+        let status = self.child.wait().unwrap();
+        Finished {
+            status,
+            lines: std::mem::take(&mut self.seen),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// True when `line` contains `needle`, ignoring the padding of the name column.
+pub fn matches(line: &str, needle: &str) -> bool {
+    squash(line).contains(&squash(needle))
+}
+
+fn squash(text: &str) -> String {
+    text.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// A base port whose blocks `base + 100*k .. + count` for `types` types are all free.
+pub fn free_base_port(types: u16, count: u16) -> u16 {
+    for _ in 0..200 {
+        let random = RandomState::new().build_hasher().finish();
+        let base = 20_000 + (random % 400) as u16 * 100;
+        let ports = (0..types).flat_map(|k| (0..count).map(move |i| base + 100 * k + i));
+        if ports
+            .into_iter()
+            .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free port block found");
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat[stat.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Waits until every pid is gone; panics with the survivors after `limit`.
+pub fn wait_gone(pids: &[i32], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "still alive after {limit:?}: {:?}",
+            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The repository root, for sample apps and procfiles.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

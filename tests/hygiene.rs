@@ -1,0 +1,93 @@
+//! Process hygiene: every process an instance starts is gone after a stop, and even after
+//! procgate itself is SIGKILLed; escaped (setsid) descendants included.
+
+mod common;
+use common::{free_base_port, wait_gone, App, DEADLINE};
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+const TREE: &str = "tree: sleep 300 & echo child $!; setsid sleep 301 & echo daemon $!; wait\n\
+stubborn: trap '' TERM; sleep 302 & echo child $!; wait\n";
+
+/// Pids of the leaders and of the children they report.
+fn pids(running: &mut common::Running) -> Vec<i32> {
+    let mut pids = vec![running.pid_of("tree.1"), running.pid_of("stubborn.1")];
+    for needle in ["tree.1 | child ", "tree.1 | daemon ", "stubborn.1 | child "] {
+        let line = running.wait_for(needle);
+        pids.push(line.rsplit(' ').next().unwrap().parse().unwrap());
+    }
+    assert!(pids.iter().all(|&p| common::alive(p)));
+    pids
+}
+
+#[test]
+fn nothing_survives_a_sigkill_of_procgate() {
+    let app = App::new(TREE);
+    let mut running = app.spawn(&["start", "-p", &free_base_port(2, 1).to_string()]);
+    let pids = pids(&mut running);
+    running.signal(Signal::SIGKILL);
+    wait_gone(&pids, Duration::from_secs(5));
+}
+
+#[test]
+fn nothing_survives_a_graceful_stop() {
+    let app = App::new(TREE);
+    let mut running = app.spawn(&["start", "--grace", "1s", "-p", &free_base_port(2, 1).to_string()]);
+    let pids = pids(&mut running);
+    running.signal(Signal::SIGINT);
+    let finished = running.finish(DEADLINE);
+    assert!(finished.has("tree.1 terminated by SIGTERM"), "{}", finished.text());
+    assert!(
+        !finished.has("R12 Exit timeout: tree.1"),
+        "the setsid daemon got SIGTERM too:\n{}",
+        finished.text()
+    );
+    assert!(finished.has("R12 Exit timeout: stubborn.1"));
+    wait_gone(&pids, Duration::from_secs(2));
+}
+
+#[test]
+fn leftovers_of_a_crashed_instance_are_stopped_before_it_restarts() {
+    let app = App::new("crashy: sleep 300 & echo child $!; exit 7\n");
+    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
+    let line = running.wait_for("crashy.1 | child ");
+    let child: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    running.wait_for("crashy.1 exited with code 7");
+    assert!(
+        !common::alive(child),
+        "the whole group is gone before the exit is reported"
+    );
+    running.wait_for("crashy.1 crashed; restarting in 1s");
+    running.signal(Signal::SIGINT);
+    running.finish(DEADLINE);
+}
+
+#[test]
+fn signals_sent_to_a_keeper_reach_the_app_once() {
+    let app = App::new("app: trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done\n");
+    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
+    running.wait_for("app.1 | ready");
+    let keeper = keeper_pid(running.pid());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), Signal::SIGTERM).unwrap();
+    running.wait_for("app.1 | got TERM");
+    running.wait_for("app.1 exited with code 0");
+    running.wait_for("app.1 crashed; restarting in 1s");
+    running.signal(Signal::SIGINT);
+    let finished = running.finish(DEADLINE);
+    assert_eq!(
+        finished.lines.iter().filter(|l| l.contains("got TERM")).count(),
+        1,
+        "{}",
+        finished.text()
+    );
+    assert_eq!(
+        finished.code(),
+        Some(0),
+        "a crashed instance is simply not restarted after the stop"
+    );
+}
+
+fn keeper_pid(procgate: i32) -> i32 {
+    let children = std::fs::read_to_string(format!("/proc/{procgate}/task/{procgate}/children")).unwrap();
+    children.split_whitespace().next().unwrap().parse().unwrap()
+}
