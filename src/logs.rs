@@ -33,7 +33,10 @@ impl Output {
     /// Colours only when stdout is a terminal and `NO_COLOR` is unset or empty.
     pub fn new() -> Output {
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let colour = std::io::stdout().is_terminal() && !no_colour;
+        Output::with_colour(std::io::stdout().is_terminal() && !no_colour)
+    }
+
+    fn with_colour(colour: bool) -> Output {
         Output {
             inner: Arc::new(Inner {
                 width: AtomicUsize::new(MIN_NAME_WIDTH),
@@ -50,24 +53,27 @@ impl Output {
     /// One line of an instance's output; `colour_index` is its type's position.
     pub fn instance_line(&self, name: &str, colour_index: usize, text: &str) {
         let colour = self.inner.colour.then(|| COLOURS[colour_index % COLOURS.len()]);
-        self.write(name, colour, text);
+        write(&self.format(name, colour, text));
     }
 
     /// One of procgate's own lines.
     pub fn system(&self, text: &str) {
-        self.write("system", None, text);
+        write(&self.format("system", None, text));
     }
 
-    fn write(&self, name: &str, colour: Option<u8>, text: &str) {
+    fn format(&self, name: &str, colour: Option<u8>, text: &str) -> String {
         let width = self.inner.width.load(Ordering::Relaxed);
         let time = chrono::Local::now().format("%H:%M:%S");
-        let line = match colour {
+        match colour {
             Some(code) => format!("\x1b[{code}m{time} {name:<width$} |\x1b[0m {text}\n"),
             None => format!("{time} {name:<width$} | {text}\n"),
-        };
-        // A closed stdout (e.g. `procgate start | head`) must not stop the platform.
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        }
     }
+}
+
+/// One `write` per line; a closed stdout (e.g. `procgate start | head`) must not stop the platform.
+fn write(line: &str) {
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
 impl Default for Output {
@@ -112,5 +118,35 @@ impl Visit for Fields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_padded_to_the_widest_and_at_least_six() {
+        let output = Output::with_colour(false);
+        assert!(output.format("web.1", None, "hi").ends_with(" web.1  | hi\n"));
+        output.fit("longer-name.10");
+        assert!(output.format("system", None, "x").ends_with(" system         | x\n"));
+    }
+
+    #[test]
+    fn colour_wraps_the_prefix_per_type_only_when_enabled() {
+        let output = Output::with_colour(true);
+        let line = output.format("tcp.1", Some(COLOURS[1]), "hi");
+        assert!(line.starts_with("\x1b[33m") && line.ends_with(" tcp.1  |\x1b[0m hi\n"), "{line:?}");
+        let plain = Output::with_colour(false);
+        plain.instance_line("tcp.1", 1, "no colour, no panic");
+        assert!(!plain.format("tcp.1", None, "hi").contains('\x1b'));
+    }
+
+    #[test]
+    fn the_time_prefix_is_hh_mm_ss() {
+        let line = Output::with_colour(false).format("web.1", None, "hi");
+        let time = &line[..8];
+        assert!(time.chars().enumerate().all(|(i, c)| if i == 2 || i == 5 { c == ':' } else { c.is_ascii_digit() }), "{line}");
     }
 }

@@ -172,7 +172,7 @@ fn a_second_sigint_skips_the_grace() {
 #[test]
 fn an_instance_has_exited_only_when_its_whole_group_is_gone() {
     // The shell dies at once on SIGTERM; its child keeps closing for a while and still speaks.
-    let app = App::new("web: (trap 'sleep 0.5; echo closed-cleanly; exit 0' TERM; while true; do sleep 0.1; done) & echo ready; wait\n");
+    let app = App::new("web: (trap 'sleep 0.5; echo closed-cleanly; exit 0' TERM; echo ready; while true; do sleep 0.1; done) & wait\n");
     let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
     running.wait_for("web.1 | ready");
     running.signal(Signal::SIGINT);
@@ -241,4 +241,21 @@ fn each_instance_gets_a_fresh_tmpdir_removed_when_it_exits() {
     running.signal(Signal::SIGINT);
     running.finish(DEADLINE);
     assert!(!tmpdir.exists(), "removed with the instance");
+}
+
+#[test]
+fn the_sigterm_procfile_shows_a_graceful_and_a_stubborn_app() {
+    let root = common::repo().join("procfiles/sigterm");
+    let base = free_base_port(2, 1);
+    let app = App::new("unused: true\n");
+    let root = root.to_str().unwrap();
+    let mut running = app.spawn(&["start", "-d", root, "--grace", "1s", "-p", &base.to_string()]);
+    running.wait_for("graceful.1 | graceful.1 listening");
+    running.wait_for("stubborn.1 | stubborn.1 ignoring SIGTERM");
+    running.signal(Signal::SIGTERM);
+    let finished = running.finish(DEADLINE);
+    assert!(finished.has("graceful.1 exited with code 0"), "{}", finished.text());
+    assert!(finished.has("R12 Exit timeout: stubborn.1 did not exit within 1s of SIGTERM; sending SIGKILL"));
+    assert!(!finished.has("R12 Exit timeout: graceful.1"));
+    assert_eq!(finished.code(), Some(1));
 }
