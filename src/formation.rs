@@ -106,6 +106,14 @@ impl Formation {
     }
 }
 
+impl std::fmt::Display for Formation {
+    /// `release=1,web=2,tcp=0`, in Procfile order.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let items: Vec<String> = self.counts.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
 fn parse_item(spec: &str, item: &str) -> Result<(String, usize), FormationError> {
     let syntax = || FormationError::Syntax {
         spec: spec.into(),

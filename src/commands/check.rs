@@ -23,13 +23,7 @@ fn report(config: &Config) -> String {
         procfile.types.len()
     );
     let _ = writeln!(out, "root: {}", config.sources.root.display());
-    let counts: Vec<String> = config
-        .formation
-        .counts
-        .iter()
-        .map(|(n, c)| format!("{n}={c}"))
-        .collect();
-    let _ = writeln!(out, "formation: {}", counts.join(","));
+    let _ = writeln!(out, "formation: {}", config.formation);
     let _ = writeln!(out, "base port: {}", config.base_port);
     if let Some(release) = &config.release {
         let _ = writeln!(out, "release (runs once before the others): {}", release.command);

@@ -64,18 +64,12 @@ fn slot_specs(config: &Config) -> Vec<SlotSpec> {
     slots
 }
 
-/// `starting app in ./demo: web=1 tcp=2 on ports 5000.. (TCP_URL=tcp://127.0.0.1:20003)`.
+/// `starting app in ./demo: web=1,tcp=2 on ports from 5000 (TCP_URL=tcp://127.0.0.1:20003)`.
 fn summary(config: &Config) -> String {
-    let counts: Vec<String> = config
-        .formation
-        .counts
-        .iter()
-        .map(|(n, c)| format!("{n}={c}"))
-        .collect();
     format!(
         "starting app in {}: {} on ports from {} (TCP_URL={})",
         config.sources.root.display(),
-        counts.join(" "),
+        config.formation,
         config.base_port,
         config.tcp_url
     )
