@@ -60,9 +60,10 @@ pub struct PlanArgs {
 /// The gateway's public addresses.
 #[derive(Debug, Args, Clone)]
 pub struct ListenArgs {
-    /// Address of the TCP gateway; instances get it as TCP_URL
-    #[arg(long = "tcp-listen", default_value = "127.0.0.1:20003")]
-    pub tcp_listen: SocketAddr,
+    /// Address of the TCP gateway for the `tcp` type (port 0: any free port); instances get it as
+    /// TCP_URL [default: [types.tcp] listen in procgate.toml, else 127.0.0.1:20003]
+    #[arg(long = "tcp-listen")]
+    pub tcp_listen: Option<SocketAddr>,
     /// Address of the HTTP router for `web`
     #[arg(long = "web-listen", default_value = "127.0.0.1:8080")]
     pub web_listen: SocketAddr,
@@ -79,6 +80,21 @@ pub struct StartArgs {
     /// Time between SIGTERM and SIGKILL when stopping an instance
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
     pub grace: Duration,
+    /// How long a routed instance may take to accept its first connection before R10
+    #[arg(long = "boot-timeout", default_value = "60s", value_parser = crate::duration::parse)]
+    pub boot_timeout: Duration,
+    /// How long a client waits for a healthy instance before H10
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    pub wait: Duration,
+    /// How long the gateway's connect to an instance may take before it tries another
+    #[arg(long = "connect-timeout", default_value = "1s", value_parser = crate::duration::parse)]
+    pub connect_timeout: Duration,
+    /// Close proxied connections idle (no byte either way) this long [default: never]
+    #[arg(long = "idle-timeout", value_parser = crate::duration::parse)]
+    pub idle_timeout: Option<Duration>,
+    /// Log every proxied connection (202 assigned, 203 closed)
+    #[arg(long = "access-log")]
+    pub access_log: bool,
     /// Run only these types (others get 0)
     pub types: Vec<String>,
 }

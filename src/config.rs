@@ -4,10 +4,18 @@ use crate::cli::{ListenArgs, PlanArgs, SourceArgs};
 use crate::env::{EnvError, EnvFile, EnvMap};
 use crate::formation::{self, Formation, FormationError, InstanceSpec};
 use crate::procfile::{ProcessType, Procfile, ProcfileError, RELEASE};
+use crate::settings::{Settings, SettingsError};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// The base port when neither `-p` nor a `PORT` variable sets one (foreman's).
 pub const DEFAULT_BASE_PORT: u16 = 5000;
+
+/// The process type the TCP gateway serves by default, as Scalingo's TCP add-on.
+pub const TCP_TYPE: &str = "tcp";
+
+/// Where the `tcp` type is served unless a flag or procgate.toml says otherwise (Scalingo's port).
+pub const DEFAULT_TCP_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 20003);
 
 /// Everything wrong with the input; all of them exit with status 2.
 #[derive(Debug, thiserror::Error)]
@@ -18,18 +26,25 @@ pub enum ConfigError {
     Env(#[from] EnvError),
     #[error(transparent)]
     Formation(#[from] FormationError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("the `{first}` and `{second}` types both listen on {addr}; give each routed type its own address")]
+    SharedListen { first: String, second: String, addr: SocketAddr },
+    #[error("cannot listen on {addr} for the `{type_name}` type: {reason}; pass another --tcp-listen or set [types.{type_name}] listen in procgate.toml")]
+    Listen { type_name: String, addr: SocketAddr, reason: String },
     #[error("PORT={value} (from {origin}) is not a port number; set it to e.g. 5000 or pass -p/--port")]
     BadPort { value: String, origin: String },
     #[error("{path}: the app root is not a directory; pass an existing directory with -d/--root")]
     BadRoot { path: String },
 }
 
-/// The app's sources: root directory, Procfile and env files' values.
+/// The app's sources: root directory, Procfile, env files' values and procgate.toml.
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub root: PathBuf,
     pub procfile: Procfile,
     pub env: EnvMap,
+    pub settings: Settings,
 }
 
 impl Sources {
@@ -47,18 +62,51 @@ impl Sources {
         };
         let procfile = Procfile::load(&procfile_path)?;
         if !root.is_dir() {
-            return Err(ConfigError::BadRoot {
-                path: root.display().to_string(),
-            });
+            return Err(ConfigError::BadRoot { path: root.display().to_string() });
         }
         let env = crate::env::load(&env_files(args.env.as_deref(), &root))?;
-        Ok(Sources { root, procfile, env })
+        let types: Vec<&str> = procfile.types.iter().map(|t| t.name.as_str()).collect();
+        let settings = Settings::load(&root, &types)?;
+        Ok(Sources { root, procfile, env, settings })
     }
 
-    /// `TCP_URL` as instances see it.
-    pub fn tcp_url(listen: &ListenArgs) -> String {
-        format!("tcp://{}", listen.tcp_listen)
+    /// Where the `tcp` type is served: the flag, else procgate.toml, else the default.
+    pub fn tcp_listen(&self, listen: &ListenArgs) -> SocketAddr {
+        listen.tcp_listen.or(self.settings.of(TCP_TYPE).listen).unwrap_or(DEFAULT_TCP_LISTEN)
     }
+
+    /// The gateway's routes: `tcp` (when the Procfile has it) and every type with a `listen`.
+    pub fn routes(&self, listen: &ListenArgs) -> Result<Vec<RouteSpec>, ConfigError> {
+        let mut routes: Vec<RouteSpec> = Vec::new();
+        for (_, process) in formation::long_running(&self.procfile) {
+            let listen = match process.name.as_str() {
+                TCP_TYPE => Some(self.tcp_listen(listen)),
+                name => self.settings.of(name).listen,
+            };
+            let Some(addr) = listen else { continue };
+            if let Some(other) = routes.iter().find(|r| r.addr == addr && addr.port() != 0) {
+                let (first, second) = (other.type_name.clone(), process.name.clone());
+                return Err(ConfigError::SharedListen { first, second, addr });
+            }
+            routes.push(RouteSpec { type_name: process.name.clone(), addr });
+        }
+        Ok(routes)
+    }
+}
+
+/// A process type the gateway serves, and the address its clients connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub type_name: String,
+    pub addr: SocketAddr,
+}
+
+/// `TCP_URL` for an instance of `type_name`: its own route's address when its type is routed,
+/// else the `tcp` route's (`routes` holds the addresses actually bound).
+pub fn tcp_url(type_name: &str, routes: &[RouteSpec], tcp_listen: SocketAddr) -> String {
+    let own = routes.iter().find(|r| r.type_name == type_name);
+    let tcp = routes.iter().find(|r| r.type_name == TCP_TYPE);
+    format!("tcp://{}", own.or(tcp).map_or(tcp_listen, |r| r.addr))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -70,18 +118,12 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 fn env_files(flag: Option<&str>, root: &Path) -> Vec<EnvFile> {
     match flag {
-        None => vec![EnvFile {
-            path: root.join(".env"),
-            required: false,
-        }],
+        None => vec![EnvFile { path: root.join(".env"), required: false }],
         Some(list) => list
             .split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| EnvFile {
-                path: PathBuf::from(p),
-                required: true,
-            })
+            .map(|p| EnvFile { path: PathBuf::from(p), required: true })
             .collect(),
     }
 }
@@ -95,7 +137,8 @@ pub struct Config {
     pub plan: Vec<InstanceSpec>,
     /// The `release` command, when the Procfile has one and the formation keeps it.
     pub release: Option<ProcessType>,
-    pub tcp_url: String,
+    pub routes: Vec<RouteSpec>,
+    pub tcp_listen: SocketAddr,
 }
 
 impl Config {
@@ -114,20 +157,10 @@ impl Config {
         let formation = Formation::parse(&spec, &sources.procfile)?;
         let base_port = base_port(plan.port, &sources.env)?;
         let instances = formation::plan(&sources.procfile, &formation, base_port)?;
-        let release = sources
-            .procfile
-            .get(RELEASE)
-            .filter(|_| formation.count(RELEASE) == 1)
-            .cloned();
-        let tcp_url = Sources::tcp_url(listen);
-        Ok(Config {
-            sources,
-            formation,
-            base_port,
-            plan: instances,
-            release,
-            tcp_url,
-        })
+        let release = sources.procfile.get(RELEASE).filter(|_| formation.count(RELEASE) == 1).cloned();
+        let routes = sources.routes(listen)?;
+        let tcp_listen = sources.tcp_listen(listen);
+        Ok(Config { sources, formation, base_port, plan: instances, release, routes, tcp_listen })
     }
 }
 
@@ -135,9 +168,7 @@ impl Config {
 fn restrict(formation: Option<&str>, only: &[String]) -> String {
     let mut spec: Vec<String> = only.iter().map(|t| format!("{t}=1")).collect();
     if let Some(formation) = formation {
-        let listed = formation
-            .split(',')
-            .filter(|item| only.iter().any(|t| item.trim().starts_with(&format!("{t}="))));
+        let listed = formation.split(',').filter(|item| only.iter().any(|t| item.trim().starts_with(&format!("{t}="))));
         spec.extend(listed.map(str::to_string));
     }
     spec.join(",")
@@ -153,10 +184,7 @@ fn base_port(flag: Option<u16>, files: &EnvMap) -> Result<u16, ConfigError> {
         (None, Ok(value)) => (value, "the environment"),
         (None, Err(_)) => return Ok(DEFAULT_BASE_PORT),
     };
-    value.trim().parse().map_err(|_| ConfigError::BadPort {
-        value,
-        origin: origin.to_string(),
-    })
+    value.trim().parse().map_err(|_| ConfigError::BadPort { value, origin: origin.to_string() })
 }
 
 #[cfg(test)]

@@ -16,9 +16,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit_len = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len() - digits);
+        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
         let amount: u64 = rest[..digits].parse().map_err(|_| invalid())?;
         let unit = match &rest[digits..digits + unit_len] {
             "ms" => Duration::from_millis(1),
@@ -28,9 +26,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "d" => Duration::from_secs(86_400),
             _ => return Err(invalid()),
         };
-        total += unit
-            .checked_mul(amount.try_into().map_err(|_| invalid())?)
-            .ok_or_else(invalid)?;
+        total += unit.checked_mul(amount.try_into().map_err(|_| invalid())?).ok_or_else(invalid)?;
         rest = &rest[digits + unit_len..];
     }
     Ok(total)

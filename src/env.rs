@@ -36,10 +36,7 @@ pub fn load(files: &[EnvFile]) -> Result<EnvMap, EnvError> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !file.required => {}
             Err(err) => {
                 let path = file.path.display().to_string();
-                return Err(EnvError::Unreadable {
-                    path,
-                    reason: err.to_string(),
-                });
+                return Err(EnvError::Unreadable { path, reason: err.to_string() });
             }
         }
     }
@@ -58,18 +55,11 @@ pub fn parse(path: &Path, text: &str) -> Result<EnvMap, EnvError> {
             Err(dotenvy::Error::LineParse(bad, _)) => {
                 let first = bad.lines().next().unwrap_or_default().to_string();
                 let line = line_of(body, &first);
-                return Err(EnvError::Parse {
-                    path: path.display().to_string(),
-                    line,
-                    text: first,
-                });
+                return Err(EnvError::Parse { path: path.display().to_string(), line, text: first });
             }
             Err(err) => {
                 let path = path.display().to_string();
-                return Err(EnvError::Unreadable {
-                    path,
-                    reason: err.to_string(),
-                });
+                return Err(EnvError::Unreadable { path, reason: err.to_string() });
             }
         }
     }
@@ -79,9 +69,7 @@ pub fn parse(path: &Path, text: &str) -> Result<EnvMap, EnvError> {
 /// The 1-based line where `needle` (the first line of a rejected entry) starts.
 fn line_of(text: &str, needle: &str) -> usize {
     let needle = needle.trim_end_matches('\r');
-    text.lines()
-        .position(|line| line.trim_end_matches('\r') == needle)
-        .map_or(1, |i| i + 1)
+    text.lines().position(|line| line.trim_end_matches('\r') == needle).map_or(1, |i| i + 1)
 }
 
 /// What the platform gives one instance on top of the env files.
@@ -119,10 +107,7 @@ mod tests {
     }
 
     fn value(text: &str, key: &str) -> String {
-        parsed(text)
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| panic!("{key} missing in {text:?}"))
+        parsed(text).get(key).cloned().unwrap_or_else(|| panic!("{key} missing in {text:?}"))
     }
 
     #[test]
@@ -138,10 +123,7 @@ mod tests {
 
     #[test]
     fn urls_symbols_unicode_and_base64_survive() {
-        assert_eq!(
-            value("URL=http://example.com/?a=1&b=2", "URL"),
-            "http://example.com/?a=1&b=2"
-        );
+        assert_eq!(value("URL=http://example.com/?a=1&b=2", "URL"), "http://example.com/?a=1&b=2");
         assert_eq!(value("AT=foo@bar", "AT"), "foo@bar");
         assert_eq!(value("PUN='~pun|u@|0n$='", "PUN"), "~pun|u@|0n$=");
         assert_eq!(value("UNI=äöü✓", "UNI"), "äöü✓");
@@ -162,20 +144,10 @@ mod tests {
     #[test]
     fn parse_errors_name_the_file_and_line() {
         let err = parse(Path::new("app/.env"), "A=1\nB=2\nNOT A VALID LINE\n").unwrap_err();
-        assert_eq!(
-            err,
-            EnvError::Parse {
-                path: "app/.env".into(),
-                line: 3,
-                text: "NOT A VALID LINE".into()
-            }
-        );
+        assert_eq!(err, EnvError::Parse { path: "app/.env".into(), line: 3, text: "NOT A VALID LINE".into() });
         let err = parse(Path::new(".env"), "A=1\nB=\"unclosed\nC=3\n").unwrap_err();
         assert!(matches!(err, EnvError::Parse { line: 2, .. }), "{err}");
-        assert!(
-            parse(Path::new(".env"), "ÄKEY=1\n").is_err(),
-            "unicode keys are rejected"
-        );
+        assert!(parse(Path::new(".env"), "ÄKEY=1\n").is_err(), "unicode keys are rejected");
     }
 
     #[test]
@@ -184,38 +156,18 @@ mod tests {
         let (a, b) = (dir.path().join("a.env"), dir.path().join("b.env"));
         std::fs::write(&a, "X=a\nY=a\n").unwrap();
         std::fs::write(&b, "Y=b\n").unwrap();
-        let missing = EnvFile {
-            path: dir.path().join(".env"),
-            required: false,
-        };
-        let files = [
-            missing,
-            EnvFile {
-                path: a,
-                required: true,
-            },
-            EnvFile {
-                path: b,
-                required: true,
-            },
-        ];
+        let missing = EnvFile { path: dir.path().join(".env"), required: false };
+        let files = [missing, EnvFile { path: a, required: true }, EnvFile { path: b, required: true }];
         let env = load(&files).unwrap();
         assert_eq!((env["X"].as_str(), env["Y"].as_str()), ("a", "b"));
-        let named = EnvFile {
-            path: dir.path().join("nope.env"),
-            required: true,
-        };
+        let named = EnvFile { path: dir.path().join("nope.env"), required: true };
         assert!(matches!(load(&[named]), Err(EnvError::Unreadable { .. })));
     }
 
     #[test]
     fn platform_variables_win_over_the_files() {
         let files = parsed("PORT=1\nDYNO=x\nKEEP=1\n");
-        let platform = PlatformVars {
-            dyno: "tcp.2".into(),
-            port: Some(5101),
-            tcp_url: "tcp://127.0.0.1:20003".into(),
-        };
+        let platform = PlatformVars { dyno: "tcp.2".into(), port: Some(5101), tcp_url: "tcp://127.0.0.1:20003".into() };
         let env = instance_env(&files, &platform);
         assert_eq!(env["PORT"], "5101");
         assert_eq!(env["DYNO"], "tcp.2");

@@ -63,11 +63,7 @@ impl Formation {
             } else if procfile.get(&name).is_none() {
                 let known: Vec<&str> = procfile.types.iter().map(|t| t.name.as_str()).collect();
                 let known = known.join(", ");
-                return Err(FormationError::UnknownType {
-                    spec: spec.into(),
-                    name,
-                    known,
-                });
+                return Err(FormationError::UnknownType { spec: spec.into(), name, known });
             } else {
                 listed.retain(|(n, _)| *n != name);
                 listed.push((name, count));
@@ -78,9 +74,7 @@ impl Formation {
             let count = listed.iter().find(|(n, _)| *n == t.name).map_or(default, |(_, c)| *c);
             (t.name.clone(), count)
         });
-        let formation = Formation {
-            counts: counts.collect(),
-        };
+        let formation = Formation { counts: counts.collect() };
         formation.validate()?;
         Ok(formation)
     }
@@ -91,10 +85,7 @@ impl Formation {
                 return Err(FormationError::ReleaseCount);
             }
             if *count > PORTS_PER_TYPE as usize {
-                return Err(FormationError::TooMany {
-                    name: name.clone(),
-                    count: *count,
-                });
+                return Err(FormationError::TooMany { name: name.clone(), count: *count });
             }
         }
         Ok(())
@@ -115,10 +106,7 @@ impl std::fmt::Display for Formation {
 }
 
 fn parse_item(spec: &str, item: &str) -> Result<(String, usize), FormationError> {
-    let syntax = || FormationError::Syntax {
-        spec: spec.into(),
-        item: item.into(),
-    };
+    let syntax = || FormationError::Syntax { spec: spec.into(), item: item.into() };
     let (name, count) = item.split_once('=').ok_or_else(syntax)?;
     let count = count.trim().parse().map_err(|_| syntax())?;
     Ok((name.trim().to_string(), count))
@@ -158,10 +146,7 @@ pub fn plan(procfile: &Procfile, formation: &Formation, base: u16) -> Result<Vec
 pub fn check_ports_free(plan: &[InstanceSpec]) -> Result<(), FormationError> {
     for instance in plan {
         if !port_is_free(instance.port) {
-            return Err(FormationError::PortInUse {
-                instance: instance.name(),
-                port: instance.port,
-            });
+            return Err(FormationError::PortInUse { instance: instance.name(), port: instance.port });
         }
     }
     Ok(())
@@ -184,11 +169,7 @@ mod tests {
     fn ports(text: &str, spec: &str, base: u16) -> Vec<(String, u16)> {
         let procfile = procfile(text);
         let formation = Formation::parse(spec, &procfile).unwrap();
-        plan(&procfile, &formation, base)
-            .unwrap()
-            .iter()
-            .map(|i| (i.name(), i.port))
-            .collect()
+        plan(&procfile, &formation, base).unwrap().iter().map(|i| (i.name(), i.port)).collect()
     }
 
     fn pairs(expected: &[(&str, u16)]) -> Vec<(String, u16)> {
@@ -200,31 +181,17 @@ mod tests {
         let got = ports("web: a\nworker: b\n", "web=3,worker=2", 4000);
         assert_eq!(
             got,
-            pairs(&[
-                ("web.1", 4000),
-                ("web.2", 4001),
-                ("web.3", 4002),
-                ("worker.1", 4100),
-                ("worker.2", 4101)
-            ])
+            pairs(&[("web.1", 4000), ("web.2", 4001), ("web.3", 4002), ("worker.1", 4100), ("worker.2", 4101)])
         );
     }
 
     #[test]
     fn default_is_one_of_each_and_listed_types_override_all() {
         let text = "web: a\nworker: b\nclock: c\n";
-        assert_eq!(
-            ports(text, "all=1", 5000),
-            pairs(&[("web.1", 5000), ("worker.1", 5100), ("clock.1", 5200)])
-        );
+        assert_eq!(ports(text, "all=1", 5000), pairs(&[("web.1", 5000), ("worker.1", 5100), ("clock.1", 5200)]));
         assert_eq!(
             ports(text, "all=1,worker=2", 5000),
-            pairs(&[
-                ("web.1", 5000),
-                ("worker.1", 5100),
-                ("worker.2", 5101),
-                ("clock.1", 5200)
-            ])
+            pairs(&[("web.1", 5000), ("worker.1", 5100), ("worker.2", 5101), ("clock.1", 5200)])
         );
     }
 
@@ -239,39 +206,21 @@ mod tests {
     #[test]
     fn release_is_outside_the_port_plan_and_runs_once() {
         let text = "release: migrate\nweb: a\nworker: b\n";
-        assert_eq!(
-            ports(text, "all=1", 5000),
-            pairs(&[("web.1", 5000), ("worker.1", 5100)])
-        );
+        assert_eq!(ports(text, "all=1", 5000), pairs(&[("web.1", 5000), ("worker.1", 5100)]));
         let procfile = procfile(text);
         assert_eq!(Formation::parse("web=2", &procfile).unwrap().count("release"), 1);
         assert_eq!(Formation::parse("release=0", &procfile).unwrap().count("release"), 0);
-        assert_eq!(
-            Formation::parse("release=2", &procfile),
-            Err(FormationError::ReleaseCount)
-        );
+        assert_eq!(Formation::parse("release=2", &procfile), Err(FormationError::ReleaseCount));
     }
 
     #[test]
     fn bad_formations_are_clear_errors() {
         let procfile = procfile("web: a\n");
         let err = Formation::parse("tcp=1", &procfile).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "formation `tcp=1`: the Procfile has no type `tcp`; its types are: web"
-        );
-        assert!(matches!(
-            Formation::parse("web", &procfile),
-            Err(FormationError::Syntax { .. })
-        ));
-        assert!(matches!(
-            Formation::parse("web=-1", &procfile),
-            Err(FormationError::Syntax { .. })
-        ));
-        assert!(matches!(
-            Formation::parse("web=101", &procfile),
-            Err(FormationError::TooMany { .. })
-        ));
+        assert_eq!(err.to_string(), "formation `tcp=1`: the Procfile has no type `tcp`; its types are: web");
+        assert!(matches!(Formation::parse("web", &procfile), Err(FormationError::Syntax { .. })));
+        assert!(matches!(Formation::parse("web=-1", &procfile), Err(FormationError::Syntax { .. })));
+        assert!(matches!(Formation::parse("web=101", &procfile), Err(FormationError::TooMany { .. })));
     }
 
     #[test]
@@ -279,13 +228,7 @@ mod tests {
         let procfile = procfile("web: a\nworker: b\n");
         let formation = Formation::parse("all=1", &procfile).unwrap();
         let err = plan(&procfile, &formation, 65500).unwrap_err();
-        assert_eq!(
-            err,
-            FormationError::PortOverflow {
-                instance: "worker.1".into(),
-                port: 65600
-            }
-        );
+        assert_eq!(err, FormationError::PortOverflow { instance: "worker.1".into(), port: 65600 });
     }
 
     #[test]
@@ -295,12 +238,6 @@ mod tests {
         let procfile = procfile("web: a\n");
         let formation = Formation::parse("all=1", &procfile).unwrap();
         let plan = plan(&procfile, &formation, port).unwrap();
-        assert_eq!(
-            check_ports_free(&plan),
-            Err(FormationError::PortInUse {
-                instance: "web.1".into(),
-                port
-            })
-        );
+        assert_eq!(check_ports_free(&plan), Err(FormationError::PortInUse { instance: "web.1".into(), port }));
     }
 }

@@ -37,12 +37,7 @@ impl Output {
     }
 
     fn with_colour(colour: bool) -> Output {
-        Output {
-            inner: Arc::new(Inner {
-                width: AtomicUsize::new(MIN_NAME_WIDTH),
-                colour,
-            }),
-        }
+        Output { inner: Arc::new(Inner { width: AtomicUsize::new(MIN_NAME_WIDTH), colour }) }
     }
 
     /// Widens the name column so `name` fits.
@@ -137,10 +132,7 @@ mod tests {
     fn colour_wraps_the_prefix_per_type_only_when_enabled() {
         let output = Output::with_colour(true);
         let line = output.format("tcp.1", Some(COLOURS[1]), "hi");
-        assert!(
-            line.starts_with("\x1b[33m") && line.ends_with(" tcp.1  |\x1b[0m hi\n"),
-            "{line:?}"
-        );
+        assert!(line.starts_with("\x1b[33m") && line.ends_with(" tcp.1  |\x1b[0m hi\n"), "{line:?}");
         let plain = Output::with_colour(false);
         plain.instance_line("tcp.1", 1, "no colour, no panic");
         assert!(!plain.format("tcp.1", None, "hi").contains('\x1b'));
@@ -151,9 +143,7 @@ mod tests {
         let line = Output::with_colour(false).format("web.1", None, "hi");
         let time = &line[..8];
         assert!(
-            time.chars()
-                .enumerate()
-                .all(|(i, c)| if i == 2 || i == 5 { c == ':' } else { c.is_ascii_digit() }),
+            time.chars().enumerate().all(|(i, c)| if i == 2 || i == 5 { c == ':' } else { c.is_ascii_digit() }),
             "{line}"
         );
     }

@@ -34,12 +34,7 @@ pub enum ProcfileError {
     #[error("{path}: the Procfile defines no process type; add a line such as `web: ./server`")]
     Empty { path: String },
     #[error("{path}:{line}: process type `{name}` is already defined on line {first}; give each type one line (rename one of them)")]
-    Duplicate {
-        path: String,
-        line: usize,
-        name: String,
-        first: usize,
-    },
+    Duplicate { path: String, line: usize, name: String, first: usize },
     #[error("{path}:{line}: process type `{name}` has no command; write `{name}: <command>`")]
     NoCommand { path: String, line: usize, name: String },
     #[error("{path}:{line}: `{text}` is not a `name: command` line (names use letters, digits, `_` and `-`); fix it or comment it out with `#`")]
@@ -49,10 +44,8 @@ pub enum ProcfileError {
 impl Procfile {
     /// Reads and parses the Procfile at `path`.
     pub fn load(path: &Path) -> Result<Procfile, ProcfileError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ProcfileError::Unreadable {
-            path: path.display().to_string(),
-            reason: err.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ProcfileError::Unreadable { path: path.display().to_string(), reason: err.to_string() })?;
         Procfile::parse(path, &text)
     }
 
@@ -77,10 +70,7 @@ impl Procfile {
         if types.is_empty() {
             return Err(ProcfileError::Empty { path: shown });
         }
-        Ok(Procfile {
-            path: path.to_path_buf(),
-            types,
-        })
+        Ok(Procfile { path: path.to_path_buf(), types })
     }
 
     /// The type called `name`, if the Procfile has it.
@@ -95,11 +85,7 @@ fn parse_line(raw: &str, line: usize, path: &str) -> Result<Option<ProcessType>,
     if text.is_empty() || text.starts_with('#') {
         return Ok(None);
     }
-    let bad_line = || ProcfileError::BadLine {
-        path: path.to_string(),
-        line,
-        text: text.to_string(),
-    };
+    let bad_line = || ProcfileError::BadLine { path: path.to_string(), line, text: text.to_string() };
     let (name, command) = text.split_once(':').ok_or_else(bad_line)?;
     let name = name.trim();
     if name.is_empty() || !name.chars().all(is_name_char) {
@@ -107,17 +93,9 @@ fn parse_line(raw: &str, line: usize, path: &str) -> Result<Option<ProcessType>,
     }
     let command = command.trim();
     if command.is_empty() {
-        return Err(ProcfileError::NoCommand {
-            path: path.to_string(),
-            line,
-            name: name.to_string(),
-        });
+        return Err(ProcfileError::NoCommand { path: path.to_string(), line, name: name.to_string() });
     }
-    Ok(Some(ProcessType {
-        name: name.to_string(),
-        command: command.to_string(),
-        line,
-    }))
+    Ok(Some(ProcessType { name: name.to_string(), command: command.to_string(), line }))
 }
 
 fn is_name_char(c: char) -> bool {
@@ -154,10 +132,7 @@ mod tests {
     #[test]
     fn keeps_colons_quotes_and_metacharacters_in_the_command() {
         let procfile = parse("web: echo foo: bar && sh -c \"echo 'a b'\" ${PORT}").unwrap();
-        assert_eq!(
-            procfile.types[0].command,
-            "echo foo: bar && sh -c \"echo 'a b'\" ${PORT}"
-        );
+        assert_eq!(procfile.types[0].command, "echo foo: bar && sh -c \"echo 'a b'\" ${PORT}");
     }
 
     #[test]
@@ -179,15 +154,7 @@ mod tests {
 
     #[test]
     fn lines_that_are_not_name_command_are_errors() {
-        for bad in [
-            "<<<<<<< HEAD",
-            "=======",
-            ">>>>>>> branch",
-            "+foo: x",
-            ": rails",
-            "web echo",
-            "wé: x",
-        ] {
+        for bad in ["<<<<<<< HEAD", "=======", ">>>>>>> branch", "+foo: x", ": rails", "web echo", "wé: x"] {
             let err = parse(&format!("web: a\n{bad}\n")).unwrap_err();
             assert!(matches!(err, ProcfileError::BadLine { line: 2, .. }), "{bad}: {err}");
         }
@@ -203,9 +170,6 @@ mod tests {
     #[test]
     fn missing_file_is_an_error_naming_it() {
         let err = Procfile::load(Path::new("/nonexistent/Procfile")).unwrap_err();
-        assert!(
-            err.to_string().starts_with("/nonexistent/Procfile: cannot read"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("/nonexistent/Procfile: cannot read"), "{err}");
     }
 }

@@ -8,19 +8,9 @@ fn check_prints_the_port_plan_in_procfile_order() {
     let app = App::new("web: a\nworker: b\nrelease: c\nclock: d\n");
     let finished = app.run(&["check", "-m", "web=3,worker=2", "-p", "4000"]);
     assert_eq!(finished.code(), Some(0), "{}", finished.text());
-    let plan: Vec<&str> = finished
-        .lines
-        .iter()
-        .filter(|l| l.contains(" port "))
-        .map(String::as_str)
-        .collect();
-    let expected = [
-        "web.1 port 4000 a",
-        "web.2 port 4001 a",
-        "web.3 port 4002 a",
-        "worker.1 port 4100 b",
-        "worker.2 port 4101 b",
-    ];
+    let plan: Vec<&str> = finished.lines.iter().filter(|l| l.contains(" port ")).map(String::as_str).collect();
+    let expected =
+        ["web.1 port 4000 a", "web.2 port 4001 a", "web.3 port 4002 a", "worker.1 port 4100 b", "worker.2 port 4101 b"];
     assert_eq!(plan.len(), expected.len(), "{}", finished.text());
     for (line, want) in plan.iter().zip(expected) {
         assert!(common::matches(line, want), "{line} vs {want}");
@@ -46,10 +36,7 @@ fn check_lists_env_names_but_never_values() {
         "RUPPELLS_SOCKETS_LOCAL_PORT",
         "RUPPELLS_SOCKETS_FRONTEND_URI",
     ] {
-        assert!(
-            env_line.split_whitespace().any(|w| w == name),
-            "{name} missing: {env_line}"
-        );
+        assert!(env_line.split_whitespace().any(|w| w == name), "{name} missing: {env_line}");
     }
     assert!(!finished.text().contains("hunter2"));
 }

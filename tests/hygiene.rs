@@ -37,11 +37,7 @@ fn nothing_survives_a_graceful_stop() {
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
     assert!(finished.has("tree.1 terminated by SIGTERM"), "{}", finished.text());
-    assert!(
-        !finished.has("R12 Exit timeout: tree.1"),
-        "the setsid daemon got SIGTERM too:\n{}",
-        finished.text()
-    );
+    assert!(!finished.has("R12 Exit timeout: tree.1"), "the setsid daemon got SIGTERM too:\n{}", finished.text());
     assert!(finished.has("R12 Exit timeout: stubborn.1"));
     wait_gone(&pids, Duration::from_secs(2));
 }
@@ -53,10 +49,7 @@ fn leftovers_of_a_crashed_instance_are_stopped_before_it_restarts() {
     let line = running.wait_for("crashy.1 | child ");
     let child: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
     running.wait_for("crashy.1 exited with code 7");
-    assert!(
-        !common::alive(child),
-        "the whole group is gone before the exit is reported"
-    );
+    assert!(!common::alive(child), "the whole group is gone before the exit is reported");
     running.wait_for("crashy.1 crashed; restarting in 1s");
     running.signal(Signal::SIGINT);
     running.finish(DEADLINE);
@@ -74,17 +67,8 @@ fn signals_sent_to_a_keeper_reach_the_app_once() {
     running.wait_for("app.1 crashed; restarting in 1s");
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
-    assert_eq!(
-        finished.lines.iter().filter(|l| l.contains("got TERM")).count(),
-        1,
-        "{}",
-        finished.text()
-    );
-    assert_eq!(
-        finished.code(),
-        Some(0),
-        "a crashed instance is simply not restarted after the stop"
-    );
+    assert_eq!(finished.lines.iter().filter(|l| l.contains("got TERM")).count(), 1, "{}", finished.text());
+    assert_eq!(finished.code(), Some(0), "a crashed instance is simply not restarted after the stop");
 }
 
 fn keeper_pid(procgate: i32) -> i32 {

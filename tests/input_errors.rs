@@ -6,11 +6,7 @@ use common::App;
 fn rejected(app: &App, args: &[&str]) -> String {
     let finished = app.run(args);
     assert_eq!(finished.code(), Some(2), "{}", finished.text());
-    assert!(
-        !finished.has("started with pid"),
-        "nothing may start:\n{}",
-        finished.text()
-    );
+    assert!(!finished.has("started with pid"), "nothing may start:\n{}", finished.text());
     assert!(!finished.text().contains("panicked"), "{}", finished.text());
     finished.text()
 }
@@ -19,40 +15,28 @@ fn rejected(app: &App, args: &[&str]) -> String {
 fn duplicate_type_names_both_lines() {
     let app = App::new("web: a\nworker: b\nweb: c\n");
     let text = rejected(&app, &["start"]);
-    assert!(
-        text.contains("Procfile:3: process type `web` is already defined on line 1"),
-        "{text}"
-    );
+    assert!(text.contains("Procfile:3: process type `web` is already defined on line 1"), "{text}");
 }
 
 #[test]
 fn a_type_without_command() {
     let app = App::new("web:   \n");
     let text = rejected(&app, &["check"]);
-    assert!(
-        text.contains("Procfile:1: process type `web` has no command; write `web: <command>`"),
-        "{text}"
-    );
+    assert!(text.contains("Procfile:1: process type `web` has no command; write `web: <command>`"), "{text}");
 }
 
 #[test]
 fn git_conflict_markers() {
     let app = App::new("<<<<<<< HEAD\nweb: a\n=======\nweb: b\n>>>>>>> branch\n");
     let text = rejected(&app, &["start"]);
-    assert!(
-        text.contains("Procfile:1: `<<<<<<< HEAD` is not a `name: command` line"),
-        "{text}"
-    );
+    assert!(text.contains("Procfile:1: `<<<<<<< HEAD` is not a `name: command` line"), "{text}");
 }
 
 #[test]
 fn an_empty_procfile() {
     let app = App::new("# nothing here\n\n");
     let text = rejected(&app, &["start"]);
-    assert!(
-        text.contains("Procfile: the Procfile defines no process type"),
-        "{text}"
-    );
+    assert!(text.contains("Procfile: the Procfile defines no process type"), "{text}");
 }
 
 #[test]
@@ -75,20 +59,14 @@ fn an_env_file_parse_error_names_the_line() {
     let app = App::new("web: a\n");
     app.write(".env", "A=1\n# comment\nTHIS IS NOT AN ASSIGNMENT\n");
     let text = rejected(&app, &["start"]);
-    assert!(
-        text.contains(".env:3: cannot parse `THIS IS NOT AN ASSIGNMENT`"),
-        "{text}"
-    );
+    assert!(text.contains(".env:3: cannot parse `THIS IS NOT AN ASSIGNMENT`"), "{text}");
 }
 
 #[test]
 fn an_unknown_type_in_the_formation() {
     let app = App::new("web: a\nworker: b\n");
     let text = rejected(&app, &["start", "-m", "web=1,tcp=2"]);
-    assert!(
-        text.contains("the Procfile has no type `tcp`; its types are: web, worker"),
-        "{text}"
-    );
+    assert!(text.contains("the Procfile has no type `tcp`; its types are: web, worker"), "{text}");
     let text = rejected(&app, &["start", "tcp"]);
     assert!(text.contains("no type `tcp`"), "{text}");
 }
@@ -108,10 +86,7 @@ fn a_port_of_the_plan_in_use_names_port_and_instance() {
     let app = App::new("web: sleep 30\nworker: sleep 30\n");
     let base = port - 100;
     let text = rejected(&app, &["start", "-p", &base.to_string()]);
-    assert!(
-        text.contains(&format!("port {port} (for worker.1) is already in use on 127.0.0.1")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("port {port} (for worker.1) is already in use on 127.0.0.1")), "{text}");
 }
 
 #[test]
@@ -119,8 +94,5 @@ fn a_bad_port_in_the_env_file() {
     let app = App::new("web: a\n");
     app.write(".env", "PORT=http\n");
     let text = rejected(&app, &["check"]);
-    assert!(
-        text.contains("PORT=http (from the env files) is not a port number"),
-        "{text}"
-    );
+    assert!(text.contains("PORT=http (from the env files) is not a port number"), "{text}");
 }

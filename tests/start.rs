@@ -11,15 +11,7 @@ fn instances_get_the_env_files_then_the_platform_variables() {
     let app = App::new("web: echo \"PORT=$PORT PS=$PS DYNO=$DYNO TCP=$TCP_URL RL=$RUPPELLS_SOCKETS_LOCAL_PORT RF=$RUPPELLS_SOCKETS_FRONTEND_URI G=$GREETING\"; exec sleep 30\n");
     app.write(".env", "GREETING='hi there'\nPORT=1\n");
     let base = free_base_port(1, 2);
-    let mut running = app.spawn(&[
-        "start",
-        "-m",
-        "web=2",
-        "-p",
-        &base.to_string(),
-        "--tcp-listen",
-        "127.0.0.1:20999",
-    ]);
+    let mut running = app.spawn(&["start", "-m", "web=2", "-p", &base.to_string(), "--tcp-listen", "127.0.0.1:20999"]);
     let line = running.wait_for("web.2 | PORT=");
     let port = base + 1;
     let expected = format!(
@@ -55,18 +47,11 @@ fn output_is_prefixed_line_by_line_with_partial_and_long_lines() {
         running.seen.iter().any(|l| l.ends_with("web.1         | two")),
         "padded to the longest name, \\r stripped"
     );
-    let pieces: Vec<usize> = running
-        .seen
-        .iter()
-        .filter(|l| l.contains("| xxx"))
-        .map(|l| l.split("| ").nth(1).unwrap().len())
-        .collect();
+    let pieces: Vec<usize> =
+        running.seen.iter().filter(|l| l.contains("| xxx")).map(|l| l.split("| ").nth(1).unwrap().len()).collect();
     assert_eq!(pieces, [16_384, 16_384, 40_000 - 2 * 16_384]);
     let time = &running.seen[0][..8];
-    assert!(
-        time.chars().filter(|c| *c == ':').count() == 2 && time.len() == 8,
-        "HH:MM:SS prefix: {time}"
-    );
+    assert!(time.chars().filter(|c| *c == ':').count() == 2 && time.len() == 8, "HH:MM:SS prefix: {time}");
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
     assert!(
@@ -87,15 +72,9 @@ fn a_crashed_instance_restarts_with_backoff_while_the_others_keep_running() {
     let second = Instant::now();
     running.wait_for("crash.1 crashed; restarting in 4s (restart 3)");
     assert!(second - first >= Duration::from_millis(900), "waited the first backoff");
-    assert!(
-        Instant::now() - second >= Duration::from_millis(1900),
-        "waited the second backoff"
-    );
+    assert!(Instant::now() - second >= Duration::from_millis(1900), "waited the second backoff");
     assert!(common::alive(steady), "the other instance is untouched");
-    assert_eq!(
-        running.seen.iter().filter(|l| l.contains("steady.1 started")).count(),
-        1
-    );
+    assert_eq!(running.seen.iter().filter(|l| l.contains("steady.1 started")).count(), 1);
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
     assert_eq!(finished.code(), Some(0), "{}", finished.text());
@@ -104,10 +83,7 @@ fn a_crashed_instance_restarts_with_backoff_while_the_others_keep_running() {
 #[test]
 fn sigint_stops_everything_gracefully_and_exits_zero() {
     let echo = common::repo().join("sample-apps/python/echo_server.py");
-    let app = App::new(&format!(
-        "tcp: exec python3 {}\nclock: while true; do sleep 1; done\n",
-        echo.display()
-    ));
+    let app = App::new(&format!("tcp: exec python3 {}\nclock: while true; do sleep 1; done\n", echo.display()));
     let base = free_base_port(2, 1);
     let mut running = app.spawn(&["start", "-p", &base.to_string()]);
     running.wait_for("tcp.1 listening");
@@ -142,10 +118,7 @@ fn an_instance_that_ignores_sigterm_is_killed_after_the_grace_with_r12() {
     running.signal(Signal::SIGTERM);
     let stopped_at = Instant::now();
     let finished = running.finish(DEADLINE);
-    assert!(
-        stopped_at.elapsed() >= Duration::from_millis(900),
-        "the grace was given"
-    );
+    assert!(stopped_at.elapsed() >= Duration::from_millis(900), "the grace was given");
     assert!(
         finished.has("R12 Exit timeout: stubborn.1 did not exit within 1s of SIGTERM; sending SIGKILL"),
         "{}",
@@ -192,11 +165,7 @@ fn release_runs_once_before_the_other_types() {
     running.wait_for("web.1 | serving");
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
-    assert!(
-        finished.has("release.1 | migrating release.1 port=none"),
-        "{}",
-        finished.text()
-    );
+    assert!(finished.has("release.1 | migrating release.1 port=none"), "{}", finished.text());
     assert!(finished.position("release.1 exited with code 0") < finished.position("web.1 started with pid"));
     assert_eq!(finished.code(), Some(0));
 }
@@ -204,9 +173,7 @@ fn release_runs_once_before_the_other_types() {
 #[test]
 fn a_failing_release_stops_start_with_a_clear_error() {
     let app = App::new("release: echo cannot migrate; exit 4\nweb: echo serving; exec sleep 30\n");
-    let finished = app
-        .spawn(&["start", "-p", &free_base_port(1, 1).to_string()])
-        .finish(DEADLINE);
+    let finished = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]).finish(DEADLINE);
     assert_eq!(finished.code(), Some(1), "{}", finished.text());
     assert!(finished.has("release failed (exited with code 4); not starting the formation"));
     assert!(!finished.has("web.1 started"));
@@ -228,15 +195,7 @@ fn each_instance_gets_a_fresh_tmpdir_removed_when_it_exits() {
     let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
     let line = running.wait_for("web.1 | tmp=");
     let tmpdir = std::path::PathBuf::from(line.split("tmp=").nth(1).unwrap());
-    assert!(
-        tmpdir
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .starts_with("procgate-web.1-"),
-        "{line}"
-    );
+    assert!(tmpdir.file_name().unwrap().to_str().unwrap().starts_with("procgate-web.1-"), "{line}");
     assert!(tmpdir.is_dir());
     running.signal(Signal::SIGINT);
     running.finish(DEADLINE);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A graceful TCP echo server for procgate's `tcp` type.
 
-Greets each client with `hello $DYNO $PID`, echoes every line back, and on SIGTERM (or SIGINT)
+Greets each client with `hello $DYNO $PID`, echoes every line back (the line `whoami` gets
+`$DYNO $PID` instead, so a client can check where it is), and on SIGTERM (or SIGINT)
 stops accepting, says `bye` to and closes each client, then exits 0 within the grace.
 """
 import asyncio
@@ -21,7 +22,7 @@ async def main():
         writer.write(f"hello {dyno} {os.getpid()}\n".encode())
         try:
             while line := await reader.readline():
-                writer.write(line)
+                writer.write(f"{dyno} {os.getpid()}\n".encode() if line.strip() == b"whoami" else line)
                 await writer.drain()
         except ConnectionError:
             pass

@@ -1,7 +1,7 @@
 //! `procgate check`: validate everything `start` would use and print the plan, running nothing.
 
 use crate::cli::CheckArgs;
-use crate::config::{Config, Sources};
+use crate::config::{tcp_url, Config, Sources};
 use crate::env::{instance_env, PlatformVars};
 use std::fmt::Write;
 
@@ -16,24 +16,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<i32> {
 fn report(config: &Config) -> String {
     let procfile = &config.sources.procfile;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Procfile {} is valid: {} types",
-        procfile.path.display(),
-        procfile.types.len()
-    );
+    let _ = writeln!(out, "Procfile {} is valid: {} types", procfile.path.display(), procfile.types.len());
     let _ = writeln!(out, "root: {}", config.sources.root.display());
     let _ = writeln!(out, "formation: {}", config.formation);
     let _ = writeln!(out, "base port: {}", config.base_port);
+    for route in &config.routes {
+        let _ = writeln!(out, "gateway: `{}` clients connect to tcp://{}", route.type_name, route.addr);
+    }
     if let Some(release) = &config.release {
         let _ = writeln!(out, "release (runs once before the others): {}", release.command);
     }
     for spec in &config.plan {
-        let vars = PlatformVars {
-            dyno: spec.name(),
-            port: Some(spec.port),
-            tcp_url: config.tcp_url.clone(),
-        };
+        let tcp_url = tcp_url(&spec.type_name, &config.routes, config.tcp_listen);
+        let vars = PlatformVars { dyno: spec.name(), port: Some(spec.port), tcp_url };
         let names: Vec<String> = instance_env(&config.sources.env, &vars).into_keys().collect();
         let _ = writeln!(out, "{:<12} port {:<5} {}", spec.name(), spec.port, spec.command);
         let _ = writeln!(out, "{:<12} env: {}", "", names.join(" "));

@@ -15,11 +15,8 @@ pub const ONE_OFF_NAME: &str = "run.1";
 /// Only returns when the command could not be started (status 127).
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.source)?;
-    let vars = PlatformVars {
-        dyno: ONE_OFF_NAME.into(),
-        port: None,
-        tcp_url: Sources::tcp_url(&args.listen),
-    };
+    let tcp_url = format!("tcp://{}", sources.tcp_listen(&args.listen));
+    let vars = PlatformVars { dyno: ONE_OFF_NAME.into(), port: None, tcp_url };
     let mut command = match args.command.as_slice() {
         [line] => {
             let mut shell = Command::new("/bin/sh");
@@ -33,10 +30,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
         [] => unreachable!("clap requires a command"),
     };
-    let error = command
-        .current_dir(&sources.root)
-        .envs(instance_env(&sources.env, &vars))
-        .exec();
+    let error = command.current_dir(&sources.root).envs(instance_env(&sources.env, &vars)).exec();
     eprintln!("procgate run: cannot run {}: {error}", args.command[0]);
     Ok(127)
 }

@@ -19,11 +19,7 @@ pub struct Backoff {
 impl Backoff {
     /// Records a crash after `uptime` and returns how long to wait before restarting.
     pub fn crashed(&mut self, uptime: Duration) -> Duration {
-        self.streak = if uptime >= RESET_AFTER {
-            1
-        } else {
-            self.streak.saturating_add(1)
-        };
+        self.streak = if uptime >= RESET_AFTER { 1 } else { self.streak.saturating_add(1) };
         let doublings = (self.streak - 1).min(16);
         (FIRST_DELAY * 2u32.pow(doublings)).min(MAX_DELAY)
     }
@@ -47,9 +43,6 @@ mod tests {
             backoff.crashed(Duration::from_secs(1));
         }
         assert_eq!(backoff.crashed(RESET_AFTER), FIRST_DELAY);
-        assert_eq!(
-            backoff.crashed(RESET_AFTER - Duration::from_secs(1)),
-            Duration::from_secs(2)
-        );
+        assert_eq!(backoff.crashed(RESET_AFTER - Duration::from_secs(1)), Duration::from_secs(2));
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! Instance states and what moves them (decided in the `on_*` methods below):
 //! ```text
-//!   spawn ─► Starting ──alive 1 s──► Up
-//!               │                     │ stop asked: SIGTERM, grace timer
+//!   spawn ─► Starting ──alive 1 s (unrouted) / first good handshake (routed: Join)──► Up
+//!               │ no good handshake within the boot timeout: SIGKILL (R10) ─► Draining
+//!               │                     │ stop asked: Leave routing, SIGTERM, grace timer
 //!               └─────────────────────┴──────────► Draining ──tree gone──► Stopped
 //!   leader exits on its own ─► Draining (rest of the tree got SIGTERM) ──tree gone──► Crashed
 //!   Crashed ──backoff elapsed──► spawn          Draining ──grace over──► SIGKILL (R12)
+//!   Up (routed) ──health checks fail──► Up, out of routing ──they pass again──► back in
 //! ```
 //! A `release` slot is one-shot: it runs before the others and its exit decides whether they start.
 
@@ -44,6 +46,11 @@ pub struct Slot {
     pub restarts: u32,
     pub started_at: Option<Instant>,
     pub restart_at: Option<Instant>,
+    /// Its type is served by the gateway: health-checked, joins routing when healthy.
+    pub routed: bool,
+    /// New connections go to it now.
+    pub in_routing: bool,
+    watched: bool,
     one_shot: bool,
     stop_requested: bool,
     backoff: Backoff,
@@ -83,6 +90,20 @@ pub enum Event {
         slot: SlotId,
         generation: u64,
     },
+    BootDue {
+        slot: SlotId,
+        generation: u64,
+    },
+    /// The HealthChecker saw it accept connections (routed types).
+    Healthy {
+        slot: SlotId,
+        generation: u64,
+    },
+    /// The HealthChecker saw `fall` failed probes in a row.
+    Unhealthy {
+        slot: SlotId,
+        generation: u64,
+    },
     /// SIGINT/SIGTERM or `procgate stop`; a second one skips the grace.
     StopRequested,
 }
@@ -105,6 +126,29 @@ pub enum Effect {
         delay: Duration,
         event: Event,
     },
+    /// Start health-checking the instance.
+    Watch {
+        slot: SlotId,
+        generation: u64,
+    },
+    /// Stop health-checking it.
+    Unwatch {
+        slot: SlotId,
+        generation: u64,
+    },
+    /// Route new connections to it.
+    Join {
+        slot: SlotId,
+        generation: u64,
+    },
+    /// Route no new connection to it; `reason` is logged.
+    Leave {
+        slot: SlotId,
+        generation: u64,
+        reason: &'static str,
+    },
+    /// Stop accepting new clients at the gateway (the platform is stopping).
+    CloseGateway,
     Log {
         level: Level,
         text: String,
@@ -133,21 +177,40 @@ enum Phase {
 pub struct Lifecycle {
     slots: Vec<Slot>,
     phase: Phase,
-    grace: Duration,
+    timing: Timing,
     /// Set when an instance had to be SIGKILLed: the stop was not clean.
     killed_any: bool,
 }
 
+/// The time limits the state machine enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// SIGTERM to SIGKILL.
+    pub grace: Duration,
+    /// Spawn to first good handshake, for routed types (R10).
+    pub boot_timeout: Duration,
+}
+
+/// A slot to create: its name and whether the gateway routes its type.
+#[derive(Debug, Clone)]
+pub struct SlotInit {
+    pub name: String,
+    pub routed: bool,
+}
+
 impl Slot {
-    fn new(name: String, one_shot: bool) -> Slot {
+    fn new(init: SlotInit, one_shot: bool) -> Slot {
         Slot {
-            name,
+            name: init.name,
             state: State::Stopped,
             generation: 0,
             pid: None,
             restarts: 0,
             started_at: None,
             restart_at: None,
+            routed: init.routed,
+            in_routing: false,
+            watched: false,
             one_shot,
             stop_requested: false,
             backoff: Backoff::default(),
@@ -160,23 +223,15 @@ impl Slot {
 }
 
 fn log(level: Level, text: impl Into<String>) -> Effect {
-    Effect::Log {
-        level,
-        text: text.into(),
-    }
+    Effect::Log { level, text: text.into() }
 }
 
 impl Lifecycle {
-    /// Slots `0..names.len()` are the instances; a release command, if any, is the last slot.
-    pub fn new(names: Vec<String>, release: Option<String>, grace: Duration) -> Lifecycle {
-        let mut slots: Vec<Slot> = names.into_iter().map(|n| Slot::new(n, false)).collect();
-        slots.extend(release.map(|name| Slot::new(name, true)));
-        Lifecycle {
-            slots,
-            phase: Phase::Running,
-            grace,
-            killed_any: false,
-        }
+    /// Slots `0..instances.len()` are the instances; a release command, if any, is the last slot.
+    pub fn new(instances: Vec<SlotInit>, release: Option<String>, timing: Timing) -> Lifecycle {
+        let mut slots: Vec<Slot> = instances.into_iter().map(|init| Slot::new(init, false)).collect();
+        slots.extend(release.map(|name| Slot::new(SlotInit { name, routed: false }, true)));
+        Lifecycle { slots, phase: Phase::Running, timing, killed_any: false }
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -198,10 +253,7 @@ impl Lifecycle {
         self.phase = Phase::Running;
         let ids: Vec<SlotId> = (0..self.slots.len()).filter(|&i| !self.slots[i].one_shot).collect();
         if ids.is_empty() {
-            return vec![log(
-                Level::Warn,
-                "the formation has no instance to run (every type is at 0)",
-            )];
+            return vec![log(Level::Warn, "the formation has no instance to run (every type is at 0)")];
         }
         ids.into_iter().map(|id| self.spawn(id, now)).collect()
     }
@@ -213,10 +265,7 @@ impl Lifecycle {
         slot.started_at = Some(now);
         slot.restart_at = None;
         slot.stop_requested = false;
-        Effect::Spawn {
-            slot: id,
-            generation: slot.generation,
-        }
+        Effect::Spawn { slot: id, generation: slot.generation }
     }
 
     /// Applies one event; events of an old incarnation are ignored.
@@ -239,21 +288,67 @@ impl Lifecycle {
                 effects
             }
             Event::RestartDue { slot, .. } => self.on_restart_due(slot, now),
+            Event::BootDue { slot, .. } => self.on_boot_due(slot),
+            Event::Healthy { slot, .. } => self.on_healthy(slot),
+            Event::Unhealthy { slot, .. } => self.unroute(slot, "health check failed", false),
             Event::StopRequested => self.on_stop_requested(),
         }
     }
 
     fn on_started(&mut self, id: SlotId, pid: u32) -> Vec<Effect> {
+        let boot_timeout = self.timing.boot_timeout;
         let slot = &mut self.slots[id];
         slot.pid = Some(pid);
+        let generation = slot.generation;
         let mut effects = vec![log(Level::Info, format!("{} started with pid {pid}", slot.name))];
-        if !slot.one_shot {
-            let event = Event::UpDue {
-                slot: id,
-                generation: slot.generation,
-            };
-            effects.push(Effect::After { delay: UP_AFTER, event });
+        if slot.routed && slot.state == State::Starting {
+            slot.watched = true;
+            effects.push(Effect::Watch { slot: id, generation });
+            effects.push(Effect::After { delay: boot_timeout, event: Event::BootDue { slot: id, generation } });
+        } else if !slot.one_shot {
+            effects.push(Effect::After { delay: UP_AFTER, event: Event::UpDue { slot: id, generation } });
         }
+        effects
+    }
+
+    fn on_healthy(&mut self, id: SlotId) -> Vec<Effect> {
+        let slot = &mut self.slots[id];
+        if !matches!(slot.state, State::Starting | State::Up) || slot.in_routing {
+            return Vec::new();
+        }
+        slot.state = State::Up;
+        slot.in_routing = true;
+        vec![Effect::Join { slot: id, generation: slot.generation }]
+    }
+
+    /// Takes the slot out of routing (and, when `unwatch`, out of health checks).
+    fn unroute(&mut self, id: SlotId, reason: &'static str, unwatch: bool) -> Vec<Effect> {
+        let slot = &mut self.slots[id];
+        let generation = slot.generation;
+        let mut effects = Vec::new();
+        if slot.in_routing {
+            slot.in_routing = false;
+            effects.push(Effect::Leave { slot: id, generation, reason });
+        }
+        if unwatch && slot.watched {
+            slot.watched = false;
+            effects.push(Effect::Unwatch { slot: id, generation });
+        }
+        effects
+    }
+
+    /// A routed instance never accepted a connection: Heroku's R10, then a crash restart.
+    fn on_boot_due(&mut self, id: SlotId) -> Vec<Effect> {
+        if self.slots[id].state != State::Starting {
+            return Vec::new();
+        }
+        let mut effects = self.unroute(id, "boot timeout", true);
+        let slot = &mut self.slots[id];
+        slot.state = State::Draining;
+        let limit = crate::duration::format(self.timing.boot_timeout);
+        let text =
+            format!("R10 Boot timeout: {} did not accept connections within {limit}; sending SIGKILL", slot.name);
+        effects.extend([log(Level::Warn, text), Effect::Kill { slot: id }]);
         effects
     }
 
@@ -267,19 +362,14 @@ impl Lifecycle {
 
     /// The main process ended by itself; the keeper sent SIGTERM to what is left of the tree.
     fn on_leader_exited(&mut self, id: SlotId) -> Vec<Effect> {
+        let mut effects = self.unroute(id, "exited", true);
         let slot = &mut self.slots[id];
-        if slot.state == State::Draining {
-            return Vec::new();
+        if slot.state != State::Draining {
+            slot.state = State::Draining;
+            let event = Event::GraceOver { slot: id, generation: slot.generation };
+            effects.push(Effect::After { delay: self.timing.grace, event });
         }
-        slot.state = State::Draining;
-        let event = Event::GraceOver {
-            slot: id,
-            generation: slot.generation,
-        };
-        vec![Effect::After {
-            delay: self.grace,
-            event,
-        }]
+        effects
     }
 
     fn on_grace_over(&mut self, id: SlotId) -> Vec<Effect> {
@@ -288,27 +378,23 @@ impl Lifecycle {
             return Vec::new();
         }
         self.killed_any = true;
-        let grace = crate::duration::format(self.grace);
-        let text = format!(
-            "R12 Exit timeout: {} did not exit within {grace} of SIGTERM; sending SIGKILL",
-            slot.name
-        );
+        let grace = crate::duration::format(self.timing.grace);
+        let text = format!("R12 Exit timeout: {} did not exit within {grace} of SIGTERM; sending SIGKILL", slot.name);
         vec![log(Level::Warn, text), Effect::Kill { slot: id }]
     }
 
     fn on_exited(&mut self, id: SlotId, reason: ExitReason, now: Instant) -> Vec<Effect> {
+        let mut effects = self.unroute(id, "exited", true);
         let slot = &mut self.slots[id];
         slot.pid = None;
-        let mut effects = vec![log(Level::Info, format!("{} {reason}", slot.name))];
+        effects.push(log(Level::Info, format!("{} {reason}", slot.name)));
         if slot.one_shot {
             slot.state = State::Stopped;
             effects.extend(self.on_release_exited(reason, now));
         } else if slot.stop_requested || matches!(self.phase, Phase::ShuttingDown { .. } | Phase::Done) {
             slot.state = State::Stopped;
         } else {
-            let uptime = slot
-                .started_at
-                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let uptime = slot.started_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
             let delay = slot.backoff.crashed(uptime);
             slot.restarts += 1;
             slot.state = State::Crashed;
@@ -320,10 +406,7 @@ impl Lifecycle {
                 slot.restarts
             );
             effects.push(log(Level::Warn, text));
-            let event = Event::RestartDue {
-                slot: id,
-                generation: slot.generation,
-            };
+            let event = Event::RestartDue { slot: id, generation: slot.generation };
             effects.push(Effect::After { delay, event });
         }
         effects.extend(self.exit_if_done());
@@ -361,24 +444,19 @@ impl Lifecycle {
 
     fn terminate_everything(&mut self) -> Vec<Effect> {
         self.phase = Phase::ShuttingDown { fast: false };
-        let mut effects = vec![log(Level::Info, "sending SIGTERM to all processes")];
+        let mut effects = vec![Effect::CloseGateway];
+        for id in 0..self.slots.len() {
+            effects.extend(self.unroute(id, "stopping", true));
+        }
+        effects.push(log(Level::Info, "sending SIGTERM to all processes"));
         for (id, slot) in self.slots.iter_mut().enumerate() {
             slot.stop_requested = true;
             match slot.state {
                 State::Starting | State::Up => {
                     slot.state = State::Draining;
-                    effects.push(Effect::Signal {
-                        slot: id,
-                        signal: Signal::SIGTERM,
-                    });
-                    let event = Event::GraceOver {
-                        slot: id,
-                        generation: slot.generation,
-                    };
-                    effects.push(Effect::After {
-                        delay: self.grace,
-                        event,
-                    });
+                    effects.push(Effect::Signal { slot: id, signal: Signal::SIGTERM });
+                    let event = Event::GraceOver { slot: id, generation: slot.generation };
+                    effects.push(Effect::After { delay: self.timing.grace, event });
                 }
                 State::Crashed => {
                     slot.state = State::Stopped;
@@ -396,10 +474,8 @@ impl Lifecycle {
         let mut effects = vec![log(Level::Warn, "sending SIGKILL to all processes")];
         for (id, slot) in self.slots.iter().enumerate().filter(|(_, s)| s.is_running()) {
             self.killed_any = true;
-            effects.push(log(
-                Level::Warn,
-                format!("R12 Exit timeout: {} killed before the end of its grace", slot.name),
-            ));
+            effects
+                .push(log(Level::Warn, format!("R12 Exit timeout: {} killed before the end of its grace", slot.name)));
             effects.push(Effect::Kill { slot: id });
         }
         effects
@@ -423,7 +499,10 @@ fn event_slot(event: &Event) -> Option<(SlotId, u64)> {
         | Event::SpawnFailed { slot, generation, .. }
         | Event::UpDue { slot, generation }
         | Event::RestartDue { slot, generation }
-        | Event::GraceOver { slot, generation } => Some((slot, generation)),
+        | Event::GraceOver { slot, generation }
+        | Event::BootDue { slot, generation }
+        | Event::Healthy { slot, generation }
+        | Event::Unhealthy { slot, generation } => Some((slot, generation)),
         Event::StopRequested => None,
     }
 }
@@ -433,6 +512,7 @@ mod tests {
     use super::*;
 
     const GRACE: Duration = Duration::from_secs(30);
+    const TIMING: Timing = Timing { grace: GRACE, boot_timeout: Duration::from_secs(60) };
 
     /// Drives a [`Lifecycle`] like the actor does, with timers on tokio's (paused) clock.
     struct Driver {
@@ -444,14 +524,13 @@ mod tests {
 
     impl Driver {
         fn new(names: &[&str], release: Option<&str>) -> Driver {
-            let names = names.iter().map(|n| n.to_string()).collect();
-            let lifecycle = Lifecycle::new(names, release.map(str::to_string), GRACE);
-            let mut driver = Driver {
-                lifecycle,
-                timers: Vec::new(),
-                spawns: Vec::new(),
-                effects: Vec::new(),
-            };
+            Driver::with(names, release, false)
+        }
+
+        fn with(names: &[&str], release: Option<&str>, routed: bool) -> Driver {
+            let slots = names.iter().map(|n| SlotInit { name: n.to_string(), routed }).collect();
+            let lifecycle = Lifecycle::new(slots, release.map(str::to_string), TIMING);
+            let mut driver = Driver { lifecycle, timers: Vec::new(), spawns: Vec::new(), effects: Vec::new() };
             let effects = driver.lifecycle.start(Instant::now());
             driver.apply(effects);
             driver
@@ -475,9 +554,7 @@ mod tests {
 
         /// Sleeps (paused clock) until the earliest timer and fires it.
         async fn fire_next_timer(&mut self) -> Event {
-            let next = (0..self.timers.len())
-                .min_by_key(|&i| self.timers[i].0)
-                .expect("a timer is pending");
+            let next = (0..self.timers.len()).min_by_key(|&i| self.timers[i].0).expect("a timer is pending");
             let (deadline, event) = self.timers.remove(next);
             tokio::time::sleep_until(deadline).await;
             self.send(event.clone());
@@ -490,11 +567,7 @@ mod tests {
 
         fn exit(&mut self, slot: SlotId, reason: ExitReason) {
             let generation = self.generation(slot);
-            self.send(Event::Exited {
-                slot,
-                generation,
-                reason,
-            });
+            self.send(Event::Exited { slot, generation, reason });
         }
 
         fn took(&mut self, wanted: impl Fn(&Effect) -> bool) -> bool {
@@ -537,11 +610,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_instance_is_up_after_a_second_alive() {
         let mut driver = Driver::new(&["worker.1"], None);
-        driver.send(Event::Started {
-            slot: 0,
-            generation: 1,
-            pid: 7,
-        });
+        driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
         assert_eq!(driver.lifecycle.slots()[0].state, State::Starting);
         driver.fire_next_timer().await;
         assert_eq!(driver.lifecycle.slots()[0].state, State::Up);
@@ -551,17 +620,10 @@ mod tests {
     async fn stop_sends_sigterm_then_sigkill_with_r12_after_the_grace() {
         let mut driver = Driver::new(&["web.1", "web.2"], None);
         driver.send(Event::StopRequested);
-        assert!(driver.took(|e| *e
-            == Effect::Signal {
-                slot: 1,
-                signal: Signal::SIGTERM
-            }));
+        assert!(driver.took(|e| *e == Effect::Signal { slot: 1, signal: Signal::SIGTERM }));
         driver.exit(0, ExitReason::Code(0));
         let fired = driver.fire_next_timer().await;
-        assert!(
-            matches!(fired, Event::GraceOver { slot: 0, .. }),
-            "a stopped slot's timer is stale"
-        );
+        assert!(matches!(fired, Event::GraceOver { slot: 0, .. }), "a stopped slot's timer is stale");
         assert!(!driver.took(|e| matches!(e, Effect::Kill { .. })));
         let start = Instant::now();
         driver.fire_next_timer().await;
@@ -572,10 +634,7 @@ mod tests {
             .any(|e| matches!(e, Effect::Log { text, .. } if text.starts_with("R12 Exit timeout: web.2"))));
         assert!(driver.took(|e| *e == Effect::Kill { slot: 1 }));
         driver.exit(1, ExitReason::Signal(9));
-        assert!(
-            driver.took(|e| *e == Effect::Exit(1)),
-            "a SIGKILL makes the exit status 1"
-        );
+        assert!(driver.took(|e| *e == Effect::Exit(1)), "a SIGKILL makes the exit status 1");
     }
 
     #[test]
@@ -586,12 +645,7 @@ mod tests {
         assert_eq!(driver.lifecycle.slots()[1].state, State::Stopped);
         driver.exit(0, ExitReason::Signal(15));
         assert!(driver.took(|e| *e == Effect::Exit(0)));
-        let (_, stale) = driver
-            .timers
-            .iter()
-            .find(|(_, e)| matches!(e, Event::RestartDue { .. }))
-            .cloned()
-            .unwrap();
+        let (_, stale) = driver.timers.iter().find(|(_, e)| matches!(e, Event::RestartDue { .. })).cloned().unwrap();
         driver.send(stale);
         assert_eq!(driver.spawns.len(), 2, "no restart after the stop");
     }
@@ -633,11 +687,58 @@ mod tests {
     #[test]
     fn events_of_an_old_incarnation_are_ignored() {
         let mut driver = Driver::new(&["web.1"], None);
-        driver.send(Event::Exited {
-            slot: 0,
-            generation: 99,
-            reason: ExitReason::Code(1),
-        });
+        driver.send(Event::Exited { slot: 0, generation: 99, reason: ExitReason::Code(1) });
         assert_eq!(driver.lifecycle.slots()[0].state, State::Starting);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_routed_instance_joins_when_healthy_and_leaves_before_sigterm() {
+        let mut driver = Driver::with(&["tcp.1"], None, true);
+        driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
+        assert!(driver.took(|e| *e == Effect::Watch { slot: 0, generation: 1 }));
+        driver.send(Event::Healthy { slot: 0, generation: 1 });
+        assert_eq!(driver.lifecycle.slots()[0].state, State::Up);
+        assert!(driver.took(|e| *e == Effect::Join { slot: 0, generation: 1 }));
+        driver.send(Event::Unhealthy { slot: 0, generation: 1 });
+        assert!(driver.took(|e| matches!(e, Effect::Leave { reason: "health check failed", .. })));
+        driver.send(Event::Healthy { slot: 0, generation: 1 });
+        assert!(driver.took(|e| matches!(e, Effect::Join { .. })), "back in routing");
+        driver.send(Event::StopRequested);
+        let order: Vec<&Effect> = driver
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Leave { .. } | Effect::Signal { .. } | Effect::CloseGateway))
+            .collect();
+        assert!(matches!(order[..], [Effect::CloseGateway, Effect::Leave { .. }, Effect::Signal { .. }]), "{order:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_routed_instance_that_never_accepts_gets_r10_and_restarts() {
+        let mut driver = Driver::with(&["tcp.1"], None, true);
+        driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
+        let event = driver.fire_next_timer().await;
+        assert!(matches!(event, Event::BootDue { .. }), "{event:?}");
+        assert!(driver
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Log { text, .. } if text.starts_with("R10 Boot timeout: tcp.1"))));
+        assert!(driver.took(|e| *e == Effect::Kill { slot: 0 }));
+        driver.exit(0, ExitReason::Signal(9));
+        assert_eq!(driver.lifecycle.slots()[0].state, State::Crashed);
+        assert!(driver
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Log { text, .. } if text.contains("restarting in 1s"))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exit_takes_the_instance_out_of_routing() {
+        let mut driver = Driver::with(&["tcp.1"], None, true);
+        driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
+        driver.send(Event::Healthy { slot: 0, generation: 1 });
+        driver.effects.clear();
+        driver.exit(0, ExitReason::Signal(9));
+        assert!(driver.effects.contains(&Effect::Leave { slot: 0, generation: 1, reason: "exited" }));
+        assert!(driver.took(|e| *e == Effect::Unwatch { slot: 0, generation: 1 }));
     }
 }

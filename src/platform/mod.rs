@@ -1,5 +1,8 @@
-//! The control plane: actors that decide which instances exist and what happens to them.
+//! The control plane: actors that decide which instances exist, which are healthy and which
+//! get new connections. They run on one actix thread.
 
 pub mod backoff;
+pub mod balancer;
+pub mod health;
 pub mod lifecycle;
 pub mod scheduler;

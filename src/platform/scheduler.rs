@@ -1,15 +1,19 @@
 //! The Scheduler actor: spawns, restarts and stops the formation's instances.
 //!
-//! A thin actix shell around [`Lifecycle`]: it feeds events in (process reports, timers,
-//! signals) and carries the effects out (spawn through the keeper, signal, timers, logs, exit).
+//! A thin actix shell around [`Lifecycle`]: it feeds events in (process reports, health, timers,
+//! signals) and carries the effects out: spawn through the keeper, signal, timers, logs, exit,
+//! and the orders to the HealthChecker (watch, unwatch) and the Balancer (join, leave).
 
-use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotId};
+use super::balancer::{Balancer, Join, Leave};
+use super::health::{HealthChecker, ProbeSettings, Unwatch, Watch};
+use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotId, SlotInit, Timing};
 use crate::env::{instance_env, PlatformVars};
 use crate::logs::Output;
 use crate::process::output::Prefix;
 use crate::process::{self, Controller, Launch, ProcessEvent};
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use tokio::time::Instant;
 
@@ -17,9 +21,19 @@ use tokio::time::Instant;
 #[derive(Debug, Clone)]
 pub struct SlotSpec {
     pub name: String,
+    pub type_name: String,
     pub command: String,
     pub colour: usize,
     pub vars: PlatformVars,
+    /// How the HealthChecker probes it, when the gateway routes its type.
+    pub probe: Option<ProbeSettings>,
+}
+
+impl SlotSpec {
+    /// Where the instance listens: 127.0.0.1:PORT.
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.vars.port.unwrap_or(0)))
+    }
 }
 
 /// What the Scheduler needs to run the formation.
@@ -29,16 +43,20 @@ pub struct SchedulerConfig {
     pub has_release: bool,
     pub env: crate::env::EnvMap,
     pub root: PathBuf,
-    pub grace: std::time::Duration,
+    pub timing: Timing,
     /// The procgate binary, re-executed as each instance's keeper.
     pub keeper_exe: PathBuf,
     pub output: Output,
+    /// Stops the gateway from accepting when the platform stops.
+    pub close_gateway: Box<dyn Fn()>,
 }
 
 pub struct Scheduler {
     config: SchedulerConfig,
     lifecycle: Lifecycle,
     controllers: HashMap<SlotId, Controller>,
+    balancer: Addr<Balancer>,
+    health: Addr<HealthChecker>,
 }
 
 /// An event for the Scheduler's state machine.
@@ -47,16 +65,15 @@ pub struct Scheduler {
 pub struct Notify(pub Event);
 
 impl Scheduler {
-    pub fn new(config: SchedulerConfig) -> Scheduler {
+    pub fn new(config: SchedulerConfig, balancer: Addr<Balancer>, health: Addr<HealthChecker>) -> Scheduler {
         let count = config.slots.len() - usize::from(config.has_release);
-        let names = config.slots[..count].iter().map(|s| s.name.clone()).collect();
+        let instances = config.slots[..count]
+            .iter()
+            .map(|s| SlotInit { name: s.name.clone(), routed: s.probe.is_some() })
+            .collect();
         let release = config.has_release.then(|| config.slots[count].name.clone());
-        let lifecycle = Lifecycle::new(names, release, config.grace);
-        Scheduler {
-            config,
-            lifecycle,
-            controllers: HashMap::new(),
-        }
+        let lifecycle = Lifecycle::new(instances, release, config.timing);
+        Scheduler { config, lifecycle, controllers: HashMap::new(), balancer, health }
     }
 
     fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
@@ -68,6 +85,13 @@ impl Scheduler {
                 Effect::After { delay, event } => {
                     ctx.run_later(delay, move |act, ctx| act.handle_event(event, ctx));
                 }
+                Effect::Watch { slot, generation } => self.watch(slot, generation),
+                Effect::Unwatch { slot, generation } => self.health.do_send(Unwatch((slot, generation))),
+                Effect::Join { slot, generation } => self.join(slot, generation),
+                Effect::Leave { slot, generation, reason } => {
+                    self.balancer.do_send(Leave { id: (slot, generation), reason })
+                }
+                Effect::CloseGateway => (self.config.close_gateway)(),
                 Effect::Log { level, text } => match level {
                     Level::Info => tracing::info!("{text}"),
                     Level::Warn => tracing::warn!("{text}"),
@@ -89,6 +113,18 @@ impl Scheduler {
         }
     }
 
+    fn watch(&self, slot: SlotId, generation: u64) {
+        let spec = &self.config.slots[slot];
+        let settings = spec.probe.unwrap_or_default();
+        self.health.do_send(Watch { id: (slot, generation), name: spec.name.clone(), addr: spec.addr(), settings });
+    }
+
+    fn join(&self, slot: SlotId, generation: u64) {
+        let spec = &self.config.slots[slot];
+        let (type_name, name, addr) = (spec.type_name.clone(), spec.name.clone(), spec.addr());
+        self.balancer.do_send(Join { type_name, id: (slot, generation), name, addr });
+    }
+
     fn spawn(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
         let spec = &self.config.slots[slot];
         self.config.output.fit(&spec.name);
@@ -96,11 +132,7 @@ impl Scheduler {
             command: spec.command.clone(),
             env: instance_env(&self.config.env, &spec.vars),
             root: self.config.root.clone(),
-            prefix: Prefix {
-                output: self.config.output.clone(),
-                name: spec.name.clone(),
-                colour: spec.colour,
-            },
+            prefix: Prefix { output: self.config.output.clone(), name: spec.name.clone(), colour: spec.colour },
         };
         let addr = ctx.address();
         let on_event = move |event| addr.do_send(Notify(slot_event(slot, generation, event)));
@@ -109,14 +141,7 @@ impl Scheduler {
                 self.controllers.insert(slot, controller);
                 actix::spawn(monitor);
             }
-            Err(err) => {
-                let event = Event::SpawnFailed {
-                    slot,
-                    generation,
-                    error: err.to_string(),
-                };
-                ctx.notify(Notify(event));
-            }
+            Err(err) => ctx.notify(Notify(Event::SpawnFailed { slot, generation, error: err.to_string() })),
         }
     }
 }
@@ -125,11 +150,7 @@ fn slot_event(slot: SlotId, generation: u64, event: ProcessEvent) -> Event {
     match event {
         ProcessEvent::Started { pid } => Event::Started { slot, generation, pid },
         ProcessEvent::LeaderExited => Event::LeaderExited { slot, generation },
-        ProcessEvent::Exited(reason) => Event::Exited {
-            slot,
-            generation,
-            reason,
-        },
+        ProcessEvent::Exited(reason) => Event::Exited { slot, generation, reason },
     }
 }
 

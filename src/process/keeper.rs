@@ -55,11 +55,7 @@ pub fn run(command: &[String]) -> ! {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(err) => fail(&format!("procgate keeper: cannot run {}: {err}", command[0])),
     };
-    let tree = Arc::new(Tree {
-        leader,
-        stopping: AtomicBool::new(false),
-        killing: AtomicBool::new(false),
-    });
+    let tree = Arc::new(Tree { leader, stopping: AtomicBool::new(false), killing: AtomicBool::new(false) });
     report(&control, Report::Pid(leader.as_raw() as u32));
     listen_for_orders(&control, tree.clone());
     if let Some(signals) = signals {
@@ -78,10 +74,7 @@ fn fail(message: &str) -> ! {
 
 fn instance_tmpdir() -> Option<tempfile::TempDir> {
     let dyno = std::env::var("DYNO").unwrap_or_else(|_| "instance".into());
-    tempfile::Builder::new()
-        .prefix(&format!("procgate-{dyno}-"))
-        .tempdir()
-        .ok()
+    tempfile::Builder::new().prefix(&format!("procgate-{dyno}-")).tempdir().ok()
 }
 
 fn report(mut control: &UnixStream, message: Report) {

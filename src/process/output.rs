@@ -20,8 +20,7 @@ pub struct Prefix {
 impl Prefix {
     fn print(&self, bytes: &[u8]) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        self.output
-            .instance_line(&self.name, self.colour, &String::from_utf8_lossy(bytes));
+        self.output.instance_line(&self.name, self.colour, &String::from_utf8_lossy(bytes));
     }
 }
 

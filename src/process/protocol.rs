@@ -98,11 +98,7 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        for order in [
-            Order::Signal(Signal::SIGTERM),
-            Order::Signal(Signal::SIGUSR1),
-            Order::Kill,
-        ] {
+        for order in [Order::Signal(Signal::SIGTERM), Order::Signal(Signal::SIGUSR1), Order::Kill] {
             assert_eq!(Order::decode(&order.encode()), Some(order));
         }
         let reports = [

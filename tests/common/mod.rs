@@ -115,11 +115,7 @@ impl Running {
                 }
             });
         }
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        Running { child, lines, seen: Vec::new() }
     }
 
     pub fn pid(&self) -> i32 {
@@ -132,16 +128,23 @@ impl Running {
     }
 
     pub fn wait_for_within(&mut self, needle: &str, limit: Duration) -> String {
-        if let Some(line) = self.seen.iter().find(|l| matches(l, needle)) {
+        self.wait_for_nth(needle, 1, limit)
+    }
+
+    /// Waits for the `nth` (1-based) line containing `needle`, counting lines already seen.
+    pub fn wait_for_nth(&mut self, needle: &str, nth: usize, limit: Duration) -> String {
+        if let Some(line) = self.seen.iter().filter(|l| matches(l, needle)).nth(nth - 1) {
             return line.clone();
         }
+        let mut count = self.seen.iter().filter(|l| matches(l, needle)).count();
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    if matches(&line, needle) {
+                    count += usize::from(matches(&line, needle));
+                    if count == nth {
                         return line;
                     }
                 }
@@ -169,26 +172,17 @@ impl Running {
     pub fn finish(mut self, limit: Duration) -> Finished {
         let deadline = Instant::now() + limit;
         loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => self.seen.push(line),
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
-                    panic!(
-                        "procgate still running after {limit:?}; output:\n{}",
-                        self.seen.join("\n")
-                    );
+                    panic!("procgate still running after {limit:?}; output:\n{}", self.seen.join("\n"));
                 }
             }
         }
         let status = self.child.wait().unwrap();
-        Finished {
-            status,
-            lines: std::mem::take(&mut self.seen),
-        }
+        Finished { status, lines: std::mem::take(&mut self.seen) }
     }
 }
 
@@ -216,10 +210,7 @@ pub fn free_base_port(types: u16, count: u16) -> u16 {
         let random = RandomState::new().build_hasher().finish();
         let base = 20_000 + (random % 400) as u16 * 100;
         let ports = (0..types).flat_map(|k| (0..count).map(move |i| base + 100 * k + i));
-        if ports
-            .into_iter()
-            .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
-        {
+        if ports.into_iter().all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()) {
             return base;
         }
     }

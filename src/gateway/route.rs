@@ -1,0 +1,184 @@
+//! What the data plane reads: a route's routable instances, published by the Balancer actor as
+//! immutable snapshots (`ArcSwap`, lock-free loads), each instance with atomic counters.
+
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Identifies one incarnation of an instance: its slot and the generation of that slot.
+pub type InstanceId = (usize, u64);
+
+/// A routable instance and its live counters (shared with `ps` and metrics).
+#[derive(Debug)]
+pub struct Backend {
+    pub id: InstanceId,
+    /// `tcp.2`
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Open proxied connections, counted from the pick until the connection closes.
+    pub open: AtomicUsize,
+    /// Connections ever assigned.
+    pub total: AtomicU64,
+    /// Set by the data plane when a connect fails (passive check), until the HealthChecker clears it.
+    pub down: AtomicBool,
+}
+
+impl Backend {
+    pub fn new(id: InstanceId, name: String, addr: SocketAddr) -> Backend {
+        let (open, total, down) = (AtomicUsize::new(0), AtomicU64::new(0), AtomicBool::new(false));
+        Backend { id, name, addr, open, total, down }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection open on a backend for as long as it lives.
+pub struct OpenConnection(pub Arc<Backend>);
+
+impl OpenConnection {
+    pub fn new(backend: Arc<Backend>) -> OpenConnection {
+        backend.open.fetch_add(1, Ordering::Relaxed);
+        backend.total.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(backend)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One routed process type: its snapshot of backends and how to wait for a new one.
+pub struct Route {
+    /// The process type, `tcp`.
+    pub type_name: String,
+    backends: ArcSwap<Vec<Arc<Backend>>>,
+    /// Bumped at each publication, for clients waiting for an instance.
+    version: watch::Sender<u64>,
+    /// Round-robin cursor among equally loaded backends.
+    cursor: AtomicUsize,
+    /// Connect failures, for the HealthChecker to confirm.
+    failures: mpsc::UnboundedSender<InstanceId>,
+}
+
+impl Route {
+    pub fn new(type_name: String, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
+        Route {
+            type_name,
+            backends: ArcSwap::from_pointee(Vec::new()),
+            version: watch::channel(0).0,
+            cursor: AtomicUsize::new(0),
+            failures,
+        }
+    }
+
+    /// The current backends (lock-free).
+    pub fn backends(&self) -> arc_swap::Guard<Arc<Vec<Arc<Backend>>>> {
+        self.backends.load()
+    }
+
+    /// Replaces the backends and wakes the clients waiting for one (Balancer only).
+    pub fn publish(&self, backends: Vec<Arc<Backend>>) {
+        self.backends.store(Arc::new(backends));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Wakes waiting clients without changing the set (a backend came back up).
+    pub fn touch(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Where the next tie-break starts.
+    pub fn next_cursor(&self) -> usize {
+        self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A connect to `backend` failed: mark it down now and have the HealthChecker confirm.
+    pub fn report_failure(&self, backend: &Backend) {
+        backend.down.store(true, Ordering::Relaxed);
+        let _ = self.failures.send(backend.id);
+    }
+}
+
+/// The balancing policy: least open connections, round-robin among ties (from `cursor`),
+/// among the backends `eligible` accepts.
+pub fn pick(backends: &[Arc<Backend>], cursor: usize, eligible: impl Fn(&Backend) -> bool) -> Option<&Arc<Backend>> {
+    let count = backends.len();
+    let mut best: Option<(&Arc<Backend>, usize)> = None;
+    for offset in 0..count {
+        let backend = &backends[(cursor + offset) % count];
+        if !eligible(backend) {
+            continue;
+        }
+        let open = backend.open.load(Ordering::Relaxed);
+        if best.is_none_or(|(_, least)| open < least) {
+            best = Some((backend, open));
+        }
+    }
+    best.map(|(backend, _)| backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends(open: &[usize]) -> Vec<Arc<Backend>> {
+        let make = |(i, n): (usize, &usize)| {
+            let backend = Backend::new((i, 1), format!("tcp.{}", i + 1), "127.0.0.1:1".parse().unwrap());
+            backend.open.store(*n, Ordering::Relaxed);
+            Arc::new(backend)
+        };
+        open.iter().enumerate().map(make).collect()
+    }
+
+    fn picked(backends: &[Arc<Backend>], cursor: usize) -> Option<String> {
+        pick(backends, cursor, |b| !b.is_down()).map(|b| b.name.clone())
+    }
+
+    #[test]
+    fn picks_the_least_loaded() {
+        let set = backends(&[3, 1, 2]);
+        for cursor in 0..6 {
+            assert_eq!(picked(&set, cursor).as_deref(), Some("tcp.2"));
+        }
+    }
+
+    #[test]
+    fn rotates_among_ties() {
+        let set = backends(&[0, 0, 0]);
+        let names: Vec<String> = (0..6).filter_map(|c| picked(&set, c)).collect();
+        assert_eq!(names, ["tcp.1", "tcp.2", "tcp.3", "tcp.1", "tcp.2", "tcp.3"]);
+        let set = backends(&[1, 0, 0]);
+        let names: Vec<String> = (0..4).filter_map(|c| picked(&set, c)).collect();
+        assert_eq!(names, ["tcp.2", "tcp.2", "tcp.3", "tcp.2"]);
+    }
+
+    #[test]
+    fn skips_ineligible_and_down_backends() {
+        let set = backends(&[5, 0, 9]);
+        set[1].down.store(true, Ordering::Relaxed);
+        assert_eq!(picked(&set, 0).as_deref(), Some("tcp.1"));
+        assert_eq!(pick(&set, 0, |b| b.name == "tcp.3").map(|b| b.name.as_str()), Some("tcp.3"));
+        assert!(pick(&set, 0, |_| false).is_none());
+        assert!(picked(&[], 0).is_none());
+    }
+
+    #[test]
+    fn open_connections_are_counted_while_held() {
+        let set = backends(&[0]);
+        let held = OpenConnection::new(set[0].clone());
+        assert_eq!(set[0].open.load(Ordering::Relaxed), 1);
+        drop(held);
+        assert_eq!(set[0].open.load(Ordering::Relaxed), 0);
+        assert_eq!(set[0].total.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,121 @@
+//! The TCP frontend: accept a client, pick a healthy instance at the handshake, connect (retrying
+//! others when one refuses), then relay bytes for the connection's whole life (sticky).
+
+use super::pump::{self, Ending, Traffic};
+use super::route::{pick, Backend, InstanceId, OpenConnection, Route};
+use super::GatewaySettings;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Accepts clients on `listener` until `shutdown` flips; each client gets its own task.
+pub async fn serve(
+    listener: TcpListener,
+    route: Arc<Route>,
+    settings: Arc<GatewaySettings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((client, peer)) => {
+                    tokio::spawn(handle(client, peer, route.clone(), settings.clone()));
+                }
+                Err(err) => {
+                    tracing::warn!("accept on the {} route failed: {err}", route.type_name);
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, settings: Arc<GatewaySettings>) {
+    let _ = client.set_nodelay(true);
+    let Some((open, mut instance)) = assign(&route, &settings).await else {
+        let wait = crate::duration::format(settings.wait);
+        tracing::warn!(
+            "H10 no healthy instance: no {} instance up within {wait}; closed client {peer}",
+            route.type_name
+        );
+        return;
+    };
+    let backend = &open.0;
+    if settings.access_log {
+        tracing::info!("202 connection assigned {} from {peer}", backend.name);
+    }
+    let started = Instant::now();
+    let traffic = Traffic::new();
+    let ending = pump::relay(&mut client, &mut instance, settings.idle_timeout, &traffic).await;
+    if settings.access_log || ending.as_ref().is_ok_and(|e| *e == Ending::Idle) {
+        let how = match ending {
+            Ok(Ending::Closed) => "closed".to_string(),
+            Ok(Ending::Idle) => "closed idle".to_string(),
+            Err(err) => format!("closed on error ({err})"),
+        };
+        let bytes_in = traffic.to_instance.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes_out = traffic.to_client.load(std::sync::atomic::Ordering::Relaxed);
+        let duration = started.elapsed().as_millis();
+        tracing::info!(
+            "203 {how} {} from {peer} bytes_in={bytes_in} bytes_out={bytes_out} duration={duration}ms",
+            backend.name
+        );
+    }
+}
+
+/// Picks and connects an instance, trying each healthy one once; when none is left, waits for
+/// the routing to change, up to `settings.wait` (then `None`: H10).
+async fn assign(route: &Route, settings: &GatewaySettings) -> Option<(OpenConnection, TcpStream)> {
+    let deadline = Instant::now() + settings.wait;
+    let mut changes: Option<watch::Receiver<u64>> = None;
+    let mut tried: Vec<InstanceId> = Vec::new();
+    loop {
+        if let Some(changes) = changes.as_mut() {
+            changes.borrow_and_update();
+        }
+        if let Some(connected) = try_each(route, settings.connect_timeout, &mut tried).await {
+            return Some(connected);
+        }
+        // Subscribe, then look once more, so a publication in between is not missed.
+        if changes.is_none() {
+            changes = Some(route.subscribe());
+            continue;
+        }
+        let changed = changes.as_mut().map(|c| c.changed());
+        match tokio::time::timeout_at(deadline, changed?).await {
+            Ok(Ok(())) => tried.clear(),
+            _ => return None,
+        }
+    }
+}
+
+async fn try_each(
+    route: &Route,
+    connect_timeout: Duration,
+    tried: &mut Vec<InstanceId>,
+) -> Option<(OpenConnection, TcpStream)> {
+    loop {
+        let backend: Arc<Backend> = {
+            let backends = route.backends();
+            pick(&backends, route.next_cursor(), |b| !b.is_down() && !tried.contains(&b.id))?.clone()
+        };
+        let open = OpenConnection::new(backend);
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(open.0.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((open, stream));
+            }
+            _ => {
+                route.report_failure(&open.0);
+                tried.push(open.0.id);
+            }
+        }
+    }
+}

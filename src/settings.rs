@@ -1,0 +1,126 @@
+//! The optional `procgate.toml` in the app root: per-type settings a Procfile cannot say.
+//!
+//! ```toml
+//! [types.tcp]
+//! listen = "127.0.0.1:20003"   # the gateway address of this type (flags win: --tcp-listen)
+//! health_interval = "2s"       # TCP handshake probe period once up
+//! health_timeout = "1s"        # probe timeout
+//! rise = 1                     # consecutive successes to join routing
+//! fall = 2                     # consecutive failures to leave routing
+//! ```
+//! Unknown keys and bad values are errors naming the file, the line and the key.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The file's name in the app root.
+pub const FILE_NAME: &str = "procgate.toml";
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub types: BTreeMap<String, TypeSettings>,
+}
+
+/// What one process type may set.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeSettings {
+    pub listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "duration")]
+    pub health_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub health_timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("{path}: cannot read: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path}:{line}: {message}")]
+    Invalid { path: String, line: usize, message: String },
+    #[error("{path}:{line}: [types.{name}] names no Procfile type; the types are: {known}")]
+    UnknownType { path: String, line: usize, name: String, known: String },
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+impl Settings {
+    /// Reads `ROOT/procgate.toml` if it exists; `types` are the Procfile's type names.
+    pub fn load(root: &Path, types: &[&str]) -> Result<Settings, SettingsError> {
+        let path = root.join(FILE_NAME);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Settings::parse(&path, &text, types),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+            Err(err) => Err(SettingsError::Unreadable { path: path.display().to_string(), reason: err.to_string() }),
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str, types: &[&str]) -> Result<Settings, SettingsError> {
+        let shown = path.display().to_string();
+        let settings: Settings = toml::from_str(text).map_err(|err| SettingsError::Invalid {
+            path: shown.clone(),
+            line: err.span().map_or(1, |span| line_at(text, span.start)),
+            message: err.message().to_string(),
+        })?;
+        if let Some(name) = settings.types.keys().find(|name| !types.contains(&name.as_str())) {
+            let line = text.lines().position(|l| l.contains(&format!("types.{name}"))).map_or(1, |i| i + 1);
+            let known = types.join(", ");
+            return Err(SettingsError::UnknownType { path: shown, line, name: name.clone(), known });
+        }
+        Ok(settings)
+    }
+
+    /// The settings of `type_name` (defaults when the file does not mention it).
+    pub fn of(&self, type_name: &str) -> TypeSettings {
+        self.types.get(type_name).cloned().unwrap_or_default()
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, SettingsError> {
+        Settings::parse(Path::new("procgate.toml"), text, &["tcp", "socket"])
+    }
+
+    #[test]
+    fn reads_routes_and_probe_timings() {
+        let text = "[types.socket]\nlisten = \"127.0.0.1:20004\"\nhealth_interval = \"500ms\"\nfall = 3\n";
+        let socket = parse(text).unwrap().of("socket");
+        assert_eq!(socket.listen, Some("127.0.0.1:20004".parse().unwrap()));
+        assert_eq!(socket.health_interval, Some(Duration::from_millis(500)));
+        assert_eq!(socket.fall, Some(3));
+        assert!(parse(text).unwrap().of("tcp").listen.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_bad_values_and_types_name_the_line() {
+        let err = parse("[types.tcp]\nlisten = \"127.0.0.1:1\"\nlisten_on = 3\n").unwrap_err();
+        assert!(
+            matches!(&err, SettingsError::Invalid { line: 3, message, .. } if message.contains("unknown field `listen_on`")),
+            "{err}"
+        );
+        let err = parse("[types.tcp]\nhealth_timeout = \"soon\"\n").unwrap_err();
+        assert!(
+            matches!(&err, SettingsError::Invalid { line: 2, message, .. } if message.contains("invalid duration")),
+            "{err}"
+        );
+        let err = parse("\n[types.web]\nfall = 1\n").unwrap_err();
+        assert_eq!(err.to_string(), "procgate.toml:2: [types.web] names no Procfile type; the types are: tcp, socket");
+    }
+}

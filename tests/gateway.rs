@@ -1,0 +1,252 @@
+//! The TCP gateway through the binary: routing at the handshake, stickiness, health checks,
+//! passive failover, R10, H10, half-close, idle timeout, and a real server (Redis) behind it.
+
+mod common;
+use common::{free_base_port, App, Running, DEADLINE};
+use nix::sys::signal::Signal;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn echo_app() -> App {
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\n", echo.display()))
+}
+
+/// Starts procgate on a free gateway port; returns it with the gateway's address.
+fn start(app: &App, instances: u16, extra: &[&str]) -> (Running, SocketAddr) {
+    let base = free_base_port(1, instances).to_string();
+    let formation = format!("tcp={instances}");
+    let mut args = vec!["start", "-m", &formation, "-p", &base, "--tcp-listen", "127.0.0.1:0", "--grace", "2s"];
+    args.extend_from_slice(extra);
+    let mut running = app.spawn(&args);
+    let line = running.wait_for("tcp.1 | url=tcp://");
+    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    (running, addr)
+}
+
+fn wait_routed(running: &mut Running, instances: u16) {
+    for i in 1..=instances {
+        running.wait_for(&format!("201 app connected tcp.{i} "));
+    }
+}
+
+/// A client connection with line reads and a deadline.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(DEADLINE))?;
+        Ok(Client { reader: BufReader::new(stream) })
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+
+    fn send(&mut self, text: &str) {
+        self.reader.get_mut().write_all(format!("{text}\n").as_bytes()).unwrap();
+    }
+
+    /// The instance named in the greeting `hello tcp.2 PID`.
+    fn greeting(&mut self) -> Option<String> {
+        let line = self.line();
+        line.strip_prefix("hello ").map(|rest| rest.to_string())
+    }
+}
+
+#[test]
+fn three_instances_share_150_held_connections_and_each_stays_on_its_instance() {
+    let app = echo_app();
+    let (mut running, addr) = start(&app, 3, &[]);
+    wait_routed(&mut running, 3);
+    let mut clients = Vec::new();
+    let mut per_instance: HashMap<String, usize> = HashMap::new();
+    for _ in 0..150 {
+        let mut client = Client::connect(addr).unwrap();
+        let who = client.greeting().expect("a greeting");
+        *per_instance.entry(who.split(' ').next().unwrap().to_string()).or_default() += 1;
+        clients.push((client, who));
+    }
+    assert_eq!(per_instance.len(), 3, "{per_instance:?}");
+    assert!(per_instance.values().all(|&n| (40..=60).contains(&n)), "±20% of 50 each: {per_instance:?}");
+    for (client, who) in &mut clients {
+        client.send("whoami");
+        assert_eq!(&client.line(), who, "the connection stayed on its instance");
+        client.send("ping");
+        assert_eq!(client.line(), "ping");
+    }
+    running.signal(Signal::SIGINT);
+    let finished = running.finish(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+}
+
+#[test]
+fn tcp_url_is_the_address_actually_bound() {
+    let app = echo_app();
+    let (mut running, addr) = start(&app, 1, &[]);
+    assert_ne!(addr.port(), 0);
+    wait_routed(&mut running, 1);
+    let mut client = Client::connect(addr).unwrap();
+    assert!(client.greeting().unwrap().starts_with("tcp.1 "));
+    assert!(running.seen.iter().any(|l| l.contains(&format!("gateway tcp://{addr} for tcp"))));
+}
+
+#[test]
+fn sigkill_of_an_instance_fails_no_client_and_it_comes_back() {
+    let app = echo_app();
+    let (mut running, addr) = start(&app, 3, &[]);
+    wait_routed(&mut running, 3);
+    let victim = running.pid_of("tcp.2");
+    let mut served: HashMap<String, usize> = HashMap::new();
+    let connect = |served: &mut HashMap<String, usize>| {
+        let mut client = Client::connect(addr).expect("the gateway accepts");
+        let who = client.greeting().expect("every client is served by a live instance");
+        *served.entry(who.split(' ').next().unwrap().to_string()).or_default() += 1;
+    };
+    for _ in 0..30 {
+        connect(&mut served);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    common::wait_gone(&[victim], Duration::from_secs(5));
+    served.clear();
+    for _ in 0..60 {
+        connect(&mut served);
+    }
+    assert_eq!(served.values().sum::<usize>(), 60);
+    assert!(!served.contains_key("tcp.2") || served["tcp.2"] == 0, "{served:?}");
+    running.wait_for("tcp.2 crashed; restarting in 1s");
+    running.wait_for_nth("201 app connected tcp.2", 2, DEADLINE);
+    served.clear();
+    for _ in 0..30 {
+        connect(&mut served);
+    }
+    assert!(served.get("tcp.2").is_some_and(|n| *n > 0), "the restarted instance takes clients again: {served:?}");
+}
+
+#[test]
+fn an_instance_that_never_accepts_gets_r10_and_is_restarted() {
+    let app = App::new("tcp: echo url=$TCP_URL; exec sleep 30\n");
+    let (mut running, _) = start(&app, 1, &["--boot-timeout", "500ms"]);
+    running.wait_for("R10 Boot timeout: tcp.1 did not accept connections within 500ms; sending SIGKILL");
+    running.wait_for("tcp.1 terminated by SIGKILL");
+    running.wait_for("tcp.1 crashed; restarting in 1s (restart 1)");
+    assert!(!running.seen.iter().any(|l| l.contains("201 app connected")));
+}
+
+#[test]
+fn a_client_waits_for_a_healthy_instance_then_gets_h10() {
+    let app = App::new("tcp: echo url=$TCP_URL; exec sleep 30\n");
+    let (mut running, addr) = start(&app, 1, &["--wait", "500ms"]);
+    let started = Instant::now();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(450), "held for the wait: {:?}", started.elapsed());
+    running.wait_for("H10 no healthy instance: no tcp instance up within 500ms; closed client 127.0.0.1:");
+}
+
+#[test]
+fn a_client_arriving_during_boot_is_held_until_an_instance_is_up() {
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let app = App::new(&format!("tcp: echo url=$TCP_URL; sleep 1; exec python3 {}\n", echo.display()));
+    let (mut running, addr) = start(&app, 1, &[]);
+    let mut client = Client::connect(addr).unwrap();
+    assert!(client.greeting().unwrap().starts_with("tcp.1 "));
+    running.wait_for("201 app connected tcp.1");
+}
+
+#[test]
+fn half_close_still_delivers_the_rest_of_the_reply() {
+    let app = echo_app();
+    let (mut running, addr) = start(&app, 1, &[]);
+    wait_routed(&mut running, 1);
+    let mut client = Client::connect(addr).unwrap();
+    client.greeting().unwrap();
+    let stream = client.reader.get_mut();
+    stream.write_all(b"first\nsecond\n").unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    client.reader.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "first\nsecond\n");
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let app = echo_app();
+    let (mut running, addr) = start(&app, 1, &["--idle-timeout", "300ms"]);
+    wait_routed(&mut running, 1);
+    let mut client = Client::connect(addr).unwrap();
+    client.greeting().unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    client.reader.read_to_end(&mut rest).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    running.wait_for("203 closed idle tcp.1 from 127.0.0.1:");
+}
+
+#[test]
+fn redis_works_through_the_gateway_with_its_own_clients() {
+    if which("redis-server").is_none() || which("redis-benchmark").is_none() {
+        eprintln!("SKIPPED: redis-server or redis-benchmark is not installed (.ci/run installs them)");
+        return;
+    }
+    let root = common::repo().join("procfiles/redis");
+    let app = App::new("unused: true\n");
+    let base = free_base_port(1, 1).to_string();
+    let args = ["start", "-d", root.to_str().unwrap(), "-p", &base, "--tcp-listen", "127.0.0.1:0"];
+    let mut running = app.spawn(&args);
+    let line = running.wait_for("gateway tcp://");
+    let addr: SocketAddr = line.split("gateway tcp://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    running.wait_for("201 app connected tcp.1");
+    let port = addr.port().to_string();
+    let ping = std::process::Command::new("redis-cli").args(["-p", &port, "ping"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
+    let bench = std::process::Command::new("redis-benchmark")
+        .args(["-p", &port, "-n", "2000", "-c", "20", "-q", "-t", "set,get"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&bench.stdout).to_string() + &String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "{out}");
+    assert!(out.contains("SET:") && out.contains("GET:"), "{out}");
+    assert!(!out.to_lowercase().contains("error"), "{out}");
+    running.signal(Signal::SIGINT);
+    assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+#[test]
+fn a_dead_listener_is_skipped_at_once_and_the_health_check_confirms_it() {
+    // The app dies but its instance lives on (the shell sleeps): only the gateway can notice.
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let app = App::new(&format!("tcp: echo url=$TCP_URL; python3 {}; echo app gone; sleep 60\n", echo.display()));
+    let (mut running, addr) = start(&app, 3, &[]);
+    wait_routed(&mut running, 3);
+    let victim = loop {
+        let mut client = Client::connect(addr).unwrap();
+        let who = client.greeting().unwrap();
+        if let Some(pid) = who.strip_prefix("tcp.2 ") {
+            break pid.parse::<i32>().unwrap();
+        }
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    running.wait_for("tcp.2 | app gone");
+    for _ in 0..30 {
+        let mut client = Client::connect(addr).unwrap();
+        let who = client.greeting().expect("served by a live instance");
+        assert!(!who.starts_with("tcp.2 "), "{who}");
+    }
+    running.wait_for("tcp.2 failed 2 health checks in a row");
+    running.wait_for("204 app disconnected tcp.2 (health check failed;");
+}
