@@ -204,11 +204,21 @@ fn squash(text: &str) -> String {
     text.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
-/// A base port whose blocks `base + 100*k .. + count` for `types` types are all free.
+/// Port blocks for instances: below the ephemeral range (32768+), so client sockets never take them.
+const BLOCKS: std::ops::Range<u16> = 200..320;
+
+/// Next block to try; starts at a random block so test binaries spread out.
+static NEXT_BLOCK: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(u16::MAX);
+
+/// A base port whose blocks `base + 100*k .. + count` for `types` types are all free; parallel
+/// tests of one binary never get the same blocks.
 pub fn free_base_port(types: u16, count: u16) -> u16 {
-    for _ in 0..200 {
-        let random = RandomState::new().build_hasher().finish();
-        let base = 20_000 + (random % 400) as u16 * 100;
+    use std::sync::atomic::Ordering;
+    let random = (RandomState::new().build_hasher().finish() % u64::from(BLOCKS.len() as u16)) as u16;
+    let _ = NEXT_BLOCK.compare_exchange(u16::MAX, random, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..BLOCKS.len() {
+        let block = BLOCKS.start + NEXT_BLOCK.fetch_add(types, Ordering::SeqCst) % (BLOCKS.len() as u16 - types);
+        let base = block * 100;
         let ports = (0..types).flat_map(|k| (0..count).map(move |i| base + 100 * k + i));
         if ports.into_iter().all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()) {
             return base;
