@@ -84,9 +84,8 @@ fn a_port_of_the_plan_in_use_names_port_and_instance() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let app = App::new("web: sleep 30\nworker: sleep 30\n");
-    let base = port - 100;
-    let text = rejected(&app, &["start", "-p", &base.to_string()]);
-    assert!(text.contains(&format!("port {port} (for worker.1) is already in use on 127.0.0.1")), "{text}");
+    let text = rejected(&app, &["start", "-p", &port.to_string()]);
+    assert!(text.contains(&format!("port {port} (for web.1) is already in use on 127.0.0.1")), "{text}");
 }
 
 #[test]

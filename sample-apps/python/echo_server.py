@@ -31,12 +31,13 @@ async def main():
             writer.close()
             handlers.discard(asyncio.current_task())
 
-    server = await asyncio.start_server(serve, "127.0.0.1", port)
-    print(f"{dyno} listening on 127.0.0.1:{port}", flush=True)
+    # Handle SIGTERM before listening: a platform may stop the app as soon as it is up.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    server = await asyncio.start_server(serve, "127.0.0.1", port)
+    print(f"{dyno} listening on 127.0.0.1:{port}", flush=True)
     await stop.wait()
     print(f"SIGTERM received: closing {len(clients)} clients", flush=True)
     server.close()

@@ -5,7 +5,6 @@
 use crate::gateway::route::{Backend, InstanceId, Route};
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -38,14 +37,13 @@ impl Actor for Balancer {
     type Context = Context<Self>;
 }
 
-/// An instance passed its health check: route new connections to it.
+/// An instance passed its health check: route new connections to it. Its counters belong to
+/// the Scheduler, which reads them for `ps` and draining.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Join {
     pub type_name: String,
-    pub id: InstanceId,
-    pub name: String,
-    pub addr: SocketAddr,
+    pub backend: Arc<Backend>,
 }
 
 /// An instance leaves routing (its open connections go on).
@@ -66,11 +64,12 @@ impl Handler<Join> for Balancer {
 
     fn handle(&mut self, join: Join, _ctx: &mut Context<Self>) {
         let Some(members) = self.members.get_mut(&join.type_name) else { return };
-        if members.iter().any(|b| b.id == join.id) {
+        if members.iter().any(|b| b.id == join.backend.id) {
             return;
         }
-        tracing::info!("201 app connected {} {}", join.name, join.addr);
-        members.push(Arc::new(Backend::new(join.id, join.name, join.addr)));
+        tracing::info!("201 app connected {} {}", join.backend.name, join.backend.addr);
+        join.backend.down.store(false, Ordering::Relaxed);
+        members.push(join.backend);
         self.publish(&join.type_name);
     }
 }

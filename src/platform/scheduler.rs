@@ -8,6 +8,7 @@ use super::balancer::{Balancer, Join, Leave};
 use super::health::{HealthChecker, ProbeSettings, Unwatch, Watch};
 use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotId, SlotInit, Timing};
 use crate::env::{instance_env, PlatformVars};
+use crate::gateway::route::Backend;
 use crate::logs::Output;
 use crate::process::output::Prefix;
 use crate::process::{self, Controller, Launch, ProcessEvent};
@@ -15,6 +16,7 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// What one slot runs (an instance of the plan, or the release command).
@@ -55,6 +57,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     lifecycle: Lifecycle,
     controllers: HashMap<SlotId, Controller>,
+    /// The current incarnation's gateway counters, for routed slots.
+    counters: HashMap<SlotId, Arc<Backend>>,
     balancer: Addr<Balancer>,
     health: Addr<HealthChecker>,
 }
@@ -73,7 +77,7 @@ impl Scheduler {
             .collect();
         let release = config.has_release.then(|| config.slots[count].name.clone());
         let lifecycle = Lifecycle::new(instances, release, config.timing);
-        Scheduler { config, lifecycle, controllers: HashMap::new(), balancer, health }
+        Scheduler { config, lifecycle, controllers: HashMap::new(), counters: HashMap::new(), balancer, health }
     }
 
     fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
@@ -119,10 +123,16 @@ impl Scheduler {
         self.health.do_send(Watch { id: (slot, generation), name: spec.name.clone(), addr: spec.addr(), settings });
     }
 
-    fn join(&self, slot: SlotId, generation: u64) {
+    fn join(&mut self, slot: SlotId, generation: u64) {
         let spec = &self.config.slots[slot];
-        let (type_name, name, addr) = (spec.type_name.clone(), spec.name.clone(), spec.addr());
-        self.balancer.do_send(Join { type_name, id: (slot, generation), name, addr });
+        let id = (slot, generation);
+        // One set of counters per incarnation: a rejoin after failed checks keeps its count.
+        let backend = match self.counters.get(&slot) {
+            Some(backend) if backend.id == id => backend.clone(),
+            _ => Arc::new(Backend::new(id, spec.name.clone(), spec.addr())),
+        };
+        self.counters.insert(slot, backend.clone());
+        self.balancer.do_send(Join { type_name: spec.type_name.clone(), backend });
     }
 
     fn spawn(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
