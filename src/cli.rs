@@ -24,6 +24,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Run a one-off command with the app's environment; its exit code is passed through.
     Run(RunArgs),
+    /// List the instances of the procgate running in the app root.
+    Ps(PsArgs),
+    /// Stop the procgate running in the app root, as SIGINT would; returns when it is done.
+    Stop(RootArgs),
     /// Internal: the per-instance keeper that owns a process group (see process::keeper).
     #[command(name = "__keeper", hide = true)]
     Keeper {
@@ -107,6 +111,23 @@ pub struct CheckArgs {
     pub plan: PlanArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+}
+
+/// Which running procgate to talk to.
+#[derive(Debug, Args, Clone)]
+pub struct RootArgs {
+    /// The app directory of the running procgate (its socket is ROOT/.procgate/control.sock)
+    #[arg(short = 'd', long = "root", default_value = ".")]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Print `{"instances":[...]}` instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,8 @@
 use clap::Parser;
 use procgate::cli::{Cli, Command};
 use procgate::config::ConfigError;
+use procgate::control::ControlError;
+use procgate::formation::FormationError;
 use procgate::logs::{self, Output};
 use procgate::{commands, process};
 
@@ -18,14 +20,21 @@ fn main() {
         Command::Start(args) => commands::start::run(args, output),
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Ps(args) => commands::ps::run(args),
+        Command::Stop(args) => commands::stop::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("procgate: {err:#}");
-            let bad_input = err.downcast_ref::<ConfigError>().is_some()
-                || err.downcast_ref::<procgate::formation::FormationError>().is_some();
-            std::process::exit(if bad_input { 2 } else { 1 });
+            std::process::exit(if is_bad_input(&err) { 2 } else { 1 });
         }
     }
+}
+
+/// Input the user must fix (status 2), as opposed to a failure at run time (status 1).
+fn is_bad_input(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<ConfigError>().is_some()
+        || err.downcast_ref::<FormationError>().is_some()
+        || matches!(err.downcast_ref(), Some(ControlError::AlreadyRunning { .. }))
 }

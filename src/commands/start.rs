@@ -3,6 +3,7 @@
 
 use crate::cli::StartArgs;
 use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources};
+use crate::control::{self, server::ControlServer};
 use crate::env::PlatformVars;
 use crate::formation::{self, InstanceSpec};
 use crate::gateway::route::Route;
@@ -26,6 +27,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.source)?;
     let config = Config::build(sources, &args.plan, &args.listen, &args.types)?;
     formation::check_ports_free(&config.plan)?;
+    let (control_listener, control_path) = control::server::bind(&config.sources.root)?;
     let (bound, listeners) = bind(&config.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
@@ -48,16 +50,20 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     }
     report_open_files_limit();
     tracing::info!("{}", summary(&config, &bound));
-    let system = actix::System::new();
-    system.block_on(async move {
+    let system = actix_rt::System::new();
+    let code = system.block_on(async move {
         let balancer = Balancer::new(routes).start();
+        let (exit, exited) = tokio::sync::oneshot::channel();
         let scheduler = Scheduler::create(|ctx| {
             let health = HealthChecker::new(ctx.address().recipient(), balancer.clone(), failure_reports).start();
-            Scheduler::new(scheduler, balancer, health)
+            Scheduler::new(scheduler, (balancer, health), exit)
         });
-        signals.forward_to(scheduler);
-    });
-    let code = system.run_with_code()?;
+        signals.forward_to(scheduler.clone());
+        let server = ControlServer::spawn(control_listener, control_path, scheduler)?;
+        let code = exited.await.unwrap_or(1);
+        server.finish(code).await;
+        Ok::<i32, std::io::Error>(code)
+    })?;
     drop(gateway);
     Ok(code)
 }

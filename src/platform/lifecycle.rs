@@ -35,6 +35,19 @@ pub enum State {
     Stopped,
 }
 
+impl State {
+    /// The name `ps` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Up => "up",
+            State::Draining => "draining",
+            State::Crashed => "crashed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
 /// One instance slot and its current incarnation.
 #[derive(Debug, Clone)]
 pub struct Slot {

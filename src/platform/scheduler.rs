@@ -6,7 +6,8 @@
 
 use super::balancer::{Balancer, Join, Leave};
 use super::health::{HealthChecker, ProbeSettings, Unwatch, Watch};
-use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotId, SlotInit, Timing};
+use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotId, SlotInit, State, Timing};
+use crate::control::InstanceStatus;
 use crate::env::{instance_env, PlatformVars};
 use crate::gateway::route::Backend;
 use crate::logs::Output;
@@ -16,6 +17,7 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -55,6 +57,8 @@ pub struct SchedulerConfig {
 
 pub struct Scheduler {
     config: SchedulerConfig,
+    /// Receives the exit status once everything has stopped.
+    exit: Option<tokio::sync::oneshot::Sender<i32>>,
     lifecycle: Lifecycle,
     controllers: HashMap<SlotId, Controller>,
     /// The current incarnation's gateway counters, for routed slots.
@@ -69,7 +73,14 @@ pub struct Scheduler {
 pub struct Notify(pub Event);
 
 impl Scheduler {
-    pub fn new(config: SchedulerConfig, balancer: Addr<Balancer>, health: Addr<HealthChecker>) -> Scheduler {
+    /// `exit` receives the exit status once everything has stopped.
+    pub fn new(
+        config: SchedulerConfig,
+        actors: (Addr<Balancer>, Addr<HealthChecker>),
+        exit: tokio::sync::oneshot::Sender<i32>,
+    ) -> Scheduler {
+        let (balancer, health) = actors;
+        let exit = Some(exit);
         let count = config.slots.len() - usize::from(config.has_release);
         let instances = config.slots[..count]
             .iter()
@@ -77,7 +88,8 @@ impl Scheduler {
             .collect();
         let release = config.has_release.then(|| config.slots[count].name.clone());
         let lifecycle = Lifecycle::new(instances, release, config.timing);
-        Scheduler { config, lifecycle, controllers: HashMap::new(), counters: HashMap::new(), balancer, health }
+        let (controllers, counters) = (HashMap::new(), HashMap::new());
+        Scheduler { config, exit, lifecycle, controllers, counters, balancer, health }
     }
 
     fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
@@ -101,7 +113,11 @@ impl Scheduler {
                     Level::Warn => tracing::warn!("{text}"),
                     Level::Error => tracing::error!("{text}"),
                 },
-                Effect::Exit(code) => System::current().stop_with_code(code),
+                Effect::Exit(code) => {
+                    if let Some(exit) = self.exit.take() {
+                        let _ = exit.send(code);
+                    }
+                }
             }
         }
     }
@@ -153,6 +169,36 @@ impl Scheduler {
             }
             Err(err) => ctx.notify(Notify(Event::SpawnFailed { slot, generation, error: err.to_string() })),
         }
+    }
+}
+
+/// Asks for every instance's status (`ps`).
+#[derive(Message)]
+#[rtype(result = "Vec<InstanceStatus>")]
+pub struct Status;
+
+impl Handler<Status> for Scheduler {
+    type Result = Vec<InstanceStatus>;
+
+    fn handle(&mut self, _: Status, _ctx: &mut Context<Self>) -> Vec<InstanceStatus> {
+        let now = Instant::now();
+        let status = |(id, slot): (usize, &super::lifecycle::Slot)| {
+            let spec = &self.config.slots[id];
+            let running = matches!(slot.state, State::Starting | State::Up | State::Draining);
+            let counters = self.counters.get(&id).filter(|c| c.id == (id, slot.generation));
+            InstanceStatus {
+                name: slot.name.clone(),
+                type_name: spec.type_name.clone(),
+                state: slot.state.as_str().to_string(),
+                pid: slot.pid,
+                port: spec.vars.port,
+                uptime: slot.started_at.filter(|_| running).map(|t| (now - t).as_secs_f64()),
+                restarts: slot.restarts,
+                restart_in: slot.restart_at.map(|t| t.saturating_duration_since(now).as_secs_f64()),
+                connections: spec.probe.map(|_| counters.map_or(0, |c| c.open.load(Ordering::Relaxed))),
+            }
+        };
+        self.lifecycle.slots().iter().enumerate().map(status).collect()
     }
 }
 

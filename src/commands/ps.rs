@@ -1,0 +1,66 @@
+//! `procgate ps`: the instances of the running procgate, as a table or as JSON.
+
+use crate::cli::PsArgs;
+use crate::control::{client, InstanceStatus, PsReply};
+use std::fmt::Write;
+
+pub fn run(args: PsArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let body = runtime.block_on(async {
+        let response = client::call(&args.root.root, hyper::Method::GET, "/ps").await?;
+        Ok::<String, anyhow::Error>(client::read_all(response).await?)
+    })?;
+    if args.json {
+        println!("{body}");
+    } else {
+        let reply: PsReply = serde_json::from_str(&body)?;
+        print!("{}", table(&reply.instances));
+    }
+    Ok(0)
+}
+
+fn table(instances: &[InstanceStatus]) -> String {
+    let mut out = format!(
+        "{:<12} {:<8} {:<9} {:>7} {:>6} {:>9} {:>8} {:>11}\n",
+        "NAME", "TYPE", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "CONNECTIONS"
+    );
+    for i in instances {
+        let dash = || "-".to_string();
+        let pid = i.pid.map_or_else(dash, |p| p.to_string());
+        let port = i.port.map_or_else(dash, |p| p.to_string());
+        let uptime = i.uptime.map_or_else(dash, seconds);
+        let state = match i.restart_in {
+            Some(wait) if i.state == "crashed" => format!("{} (restart in {})", i.state, seconds(wait)),
+            _ => i.state.clone(),
+        };
+        let connections = i.connections.map_or_else(dash, |c| c.to_string());
+        let (name, kind, restarts) = (&i.name, &i.type_name, i.restarts);
+        let _ = writeln!(
+            out,
+            "{name:<12} {kind:<8} {state:<9} {pid:>7} {port:>6} {uptime:>9} {restarts:>8} {connections:>11}"
+        );
+    }
+    out
+}
+
+/// `42s`, `3m07s`, `2h05m`.
+fn seconds(value: f64) -> String {
+    let total = value.round() as u64;
+    match total {
+        t if t < 60 => format!("{t}s"),
+        t if t < 3600 => format!("{}m{:02}s", t / 60, t % 60),
+        t => format!("{}h{:02}m", t / 3600, (t % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptimes_read_like_a_clock() {
+        assert_eq!(seconds(4.4), "4s");
+        assert_eq!(seconds(187.0), "3m07s");
+        assert_eq!(seconds(7500.0), "2h05m");
+    }
+}

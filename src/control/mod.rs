@@ -1,0 +1,60 @@
+//! The control socket: HTTP/1.1 + JSON on `ROOT/.procgate/control.sock` (mode 0600), served by a
+//! running `procgate start` and used by `procgate ps`, `stop` and the other day-to-day commands.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /ps` | `{"instances":[{"name":"tcp.1","type":"tcp","state":"up",...,"connections":3}]}` |
+//! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The directory, under the app root, that holds the control socket.
+pub const DIR: &str = ".procgate";
+/// The socket's file name.
+pub const SOCKET: &str = "control.sock";
+
+/// Where the control socket of the app in `root` lives.
+pub fn socket_path(root: &Path) -> PathBuf {
+    root.join(DIR).join(SOCKET)
+}
+
+/// One instance as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `starting`, `up`, `draining`, `crashed` or `stopped`.
+    pub state: String,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    /// Seconds since it was spawned, while it runs.
+    pub uptime: Option<f64>,
+    pub restarts: u32,
+    /// Seconds until the next restart, while `crashed`.
+    pub restart_in: Option<f64>,
+    /// Open gateway connections (routed types).
+    pub connections: Option<usize>,
+}
+
+/// The body of `GET /ps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PsReply {
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("procgate is already running in {root} (its control socket {socket} answers); stop it with `procgate stop -d {root}` first")]
+    AlreadyRunning { root: String, socket: String },
+    #[error("no procgate is running in {root} ({socket}: {reason}); start one with `procgate start`, or pass its app directory with -d")]
+    NotRunning { root: String, socket: String, reason: String },
+    #[error("control socket {socket}: {reason}")]
+    Io { socket: String, reason: String },
+    #[error("procgate answered {status}: {body}")]
+    Refused { status: u16, body: String },
+}

@@ -1,0 +1,151 @@
+//! The control socket's server: binds before anything starts (refusing to steal a live socket),
+//! answers on the actors' thread, and removes the socket when procgate stops.
+
+use super::{socket_path, ControlError, PsReply, DIR};
+use crate::platform::lifecycle::Event;
+use crate::platform::scheduler::{Notify, Scheduler, Status};
+use actix::Addr;
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long `finish` waits for clients to read their last answer.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Binds `ROOT/.procgate/control.sock` (directory 0700, socket 0600). A socket that answers means
+/// another procgate runs there: an error. One that does not is left over from a crash: replaced.
+pub fn bind(root: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), ControlError> {
+    let path = socket_path(root);
+    let io = |err: std::io::Error| ControlError::Io { socket: path.display().to_string(), reason: err.to_string() };
+    let dir = root.join(DIR);
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        let (root, socket) = (root.display().to_string(), path.display().to_string());
+        return Err(ControlError::AlreadyRunning { root, socket });
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).map_err(io)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    listener.set_nonblocking(true).map_err(io)?;
+    Ok((listener, path))
+}
+
+/// What the request handlers share.
+struct Shared {
+    scheduler: Addr<Scheduler>,
+    /// Clients of `POST /stop`, told the exit status when everything has stopped.
+    stop_waiters: RefCell<Vec<mpsc::UnboundedSender<Bytes>>>,
+    connections: RefCell<Vec<JoinHandle<()>>>,
+}
+
+/// The running server (on the actix thread).
+pub struct ControlServer {
+    path: PathBuf,
+    shared: Rc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Serves `listener`; call from inside the actix system.
+    pub fn spawn(
+        listener: std::os::unix::net::UnixListener,
+        path: PathBuf,
+        scheduler: Addr<Scheduler>,
+    ) -> std::io::Result<ControlServer> {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        let shared = Rc::new(Shared { scheduler, stop_waiters: RefCell::default(), connections: RefCell::default() });
+        let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
+        Ok(ControlServer { path, shared, accept })
+    }
+
+    /// Tells `stop` clients the exit status, lets them read it, and removes the socket.
+    pub async fn finish(self, code: i32) {
+        self.accept.abort();
+        let last = Bytes::from(format!("stopped (exit status {code})\n"));
+        for waiter in self.shared.stop_waiters.take() {
+            let _ = waiter.send(last.clone());
+        }
+        let connections = self.shared.connections.take();
+        let _ = tokio::time::timeout(FINISH_TIMEOUT, async {
+            for connection in connections {
+                let _ = connection.await;
+            }
+        })
+        .await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: tokio::net::UnixListener, shared: Rc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let shared_for_requests = shared.clone();
+        let service = hyper::service::service_fn(move |request| answer(request, shared_for_requests.clone()));
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let handle = tokio::task::spawn_local(async move {
+            let _ = connection.await;
+        });
+        let mut connections = shared.connections.borrow_mut();
+        connections.retain(|c| !c.is_finished());
+        connections.push(handle);
+    }
+}
+
+async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Response<Body>, Infallible> {
+    let response = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/ps") => match shared.scheduler.send(Status).await {
+            Ok(instances) => json(StatusCode::OK, &PsReply { instances }),
+            Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
+        },
+        (&Method::POST, "/stop") => {
+            let (lines, body) = mpsc::unbounded_channel();
+            let _ = lines.send(Bytes::from_static(b"stopping: SIGTERM to every instance, SIGKILL after the grace\n"));
+            shared.stop_waiters.borrow_mut().push(lines);
+            tracing::info!("stop requested over the control socket, starting shutdown");
+            shared.scheduler.do_send(Notify(Event::StopRequested));
+            Response::new(LineStream(body).boxed_unsync())
+        }
+        _ => error(StatusCode::NOT_FOUND, "unknown request; see `procgate --help`"),
+    };
+    Ok(response)
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+/// A response body made of the lines sent on a channel; it ends when the senders are gone.
+struct LineStream(mpsc::UnboundedReceiver<Bytes>);
+
+impl hyper::body::Body for LineStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|line| line.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}

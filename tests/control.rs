@@ -1,0 +1,96 @@
+//! The control socket and its commands through the binary: `ps`, `stop`, one procgate per root.
+
+mod common;
+use common::{free_base_port, App, Running, DEADLINE};
+use procgate::control::PsReply;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+
+fn echo_app() -> App {
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\nclock: exec sleep 60\n", echo.display()))
+}
+
+fn start(app: &App) -> (Running, SocketAddr) {
+    let base = free_base_port(2, 2).to_string();
+    let mut running = app.spawn(&["start", "-m", "tcp=2,clock=1", "-p", &base, "--tcp-listen", "127.0.0.1:0"]);
+    let line = running.wait_for("tcp.1 | url=tcp://");
+    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    running.wait_for("201 app connected tcp.1");
+    running.wait_for("201 app connected tcp.2");
+    (running, addr)
+}
+
+fn ps(app: &App) -> PsReply {
+    let finished = app.run(&["ps", "--json"]);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+    serde_json::from_str(&finished.lines[0]).unwrap()
+}
+
+#[test]
+fn ps_lists_every_instance_with_its_open_connections() {
+    let app = echo_app();
+    let (mut running, addr) = start(&app);
+    running.wait_for("clock.1 started with pid");
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let stream = TcpStream::connect(addr).unwrap();
+            let mut greeting = String::new();
+            BufReader::new(stream.try_clone().unwrap()).read_line(&mut greeting).unwrap();
+            stream
+        })
+        .collect();
+    let reply = ps(&app);
+    let names: Vec<&str> = reply.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["tcp.1", "tcp.2", "clock.1"]);
+    let tcp: Vec<_> = reply.instances.iter().filter(|i| i.type_name == "tcp").collect();
+    assert!(tcp.iter().all(|i| i.state == "up" && i.pid.is_some() && i.uptime.is_some()), "{reply:?}");
+    assert_eq!(tcp.iter().map(|i| i.connections.unwrap()).sum::<usize>(), 4, "{reply:?}");
+    assert_eq!(tcp.iter().map(|i| i.connections.unwrap()).collect::<Vec<_>>(), [2, 2], "least connections");
+    assert_eq!(reply.instances[2].connections, None, "clock is not routed");
+    let table = app.run(&["ps"]);
+    assert!(
+        common::matches(&table.lines[0], "NAME TYPE STATE PID PORT UPTIME RESTARTS CONNECTIONS"),
+        "{}",
+        table.text()
+    );
+    assert!(common::matches(&table.lines[1], "tcp.1 tcp up"), "{}", table.text());
+    drop(held);
+}
+
+#[test]
+fn stop_over_the_socket_returns_when_everything_has_stopped() {
+    let app = echo_app();
+    let (mut running, _) = start(&app);
+    let socket = app.path().join(".procgate/control.sock");
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(app.path().join(".procgate")).unwrap().permissions().mode() & 0o777, 0o700);
+    let stop = app.run(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.text());
+    assert!(stop.has("stopped (exit status 0)"), "{}", stop.text());
+    running.wait_for("stop requested over the control socket, starting shutdown");
+    let finished = running.finish(DEADLINE);
+    assert_eq!(finished.code(), Some(0));
+    assert!(finished.has("tcp.1 exited with code 0") && finished.has("clock.1 terminated by SIGTERM"));
+    assert!(!socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn one_procgate_per_root_and_clients_say_when_none_runs() {
+    let app = echo_app();
+    let none = app.run(&["ps"]);
+    assert_eq!(none.code(), Some(1));
+    assert!(none.has("no procgate is running in ."), "{}", none.text());
+    let (mut running, _) = start(&app);
+    let second = app.run(&["start", "-p", &free_base_port(2, 2).to_string(), "--tcp-listen", "127.0.0.1:0"]);
+    assert_eq!(second.code(), Some(2), "{}", second.text());
+    assert!(second.has("procgate is already running in ."), "{}", second.text());
+    assert!(!second.has("started with pid"));
+    assert_eq!(ps(&app).instances.len(), 3, "the first one is untouched");
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    running.finish(DEADLINE);
+    let (mut again, _) = start(&app);
+    again.wait_for("clock.1 started with pid");
+    assert_eq!(ps(&app).instances.len(), 3, "a stale socket left by a killed procgate is replaced");
+}
