@@ -82,7 +82,7 @@ fn one_procgate_per_root_and_clients_say_when_none_runs() {
     let none = app.run(&["ps"]);
     assert_eq!(none.code(), Some(1));
     assert!(none.has("no procgate is running in ."), "{}", none.text());
-    let (mut running, _) = start(&app);
+    let (running, _) = start(&app);
     let second = app.run(&["start", "-p", &free_base_port(2, 2).to_string(), "--tcp-listen", "127.0.0.1:0"]);
     assert_eq!(second.code(), Some(2), "{}", second.text());
     assert!(second.has("procgate is already running in ."), "{}", second.text());

@@ -85,7 +85,7 @@ fn sigint_stops_everything_gracefully_and_exits_zero() {
     let echo = common::repo().join("sample-apps/python/echo_server.py");
     let app = App::new(&format!("tcp: exec python3 {}\nclock: while true; do sleep 1; done\n", echo.display()));
     let base = free_base_port(2, 1);
-    let mut running = app.spawn(&["start", "-p", &base.to_string()]);
+    let mut running = app.spawn(&["start", "-p", &base.to_string(), "--tcp-listen", "127.0.0.1:0"]);
     running.wait_for("tcp.1 listening");
     let mut client = std::net::TcpStream::connect(("127.0.0.1", base)).unwrap();
     client.set_read_timeout(Some(DEADLINE)).unwrap();
