@@ -26,6 +26,12 @@ pub enum Command {
     Run(RunArgs),
     /// List the instances of the procgate running in the app root.
     Ps(PsArgs),
+    /// Change the formation of the running procgate: `scale tcp=3 web=1`.
+    Scale(ScaleArgs),
+    /// Replace instances with zero downtime (all types, a type, or one instance); returns when done.
+    Restart(RestartArgs),
+    /// Roll out a new release (re-read Procfile, env files, procgate.toml) with zero downtime.
+    Deploy(DeployArgs),
     /// Stop the procgate running in the app root, as SIGINT would; returns when it is done.
     Stop(RootArgs),
     /// Internal: the per-instance keeper that owns a process group (see process::keeper).
@@ -99,8 +105,28 @@ pub struct StartArgs {
     /// Log every proxied connection (202 assigned, 203 closed)
     #[arg(long = "access-log")]
     pub access_log: bool,
+    /// Replace each instance after this long (daily cycling, as Heroku), or `off`
+    #[arg(long, default_value = "24h", value_parser = parse_cycle)]
+    pub cycle: Cycle,
+    /// Most random delay added to each instance's cycle [default: 15% of --cycle]
+    #[arg(long = "cycle-jitter", value_parser = crate::duration::parse)]
+    pub cycle_jitter: Option<Duration>,
     /// Run only these types (others get 0)
     pub types: Vec<String>,
+}
+
+/// `--cycle`: a period, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cycle {
+    Off,
+    Every(Duration),
+}
+
+fn parse_cycle(text: &str) -> Result<Cycle, String> {
+    match text {
+        "off" => Ok(Cycle::Off),
+        _ => crate::duration::parse(text).map(Cycle::Every),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +154,33 @@ pub struct PsArgs {
     /// Print `{"instances":[...]}` instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// TYPE=COUNT pairs
+    #[arg(required = true)]
+    pub changes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// A type (`tcp`) or an instance (`tcp.2`) [default: every instance]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The new release's app directory [default: where the running one came from]
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// The app directory of the running procgate (where its control socket is)
+    #[arg(short = 'a', long = "app", default_value = ".")]
+    pub app: PathBuf,
 }
 
 #[derive(Debug, Args)]

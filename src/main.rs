@@ -21,6 +21,9 @@ fn main() {
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Ps(args) => commands::ps::run(args),
+        Command::Scale(args) => commands::scale::run(args),
+        Command::Restart(args) => commands::roll::restart(args),
+        Command::Deploy(args) => commands::roll::deploy(args),
         Command::Stop(args) => commands::stop::run(args),
     };
     match result {
@@ -36,5 +39,7 @@ fn main() {
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.downcast_ref::<ConfigError>().is_some()
         || err.downcast_ref::<FormationError>().is_some()
+        || err.downcast_ref::<commands::scale::BadScale>().is_some()
         || matches!(err.downcast_ref(), Some(ControlError::AlreadyRunning { .. }))
+        || matches!(err.downcast_ref(), Some(ControlError::Refused { status: 400, .. }))
 }

@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod ps;
+pub mod roll;
 pub mod run;
+pub mod scale;
 pub mod start;
 pub mod stop;

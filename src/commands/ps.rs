@@ -5,10 +5,9 @@ use crate::control::{client, InstanceStatus, PsReply};
 use std::fmt::Write;
 
 pub fn run(args: PsArgs) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let body = runtime.block_on(async {
-        let response = client::call(&args.root.root, hyper::Method::GET, "/ps").await?;
-        Ok::<String, anyhow::Error>(client::read_all(response).await?)
+    let body = client::block_on(async {
+        let response = client::call(&args.root.root, hyper::Method::GET, "/ps", None).await?;
+        Ok(client::read_all(response).await?)
     })?;
     if args.json {
         println!("{body}");

@@ -1,26 +1,30 @@
-//! `procgate start`: validate, check the ports, bind the gateway, then run the formation on the
-//! control plane's actors (Scheduler, HealthChecker, Balancer) while the data plane serves.
+//! `procgate start`: validate, check the ports, bind the gateway and the control socket, then run
+//! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
+//! data plane serves.
 
-use crate::cli::StartArgs;
+use crate::cli::{Cycle, ListenArgs, PlanArgs, SourceArgs, StartArgs};
 use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources};
 use crate::control::{self, server::ControlServer};
-use crate::env::PlatformVars;
-use crate::formation::{self, InstanceSpec};
+use crate::formation::{self, PORTS_PER_TYPE};
 use crate::gateway::route::Route;
 use crate::gateway::{self, Gateway, GatewaySettings};
 use crate::logs::Output;
 use crate::platform::balancer::Balancer;
 use crate::platform::health::{HealthChecker, ProbeSettings};
 use crate::platform::lifecycle::Timing;
-use crate::platform::scheduler::{Scheduler, SchedulerConfig, SlotSpec};
+use crate::platform::scheduler::{Cycling, Release, ReleaseLoader, Scheduler, SchedulerConfig};
+use crate::platform::spec::TypeTemplate;
 use crate::procfile::RELEASE;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 /// Descriptors procgate keeps for itself (logs, keepers' pipes...) when counting connections.
 const RESERVED_FILES: u64 = 64;
+
+/// The default cycle jitter, as a share of the period (Heroku: 216 min of 24 h).
+const JITTER_SHARE: f64 = 0.15;
 
 /// Runs until the formation is stopped; returns the exit status (README: "Exit status").
 pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
@@ -35,19 +39,20 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), failures.clone()))).collect();
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), gateway_settings(&args))?;
     let stopper = gateway.stopper();
+    let release = release_of(&config, &bound)?;
+    let instances =
+        config.plan.iter().map(|i| release.templates[i.type_index].instance(i.number, Some(i.port))).collect();
     let scheduler = SchedulerConfig {
-        slots: slot_specs(&config, &bound),
-        has_release: config.release.is_some(),
-        env: config.sources.env.clone(),
-        root: config.sources.root.clone(),
+        release,
+        instances,
         timing: Timing { grace: args.grace, boot_timeout: args.boot_timeout },
+        cycling: cycling(&args),
         keeper_exe: std::env::current_exe()?,
         output,
         close_gateway: Box::new(move || stopper.stop_accepting()),
+        load_release: release_loader(&args, config.base_port, bound.clone()),
     };
-    for slot in &scheduler.slots {
-        scheduler.output.fit(&slot.name);
-    }
+    fit_names(&scheduler);
     report_open_files_limit();
     tracing::info!("{}", summary(&config, &bound));
     let system = actix_rt::System::new();
@@ -68,6 +73,15 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+fn fit_names(scheduler: &SchedulerConfig) {
+    for spec in &scheduler.instances {
+        scheduler.output.fit(&spec.name);
+    }
+    if scheduler.release.release_step.is_some() {
+        scheduler.output.fit(&format!("{RELEASE}.1"));
+    }
+}
+
 /// Binds every route's address before anything starts; returns the addresses actually bound.
 fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), ConfigError> {
     let mut bound = Vec::new();
@@ -84,6 +98,75 @@ fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), Conf
         listeners.push(listener);
     }
     Ok((bound, listeners))
+}
+
+/// The templates of a validated config's types, against the routes actually bound.
+fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigError> {
+    let sources = &config.sources;
+    let env = Arc::new(sources.env.clone());
+    let mut templates = Vec::new();
+    for (type_index, process) in formation::long_running(&sources.procfile) {
+        let routed = config.routes.iter().any(|r| r.type_name == process.name);
+        if routed && !bound.iter().any(|r| r.type_name == process.name) {
+            let addr = config.routes.iter().find(|r| r.type_name == process.name).map_or(config.tcp_listen, |r| r.addr);
+            let reason = "this procgate has no listener for it; restart procgate to serve a new route".to_string();
+            return Err(ConfigError::Listen { type_name: process.name.clone(), addr, reason });
+        }
+        let block = u32::from(config.base_port) + u32::from(PORTS_PER_TYPE) * type_index as u32;
+        templates.push(Arc::new(TypeTemplate {
+            type_name: process.name.clone(),
+            type_index,
+            command: process.command.clone(),
+            env: env.clone(),
+            tcp_url: tcp_url(&process.name, bound, config.tcp_listen),
+            probe: routed.then(|| probe_settings(&sources.settings.of(&process.name))),
+            block_start: u16::try_from(block).ok(),
+        }));
+    }
+    let release_step = config.release.as_ref().map(|release| {
+        Arc::new(TypeTemplate {
+            type_name: RELEASE.to_string(),
+            type_index: sources.procfile.types.len(),
+            command: release.command.clone(),
+            env: env.clone(),
+            tcp_url: tcp_url(RELEASE, bound, config.tcp_listen),
+            probe: None,
+            block_start: None,
+        })
+    });
+    Ok(Release { templates, release_step, root: sources.root.clone() })
+}
+
+/// How `deploy` reads a new release: the same flags (or `--root DIR`), the running base port.
+fn release_loader(args: &StartArgs, base_port: u16, bound: Vec<RouteSpec>) -> ReleaseLoader {
+    let (source, listen) = (args.source.clone(), args.listen.clone());
+    Box::new(move |root| {
+        let source = match root {
+            Some(root) => SourceArgs { procfile: None, env: None, root: Some(root) },
+            None => source.clone(),
+        };
+        let plan = PlanArgs { formation: None, port: Some(base_port) };
+        let load = || -> Result<Release, ConfigError> {
+            let config = Config::build(Sources::load(&source)?, &plan, &listen_for(&listen, &bound), &[])?;
+            release_of(&config, &bound)
+        };
+        load().map_err(|err| err.to_string())
+    })
+}
+
+/// The flags as they were, but the `tcp` route where it was actually bound.
+fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
+    let tcp: Option<SocketAddr> = bound.iter().find(|r| r.type_name == crate::config::TCP_TYPE).map(|r| r.addr);
+    ListenArgs { tcp_listen: tcp.or(listen.tcp_listen), web_listen: listen.web_listen }
+}
+
+fn cycling(args: &StartArgs) -> Option<Cycling> {
+    match args.cycle {
+        Cycle::Off => None,
+        Cycle::Every(period) => {
+            Some(Cycling { period, jitter: args.cycle_jitter.unwrap_or(period.mul_f64(JITTER_SHARE)) })
+        }
+    }
 }
 
 fn report_open_files_limit() {
@@ -103,31 +186,6 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
         idle_timeout: args.idle_timeout,
         access_log: args.access_log,
     }
-}
-
-fn slot_specs(config: &Config, bound: &[RouteSpec]) -> Vec<SlotSpec> {
-    let settings = &config.sources.settings;
-    let instance = |spec: &InstanceSpec| {
-        let routed = bound.iter().any(|r| r.type_name == spec.type_name);
-        let tcp_url = tcp_url(&spec.type_name, bound, config.tcp_listen);
-        SlotSpec {
-            name: spec.name(),
-            type_name: spec.type_name.clone(),
-            command: spec.command.clone(),
-            colour: spec.type_index,
-            vars: PlatformVars { dyno: spec.name(), port: Some(spec.port), tcp_url },
-            probe: routed.then(|| probe_settings(&settings.of(&spec.type_name))),
-        }
-    };
-    let mut slots: Vec<SlotSpec> = config.plan.iter().map(instance).collect();
-    if let Some(release) = &config.release {
-        let name = format!("{RELEASE}.1");
-        let vars = PlatformVars { dyno: name.clone(), port: None, tcp_url: tcp_url(RELEASE, bound, config.tcp_listen) };
-        let colour = config.sources.procfile.types.len();
-        let (type_name, command) = (RELEASE.to_string(), release.command.clone());
-        slots.push(SlotSpec { name, type_name, command, colour, vars, probe: None });
-    }
-    slots
 }
 
 fn probe_settings(settings: &crate::settings::TypeSettings) -> ProbeSettings {

@@ -5,9 +5,8 @@ use crate::cli::RootArgs;
 use crate::control::client;
 
 pub fn run(args: RootArgs) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let response = client::call(&args.root, hyper::Method::POST, "/stop").await?;
+    client::block_on(async {
+        let response = client::call(&args.root, hyper::Method::POST, "/stop", None).await?;
         client::print_stream(response).await;
         Ok(0)
     })

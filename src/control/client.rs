@@ -2,13 +2,19 @@
 
 use super::{socket_path, ControlError};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use std::path::Path;
 
-/// Sends `method path` to the procgate running in `root`; an answer other than 2xx is an error.
-pub async fn call(root: &Path, method: Method, path: &str) -> Result<Response<Incoming>, ControlError> {
+/// Sends `method path` (with a JSON `body`) to the procgate running in `root`; an answer other
+/// than 2xx is an error.
+pub async fn call(
+    root: &Path,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<Response<Incoming>, ControlError> {
     let socket = socket_path(root);
     let shown = socket.display().to_string();
     let stream = tokio::net::UnixStream::connect(&socket).await.map_err(|err| ControlError::NotRunning {
@@ -20,14 +26,22 @@ pub async fn call(root: &Path, method: Method, path: &str) -> Result<Response<In
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(io)?;
     tokio::spawn(connection);
-    let request = Request::builder().method(method).uri(path).header("host", "procgate").body(Empty::<Bytes>::new());
+    let body = Full::new(Bytes::from(body.unwrap_or_default()));
+    let request = Request::builder().method(method).uri(path).header("host", "procgate").body(body);
     let response = sender.send_request(request.expect("a valid request")).await.map_err(io)?;
     if !response.status().is_success() {
         let status = response.status().as_u16();
         let body = read_all(response).await.unwrap_or_default();
-        return Err(ControlError::Refused { status, body });
+        let error =
+            serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_string));
+        return Err(ControlError::Refused { status, body: error.unwrap_or(body) });
     }
     Ok(response)
+}
+
+/// Runs a client's requests to completion on a small runtime of its own.
+pub fn block_on<T>(requests: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(requests)
 }
 
 /// The whole body as text.
@@ -36,13 +50,19 @@ pub async fn read_all(response: Response<Incoming>) -> Result<String, hyper::Err
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Prints the body as it arrives; returns when procgate ends it or goes away.
-pub async fn print_stream(response: Response<Incoming>) {
+/// Prints the body as it arrives; returns its last line when procgate ends it or goes away.
+pub async fn print_stream(response: Response<Incoming>) -> String {
     use std::io::Write;
     let mut body = response.into_body();
+    let mut last = String::new();
     while let Some(Ok(frame)) = body.frame().await {
         if let Some(data) = frame.data_ref() {
             let _ = std::io::stdout().write_all(data);
+            let text = String::from_utf8_lossy(data);
+            if let Some(line) = text.lines().rfind(|l| !l.is_empty()) {
+                last = line.to_string();
+            }
         }
     }
+    last
 }

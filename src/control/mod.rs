@@ -4,6 +4,9 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /ps` | `{"instances":[{"name":"tcp.1","type":"tcp","state":"up",...,"connections":3}]}` |
+//! | `POST /scale` `{"tcp":3}` | `{"changes":["tcp.2 starting on port 5101",...]}`, or 400 and why |
+//! | `POST /restart` `{"target":"tcp"}` | progress lines; the last starts with `ok:` or `failed:` |
+//! | `POST /deploy` `{"root":"/srv/app"}` | the same, for a new release |
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
 
 pub mod client;
@@ -47,6 +50,18 @@ pub struct PsReply {
     pub instances: Vec<InstanceStatus>,
 }
 
+/// The body of `POST /restart`: an instance (`tcp.1`), a type (`tcp`) or nothing (all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestartRequest {
+    pub target: Option<String>,
+}
+
+/// The body of `POST /deploy`: where the new release is (default: where it was).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub root: Option<PathBuf>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("procgate is already running in {root} (its control socket {socket} answers); stop it with `procgate stop -d {root}` first")]
@@ -55,6 +70,6 @@ pub enum ControlError {
     NotRunning { root: String, socket: String, reason: String },
     #[error("control socket {socket}: {reason}")]
     Io { socket: String, reason: String },
-    #[error("procgate answered {status}: {body}")]
+    #[error("{body}")]
     Refused { status: u16, body: String },
 }

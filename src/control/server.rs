@@ -1,15 +1,16 @@
 //! The control socket's server: binds before anything starts (refusing to steal a live socket),
 //! answers on the actors' thread, and removes the socket when procgate stops.
 
-use super::{socket_path, ControlError, PsReply, DIR};
+use super::{socket_path, ControlError, DeployRequest, PsReply, RestartRequest, DIR};
 use crate::platform::lifecycle::Event;
-use crate::platform::scheduler::{Notify, Scheduler, Status};
+use crate::platform::scheduler::{Notify, Roll, Scale, Scheduler, Status};
 use actix::Addr;
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,22 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             Ok(instances) => json(StatusCode::OK, &PsReply { instances }),
             Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
         },
+        (&Method::POST, "/scale") => match read_json::<BTreeMap<String, usize>>(request).await {
+            Ok(changes) => match shared.scheduler.send(Scale(changes.into_iter().collect())).await {
+                Ok(Ok(lines)) => json(StatusCode::OK, &serde_json::json!({ "changes": lines })),
+                Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
+                Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
+            },
+            Err(why) => error(StatusCode::BAD_REQUEST, &why),
+        },
+        (&Method::POST, "/restart") => match read_json::<RestartRequest>(request).await {
+            Ok(body) => stream(|client| Roll::Restart { target: body.target, client }, &shared),
+            Err(why) => error(StatusCode::BAD_REQUEST, &why),
+        },
+        (&Method::POST, "/deploy") => match read_json::<DeployRequest>(request).await {
+            Ok(body) => stream(|client| Roll::Deploy { root: body.root, client }, &shared),
+            Err(why) => error(StatusCode::BAD_REQUEST, &why),
+        },
         (&Method::POST, "/stop") => {
             let (lines, body) = mpsc::unbounded_channel();
             let _ = lines.send(Bytes::from_static(b"stopping: SIGTERM to every instance, SIGKILL after the grace\n"));
@@ -122,6 +139,29 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
         _ => error(StatusCode::NOT_FOUND, "unknown request; see `procgate --help`"),
     };
     Ok(response)
+}
+
+/// Sends a rollout request; its progress lines become the response body.
+fn stream(roll: impl FnOnce(mpsc::UnboundedSender<String>) -> Roll, shared: &Shared) -> Response<Body> {
+    let (client, lines) = mpsc::unbounded_channel::<String>();
+    let (bytes, body) = mpsc::unbounded_channel();
+    shared.scheduler.do_send(roll(client));
+    tokio::task::spawn_local(forward_lines(lines, bytes));
+    Response::new(LineStream(body).boxed_unsync())
+}
+
+async fn forward_lines(mut lines: mpsc::UnboundedReceiver<String>, bytes: mpsc::UnboundedSender<Bytes>) {
+    while let Some(line) = lines.recv().await {
+        if bytes.send(Bytes::from(line + "\n")).is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, String> {
+    let body = request.into_body().collect().await.map_err(|err| err.to_string())?.to_bytes();
+    let body = if body.is_empty() { Bytes::from_static(b"{}") } else { body };
+    serde_json::from_slice(&body).map_err(|err| format!("bad request body: {err}"))
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {

@@ -5,7 +5,7 @@ use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Identifies one incarnation of an instance: its slot and the generation of that slot.
 pub type InstanceId = (usize, u64);
@@ -23,12 +23,29 @@ pub struct Backend {
     pub total: AtomicU64,
     /// Set by the data plane when a connect fails (passive check), until the HealthChecker clears it.
     pub down: AtomicBool,
+    /// Set when it retires: the last connection to close wakes [`Backend::wait_idle`].
+    draining: AtomicBool,
+    idle: Notify,
 }
 
 impl Backend {
     pub fn new(id: InstanceId, name: String, addr: SocketAddr) -> Backend {
         let (open, total, down) = (AtomicUsize::new(0), AtomicU64::new(0), AtomicBool::new(false));
-        Backend { id, name, addr, open, total, down }
+        Backend { id, name, addr, open, total, down, draining: AtomicBool::new(false), idle: Notify::new() }
+    }
+
+    /// Resolves once no connection is open on it (drain by connection count, not by a timer).
+    pub async fn wait_idle(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_down(&self) -> bool {
@@ -49,7 +66,10 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        let was = self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if was == 1 && self.0.draining.load(Ordering::SeqCst) {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -170,6 +190,21 @@ mod tests {
         assert_eq!(pick(&set, 0, |b| b.name == "tcp.3").map(|b| b.name.as_str()), Some("tcp.3"));
         assert!(pick(&set, 0, |_| false).is_none());
         assert!(picked(&[], 0).is_none());
+    }
+
+    #[tokio::test]
+    async fn wait_idle_resolves_when_the_last_connection_closes() {
+        let set = backends(&[0]);
+        set[0].wait_idle().await;
+        let held = [OpenConnection::new(set[0].clone()), OpenConnection::new(set[0].clone())];
+        let backend = set[0].clone();
+        let waiter = tokio::spawn(async move { backend.wait_idle().await });
+        let [first, second] = held;
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
     }
 
     #[test]

@@ -1,70 +1,86 @@
-//! The Scheduler actor: spawns, restarts and stops the formation's instances.
+//! The Scheduler actor: spawns, restarts, scales, replaces and stops the formation's instances.
 //!
 //! A thin actix shell around [`Lifecycle`]: it feeds events in (process reports, health, timers,
-//! signals) and carries the effects out: spawn through the keeper, signal, timers, logs, exit,
-//! and the orders to the HealthChecker (watch, unwatch) and the Balancer (join, leave).
+//! signals, control requests) and carries the effects out: spawn through the keeper, signal,
+//! timers, logs, exit, and the orders to the HealthChecker (watch, unwatch) and the Balancer
+//! (join, leave). It also prepares what the pure state machine cannot: ports, specs, releases.
 
 use super::balancer::{Balancer, Join, Leave};
-use super::health::{HealthChecker, ProbeSettings, Unwatch, Watch};
-use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotId, SlotInit, State, Timing};
+use super::health::{HealthChecker, Unwatch, Watch};
+use super::lifecycle::{Effect, Event, Level, Lifecycle, NewPair, SlotId, SlotInit, State, Timing};
+use super::rollout::RolloutKind;
+use super::spec::{port_for, SlotSpec, TypeTemplate};
 use crate::control::InstanceStatus;
-use crate::env::{instance_env, PlatformVars};
 use crate::gateway::route::Backend;
 use crate::logs::Output;
 use crate::process::output::Prefix;
 use crate::process::{self, Controller, Launch, ProcessEvent};
 use actix::prelude::*;
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use rand::Rng;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-/// What one slot runs (an instance of the plan, or the release command).
-#[derive(Debug, Clone)]
-pub struct SlotSpec {
-    pub name: String,
-    pub type_name: String,
-    pub command: String,
-    pub colour: usize,
-    pub vars: PlatformVars,
-    /// How the HealthChecker probes it, when the gateway routes its type.
-    pub probe: Option<ProbeSettings>,
+/// Daily cycling: each instance is replaced after `period` plus a random delay up to `jitter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cycling {
+    pub period: Duration,
+    pub jitter: Duration,
 }
 
-impl SlotSpec {
-    /// Where the instance listens: 127.0.0.1:PORT.
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.vars.port.unwrap_or(0)))
-    }
+/// Where a deploy finds the new release.
+pub type ReleaseLoader = Box<dyn Fn(Option<PathBuf>) -> Result<Release, String>>;
+
+/// A release: the templates of its types (Procfile order) and its `release` step, if any.
+pub struct Release {
+    pub templates: Vec<Arc<TypeTemplate>>,
+    pub release_step: Option<Arc<TypeTemplate>>,
+    pub root: PathBuf,
 }
 
 /// What the Scheduler needs to run the formation.
 pub struct SchedulerConfig {
-    /// Instances first, then the release command if there is one.
-    pub slots: Vec<SlotSpec>,
-    pub has_release: bool,
-    pub env: crate::env::EnvMap,
-    pub root: PathBuf,
+    pub release: Release,
+    /// The initial instances, in plan order.
+    pub instances: Vec<SlotSpec>,
     pub timing: Timing,
+    pub cycling: Option<Cycling>,
     /// The procgate binary, re-executed as each instance's keeper.
     pub keeper_exe: PathBuf,
     pub output: Output,
     /// Stops the gateway from accepting when the platform stops.
     pub close_gateway: Box<dyn Fn()>,
+    /// Reads and validates a new release for `deploy`.
+    pub load_release: ReleaseLoader,
 }
+
+/// A rollout asked for while another runs.
+enum Pending {
+    Restart { target: Option<String>, client: Client },
+    Deploy { root: Option<PathBuf>, client: Client },
+    Cycle { slot: SlotId },
+}
+
+/// Where a rollout's progress lines go (the `restart`/`deploy` command's answer).
+type Client = Option<UnboundedSender<String>>;
 
 pub struct Scheduler {
     config: SchedulerConfig,
     /// Receives the exit status once everything has stopped.
     exit: Option<tokio::sync::oneshot::Sender<i32>>,
     lifecycle: Lifecycle,
+    specs: HashMap<SlotId, SlotSpec>,
     controllers: HashMap<SlotId, Controller>,
-    /// The current incarnation's gateway counters, for routed slots.
+    /// Each routed incarnation's gateway counters.
     counters: HashMap<SlotId, Arc<Backend>>,
     balancer: Addr<Balancer>,
     health: Addr<HealthChecker>,
+    rollout_client: Client,
+    queue: VecDeque<Pending>,
 }
 
 /// An event for the Scheduler's state machine.
@@ -72,24 +88,33 @@ pub struct Scheduler {
 #[rtype(result = "()")]
 pub struct Notify(pub Event);
 
+fn init(spec: &SlotSpec) -> SlotInit {
+    SlotInit { name: spec.name.clone(), routed: spec.routed() }
+}
+
 impl Scheduler {
-    /// `exit` receives the exit status once everything has stopped.
     pub fn new(
         config: SchedulerConfig,
         actors: (Addr<Balancer>, Addr<HealthChecker>),
         exit: tokio::sync::oneshot::Sender<i32>,
     ) -> Scheduler {
         let (balancer, health) = actors;
-        let exit = Some(exit);
-        let count = config.slots.len() - usize::from(config.has_release);
-        let instances = config.slots[..count]
-            .iter()
-            .map(|s| SlotInit { name: s.name.clone(), routed: s.probe.is_some() })
-            .collect();
-        let release = config.has_release.then(|| config.slots[count].name.clone());
-        let lifecycle = Lifecycle::new(instances, release, config.timing);
-        let (controllers, counters) = (HashMap::new(), HashMap::new());
-        Scheduler { config, exit, lifecycle, controllers, counters, balancer, health }
+        let release_step = config.release.release_step.as_ref().map(|t| t.instance(1, None));
+        let instances: Vec<SlotInit> = config.instances.iter().map(init).collect();
+        let lifecycle = Lifecycle::new(instances, release_step.as_ref().map(init), config.timing);
+        let specs = config.instances.iter().cloned().chain(release_step).enumerate().collect();
+        Scheduler {
+            config,
+            exit: Some(exit),
+            lifecycle,
+            specs,
+            controllers: HashMap::new(),
+            counters: HashMap::new(),
+            balancer,
+            health,
+            rollout_client: None,
+            queue: VecDeque::new(),
+        }
     }
 
     fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
@@ -107,12 +132,14 @@ impl Scheduler {
                 Effect::Leave { slot, generation, reason } => {
                     self.balancer.do_send(Leave { id: (slot, generation), reason })
                 }
+                Effect::WatchDrain { slot, generation } => self.watch_drain(slot, generation, ctx),
+                Effect::ScheduleCycle { slot } => self.schedule_cycle(slot, ctx),
+                Effect::RequestCycle { slot } => self.request(Pending::Cycle { slot }, ctx),
+                Effect::Forget { slot } => self.forget(slot),
+                Effect::Progress(text) => self.progress(text),
+                Effect::RolloutFinished { ok, text } => self.rollout_finished(ok, text, ctx),
                 Effect::CloseGateway => (self.config.close_gateway)(),
-                Effect::Log { level, text } => match level {
-                    Level::Info => tracing::info!("{text}"),
-                    Level::Warn => tracing::warn!("{text}"),
-                    Level::Error => tracing::error!("{text}"),
-                },
+                Effect::Log { level, text } => log(level, &text),
                 Effect::Exit(code) => {
                     if let Some(exit) = self.exit.take() {
                         let _ = exit.send(code);
@@ -134,13 +161,13 @@ impl Scheduler {
     }
 
     fn watch(&self, slot: SlotId, generation: u64) {
-        let spec = &self.config.slots[slot];
-        let settings = spec.probe.unwrap_or_default();
+        let Some(spec) = self.specs.get(&slot) else { return };
+        let settings = spec.template.probe.unwrap_or_default();
         self.health.do_send(Watch { id: (slot, generation), name: spec.name.clone(), addr: spec.addr(), settings });
     }
 
     fn join(&mut self, slot: SlotId, generation: u64) {
-        let spec = &self.config.slots[slot];
+        let Some(spec) = self.specs.get(&slot) else { return };
         let id = (slot, generation);
         // One set of counters per incarnation: a rejoin after failed checks keeps its count.
         let backend = match self.counters.get(&slot) {
@@ -148,17 +175,283 @@ impl Scheduler {
             _ => Arc::new(Backend::new(id, spec.name.clone(), spec.addr())),
         };
         self.counters.insert(slot, backend.clone());
-        self.balancer.do_send(Join { type_name: spec.type_name.clone(), backend });
+        self.balancer.do_send(Join { type_name: spec.template.type_name.clone(), backend });
+    }
+
+    /// Reports a retiring instance's open connections; `Drained` follows when none is left.
+    fn watch_drain(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
+        let counters = self.counters.get(&slot).filter(|c| c.id == (slot, generation)).cloned();
+        let open = counters.as_ref().map_or(0, |c| c.open.load(Ordering::Relaxed));
+        if let (Some(spec), Some(state)) = (self.specs.get(&slot), self.lifecycle.slot(slot)) {
+            let pid = state.pid.map_or(String::new(), |p| format!("pid {p}, "));
+            self.progress(format!("SIGTERM {} ({pid}{open} open connections)", spec.name));
+        }
+        let drained = Event::Drained { slot, generation };
+        match counters {
+            Some(backend) => {
+                let me = ctx.address();
+                actix::spawn(async move {
+                    backend.wait_idle().await;
+                    me.do_send(Notify(drained));
+                });
+            }
+            None => ctx.notify(Notify(drained)),
+        }
+    }
+
+    fn schedule_cycle(&self, slot: SlotId, ctx: &mut Context<Self>) {
+        let Some(cycling) = self.config.cycling else { return };
+        let jitter = rand::thread_rng().gen_range(Duration::ZERO..=cycling.jitter);
+        ctx.run_later(cycling.period + jitter, move |act, ctx| act.handle_event(Event::CycleDue { slot }, ctx));
+    }
+
+    fn forget(&mut self, slot: SlotId) {
+        self.specs.remove(&slot);
+        self.controllers.remove(&slot);
+        self.counters.remove(&slot);
+    }
+
+    fn progress(&self, text: String) {
+        tracing::info!("{text}");
+        if let Some(client) = &self.rollout_client {
+            let _ = client.send(text);
+        }
+    }
+
+    fn rollout_finished(&mut self, ok: bool, text: String, ctx: &mut Context<Self>) {
+        log(if ok { Level::Info } else { Level::Warn }, &text);
+        if let Some(client) = self.rollout_client.take() {
+            let _ = client.send(format!("{}: {text}", if ok { "ok" } else { "failed" }));
+        }
+        if let Some(next) = self.queue.pop_front() {
+            self.request(next, ctx);
+        }
+    }
+
+    /// Starts a rollout now, or queues it behind the one running.
+    fn request(&mut self, pending: Pending, ctx: &mut Context<Self>) {
+        if self.lifecycle.rollout_running().is_some() {
+            self.queue.push_back(pending);
+            return;
+        }
+        let (result, client) = match pending {
+            Pending::Restart { target, client } => (self.begin_restart(target), client),
+            Pending::Deploy { root, client } => (self.begin_deploy(root), client),
+            Pending::Cycle { slot } => (self.begin_cycle(slot), None),
+        };
+        match result {
+            Ok(effects) => {
+                self.rollout_client = client;
+                self.apply(effects, ctx);
+            }
+            Err(why) => {
+                if let Some(client) = client {
+                    let _ = client.send(format!("failed: {why}"));
+                }
+                if let Some(next) = self.queue.pop_front() {
+                    self.request(next, ctx);
+                }
+            }
+        }
+    }
+
+    /// The current (not retiring, not held) instances, sorted by type and number.
+    fn current(&self) -> Vec<(SlotId, &SlotSpec)> {
+        let mut current: Vec<(SlotId, &SlotSpec)> = self
+            .lifecycle
+            .slots()
+            .filter(|(_, slot)| !slot.retiring && !slot.held)
+            .filter_map(|(id, _)| Some((id, self.specs.get(&id)?)))
+            .filter(|(_, spec)| spec.port.is_some())
+            .collect();
+        current.sort_by_key(|(id, spec)| (spec.template.type_index, spec.number, *id));
+        current
+    }
+
+    /// Files the spec of a new instance `number` of `template`, on a port of its block that no
+    /// other instance (running or just filed) holds.
+    fn file_new(&mut self, template: &Arc<TypeTemplate>, number: usize) -> Result<(SlotId, SlotInit), String> {
+        let block = template.block_start.ok_or("a release step has no port")?;
+        let in_use = |port: u16| self.specs.values().any(|s| s.port == Some(port));
+        let port = port_for(block, number, in_use)
+            .ok_or_else(|| format!("no free port left in {}'s block", template.type_name))?;
+        Ok(self.file(template.instance(number, Some(port))))
+    }
+
+    fn file(&mut self, spec: SlotSpec) -> (SlotId, SlotInit) {
+        let id = self.lifecycle.new_id();
+        let slot = init(&spec);
+        self.specs.insert(id, spec);
+        (id, slot)
+    }
+
+    /// Begins the rollout of filed specs; if it cannot begin, the filed specs are dropped.
+    fn begin(
+        &mut self,
+        kind: RolloutKind,
+        pairs: Vec<NewPair>,
+        release: Option<(SlotId, SlotInit)>,
+    ) -> Result<Vec<Effect>, String> {
+        let filed: Vec<SlotId> = pairs
+            .iter()
+            .filter_map(|(_, new)| new.as_ref().map(|(id, _)| *id))
+            .chain(release.as_ref().map(|(id, _)| *id))
+            .collect();
+        let result = self.lifecycle.begin_rollout(kind, pairs, release, Instant::now());
+        if result.is_err() {
+            self.forget_all(&filed);
+        }
+        result.map_err(|refusal| refusal.to_string())
+    }
+
+    fn forget_all(&mut self, ids: &[SlotId]) {
+        for id in ids {
+            self.forget(*id);
+        }
+    }
+
+    /// Files a replacement for each of `olds`; on failure nothing stays filed.
+    fn file_replacements(
+        &mut self,
+        olds: Vec<(Option<SlotId>, Arc<TypeTemplate>, usize)>,
+    ) -> Result<Vec<NewPair>, String> {
+        let mut pairs = Vec::new();
+        for (old, template, number) in olds {
+            match self.file_new(&template, number) {
+                Ok(new) => pairs.push((old, Some(new))),
+                Err(why) => {
+                    let filed: Vec<SlotId> =
+                        pairs.iter().filter_map(|(_, new): &NewPair| new.as_ref().map(|(id, _)| *id)).collect();
+                    self.forget_all(&filed);
+                    return Err(why);
+                }
+            }
+        }
+        Ok(pairs)
+    }
+}
+
+fn log(level: Level, text: &str) {
+    match level {
+        Level::Info => tracing::info!("{text}"),
+        Level::Warn => tracing::warn!("{text}"),
+        Level::Error => tracing::error!("{text}"),
+    }
+}
+
+impl Scheduler {
+    /// `restart [TYPE|INSTANCE]`: every matching current instance, replaced with the same spec
+    /// on a fresh port.
+    fn begin_restart(&mut self, target: Option<String>) -> Result<Vec<Effect>, String> {
+        let matches =
+            |spec: &SlotSpec| target.as_deref().is_none_or(|t| t == spec.template.type_name || t == spec.name);
+        let olds: Vec<_> = self
+            .current()
+            .into_iter()
+            .filter(|(_, s)| matches(s))
+            .map(|(id, s)| (Some(id), s.template.clone(), s.number))
+            .collect();
+        if olds.is_empty() {
+            return Err(format!("no running instance matches `{}`", target.as_deref().unwrap_or("all")));
+        }
+        let pairs = self.file_replacements(olds)?;
+        let kind = RolloutKind::Restart(target.unwrap_or_else(|| "all types".into()));
+        self.begin(kind, pairs, None)
+    }
+
+    fn begin_cycle(&mut self, slot: SlotId) -> Result<Vec<Effect>, String> {
+        let spec = self.specs.get(&slot).cloned().ok_or("the instance is gone")?;
+        tracing::info!("Cycling {}", spec.name);
+        let pairs = self.file_replacements(vec![(Some(slot), spec.template.clone(), spec.number)])?;
+        self.begin(RolloutKind::Cycle(spec.name.clone()), pairs, None)
+    }
+
+    /// `deploy`: a new release replaces every instance; added types start with one instance,
+    /// removed types drain. The release step, if any, runs first.
+    fn begin_deploy(&mut self, root: Option<PathBuf>) -> Result<Vec<Effect>, String> {
+        let release = (self.config.load_release)(root)?;
+        let current: Vec<(SlotId, String, usize)> =
+            self.current().into_iter().map(|(id, s)| (id, s.template.type_name.clone(), s.number)).collect();
+        let mut olds = Vec::new();
+        for template in &release.templates {
+            let same_type: Vec<&(SlotId, String, usize)> =
+                current.iter().filter(|(_, t, _)| *t == template.type_name).collect();
+            match same_type.is_empty() {
+                true => olds.push((None, template.clone(), 1)),
+                false => olds.extend(same_type.iter().map(|(id, _, number)| (Some(*id), template.clone(), *number))),
+            }
+        }
+        let mut pairs = self.file_replacements(olds)?;
+        let removed = current.iter().filter(|(_, t, _)| !release.templates.iter().any(|n| n.type_name == *t));
+        pairs.extend(removed.map(|(id, _, _)| (Some(*id), None)));
+        let step = release.release_step.as_ref().map(|t| self.file(t.instance(1, None)));
+        self.config.release = release;
+        self.begin(RolloutKind::Deploy, pairs, step)
+    }
+
+    /// `scale TYPE=N...`: adds instances with the lowest free numbers, retires the highest.
+    fn scale(&mut self, changes: Vec<(String, usize)>, ctx: &mut Context<Self>) -> Result<Vec<String>, String> {
+        if let Some(running) = self.lifecycle.rollout_running() {
+            return Err(format!("a {running} is running; try again when it is done"));
+        }
+        let mut plan = Vec::new();
+        for (type_name, count) in &changes {
+            let template = self.config.release.templates.iter().find(|t| t.type_name == *type_name).cloned();
+            let template = template.ok_or_else(|| format!("the Procfile has no type `{type_name}`"))?;
+            if *count > crate::formation::PORTS_PER_TYPE as usize {
+                return Err(format!("{type_name}={count} is more than {} instances", crate::formation::PORTS_PER_TYPE));
+            }
+            plan.push((template, *count));
+        }
+        let mut lines = Vec::new();
+        for (template, count) in plan {
+            lines.extend(self.scale_type(&template, count, ctx)?);
+        }
+        Ok(lines)
+    }
+
+    fn scale_type(
+        &mut self,
+        template: &Arc<TypeTemplate>,
+        count: usize,
+        ctx: &mut Context<Self>,
+    ) -> Result<Vec<String>, String> {
+        let current: Vec<(SlotId, usize)> = self
+            .current()
+            .into_iter()
+            .filter(|(_, s)| s.template.type_name == template.type_name)
+            .map(|(id, s)| (id, s.number))
+            .collect();
+        let mut lines = Vec::new();
+        for (id, number) in current.iter().skip(count).rev() {
+            lines.push(format!("{}.{number} retiring", template.type_name));
+            let effects = self.lifecycle.retire(*id, "scaled down");
+            self.apply(effects, ctx);
+        }
+        let taken: Vec<usize> = current.iter().map(|(_, n)| *n).collect();
+        let free_numbers = (1..).filter(|n| !taken.contains(n));
+        for number in free_numbers.take(count.saturating_sub(current.len())) {
+            let (id, slot) = self.file_new(template, number)?;
+            let port = self.specs[&id].port.unwrap_or_default();
+            lines.push(format!("{} starting on port {port}", slot.name));
+            let effects = self.lifecycle.add(id, slot, Instant::now()).map_err(|r| r.to_string())?;
+            self.apply(effects, ctx);
+        }
+        Ok(lines)
     }
 
     fn spawn(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
-        let spec = &self.config.slots[slot];
+        let Some(spec) = self.specs.get(&slot) else { return };
         self.config.output.fit(&spec.name);
         let launch = Launch {
-            command: spec.command.clone(),
-            env: instance_env(&self.config.env, &spec.vars),
-            root: self.config.root.clone(),
-            prefix: Prefix { output: self.config.output.clone(), name: spec.name.clone(), colour: spec.colour },
+            command: spec.template.command.clone(),
+            env: spec.env(),
+            root: self.config.release.root.clone(),
+            prefix: Prefix {
+                output: self.config.output.clone(),
+                name: spec.name.clone(),
+                colour: spec.template.type_index,
+            },
         };
         let addr = ctx.address();
         let on_event = move |event| addr.do_send(Notify(slot_event(slot, generation, event)));
@@ -170,35 +463,29 @@ impl Scheduler {
             Err(err) => ctx.notify(Notify(Event::SpawnFailed { slot, generation, error: err.to_string() })),
         }
     }
-}
 
-/// Asks for every instance's status (`ps`).
-#[derive(Message)]
-#[rtype(result = "Vec<InstanceStatus>")]
-pub struct Status;
-
-impl Handler<Status> for Scheduler {
-    type Result = Vec<InstanceStatus>;
-
-    fn handle(&mut self, _: Status, _ctx: &mut Context<Self>) -> Vec<InstanceStatus> {
+    fn status(&self) -> Vec<InstanceStatus> {
         let now = Instant::now();
-        let status = |(id, slot): (usize, &super::lifecycle::Slot)| {
-            let spec = &self.config.slots[id];
+        let mut list: Vec<(usize, usize, SlotId, InstanceStatus)> = Vec::new();
+        for (id, slot) in self.lifecycle.slots() {
+            let Some(spec) = self.specs.get(&id) else { continue };
             let running = matches!(slot.state, State::Starting | State::Up | State::Draining);
             let counters = self.counters.get(&id).filter(|c| c.id == (id, slot.generation));
-            InstanceStatus {
+            let status = InstanceStatus {
                 name: slot.name.clone(),
-                type_name: spec.type_name.clone(),
+                type_name: spec.template.type_name.clone(),
                 state: slot.state.as_str().to_string(),
                 pid: slot.pid,
-                port: spec.vars.port,
+                port: spec.port,
                 uptime: slot.started_at.filter(|_| running).map(|t| (now - t).as_secs_f64()),
                 restarts: slot.restarts,
                 restart_in: slot.restart_at.map(|t| t.saturating_duration_since(now).as_secs_f64()),
-                connections: spec.probe.map(|_| counters.map_or(0, |c| c.open.load(Ordering::Relaxed))),
-            }
-        };
-        self.lifecycle.slots().iter().enumerate().map(status).collect()
+                connections: spec.routed().then(|| counters.map_or(0, |c| c.open.load(Ordering::Relaxed))),
+            };
+            list.push((spec.template.type_index, spec.number, id, status));
+        }
+        list.sort_by_key(|(type_index, number, id, _)| (*type_index, *number, *id));
+        list.into_iter().map(|(_, _, _, status)| status).collect()
     }
 }
 
@@ -224,5 +511,59 @@ impl Handler<Notify> for Scheduler {
 
     fn handle(&mut self, Notify(event): Notify, ctx: &mut Context<Self>) {
         self.handle_event(event, ctx);
+    }
+}
+
+/// Asks for every instance's status (`ps`).
+#[derive(Message)]
+#[rtype(result = "Vec<InstanceStatus>")]
+pub struct Status;
+
+impl Handler<Status> for Scheduler {
+    type Result = Vec<InstanceStatus>;
+
+    fn handle(&mut self, _: Status, _ctx: &mut Context<Self>) -> Vec<InstanceStatus> {
+        self.status()
+    }
+}
+
+/// `scale TYPE=N...`; answers what changed, or why nothing did.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<String>, String>")]
+pub struct Scale(pub Vec<(String, usize)>);
+
+impl Handler<Scale> for Scheduler {
+    type Result = Result<Vec<String>, String>;
+
+    fn handle(&mut self, Scale(changes): Scale, ctx: &mut Context<Self>) -> Self::Result {
+        self.scale(changes, ctx)
+    }
+}
+
+/// `restart [TARGET]` or `deploy [ROOT]`: progress lines go to `client`, the last one starts
+/// with `ok:` or `failed:`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Roll {
+    Restart { target: Option<String>, client: UnboundedSender<String> },
+    Deploy { root: Option<PathBuf>, client: UnboundedSender<String> },
+}
+
+impl Handler<Roll> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, roll: Roll, ctx: &mut Context<Self>) {
+        let pending = match roll {
+            Roll::Restart { target, client } => Pending::Restart { target, client: Some(client) },
+            Roll::Deploy { root, client } => Pending::Deploy { root, client: Some(client) },
+        };
+        if self.lifecycle.rollout_running().is_some() {
+            if let Pending::Restart { client: Some(client), .. } | Pending::Deploy { client: Some(client), .. } =
+                &pending
+            {
+                let _ = client.send("queued behind the rollout under way".to_string());
+            }
+        }
+        self.request(pending, ctx);
     }
 }

@@ -1,0 +1,95 @@
+//! What instances run: each type's template for the current release (command, env, route,
+//! probe), the spec of each instance made from it, and port allocation in a type's block.
+
+use super::health::ProbeSettings;
+use crate::env::{instance_env, EnvMap, PlatformVars};
+use crate::formation::PORTS_PER_TYPE;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+/// One process type of a release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeTemplate {
+    pub type_name: String,
+    /// Position among the Procfile's long-running types: port block and colour.
+    pub type_index: usize,
+    pub command: String,
+    /// The env files' values of its release.
+    pub env: Arc<EnvMap>,
+    /// `TCP_URL` for its instances.
+    pub tcp_url: String,
+    /// How the HealthChecker probes it, when the gateway routes it.
+    pub probe: Option<ProbeSettings>,
+    /// First port of its block; `None` for `release`, which has no port.
+    pub block_start: Option<u16>,
+}
+
+/// One instance: `tcp.2` on port 5101, from a template.
+#[derive(Debug, Clone)]
+pub struct SlotSpec {
+    pub name: String,
+    pub number: usize,
+    pub port: Option<u16>,
+    pub template: Arc<TypeTemplate>,
+}
+
+impl TypeTemplate {
+    pub fn instance(self: &Arc<Self>, number: usize, port: Option<u16>) -> SlotSpec {
+        SlotSpec { name: format!("{}.{number}", self.type_name), number, port, template: self.clone() }
+    }
+}
+
+impl SlotSpec {
+    /// Where the instance listens: 127.0.0.1:PORT.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port.unwrap_or(0)))
+    }
+
+    pub fn routed(&self) -> bool {
+        self.template.probe.is_some()
+    }
+
+    /// Its full environment: the release's env files, then the platform's variables.
+    pub fn env(&self) -> EnvMap {
+        let vars = PlatformVars { dyno: self.name.clone(), port: self.port, tcp_url: self.template.tcp_url.clone() };
+        instance_env(&self.template.env, &vars)
+    }
+}
+
+/// The port for a new instance `number` of a type: its plan port if nothing uses it, else the
+/// lowest free one of the block (`in_use` says which ports live instances hold).
+pub fn port_for(block_start: u16, number: usize, in_use: impl Fn(u16) -> bool) -> Option<u16> {
+    let usable = |port: u16| !in_use(port) && crate::formation::port_is_free(port);
+    let planned = block_start.checked_add(u16::try_from(number.checked_sub(1)?).ok()?);
+    if let Some(port) = planned.filter(|p| *p < block_start.saturating_add(PORTS_PER_TYPE) && usable(*p)) {
+        return Some(port);
+    }
+    (block_start..block_start.saturating_add(PORTS_PER_TYPE)).find(|p| usable(*p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A held port followed by two free ones.
+    fn held_then_two_free() -> (std::net::TcpListener, u16) {
+        loop {
+            let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let base = held.local_addr().unwrap().port();
+            if base < u16::MAX - 2
+                && crate::formation::port_is_free(base + 1)
+                && crate::formation::port_is_free(base + 2)
+            {
+                return (held, base);
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_instance_takes_its_plan_port_else_the_lowest_free_one() {
+        let (_held, base) = held_then_two_free();
+        assert_eq!(port_for(base, 2, |_| false), Some(base + 1));
+        assert_eq!(port_for(base, 2, |p| p == base + 1), Some(base + 2), "the plan port is used, the held base too");
+        assert_eq!(port_for(base, 1, |_| false), Some(base + 1), "the plan port is held by another process");
+    }
+}
