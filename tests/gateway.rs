@@ -199,10 +199,9 @@ fn redis_works_through_the_gateway_with_its_own_clients() {
         eprintln!("SKIPPED: redis-server or redis-benchmark is not installed (.ci/run installs them)");
         return;
     }
-    let root = common::repo().join("procfiles/redis");
-    let app = App::new("unused: true\n");
+    let app = App::from_procfiles("redis");
     let base = free_base_port(1, 1).to_string();
-    let args = ["start", "-d", root.to_str().unwrap(), "-p", &base, "--tcp-listen", "127.0.0.1:0"];
+    let args = ["start", "-p", &base, "--tcp-listen", "127.0.0.1:0"];
     let mut running = app.spawn(&args);
     let line = running.wait_for("gateway tcp://");
     let addr: SocketAddr = line.split("gateway tcp://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();

@@ -6,7 +6,8 @@ use common::{free_base_port, wait_gone, App, DEADLINE};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
-const TREE: &str = "tree: sleep 300 & echo child $!; setsid sleep 301 & echo daemon $!; wait\n\
+// The daemon speaks only once it has left the group, so the stop cannot race its setsid.
+const TREE: &str = "tree: sleep 300 & echo child $!; setsid sh -c 'echo daemon $$; exec sleep 301' & wait\n\
 stubborn: trap '' TERM; sleep 302 & echo child $!; wait\n";
 
 /// Pids of the leaders and of the children they report.

@@ -204,11 +204,9 @@ fn each_instance_gets_a_fresh_tmpdir_removed_when_it_exits() {
 
 #[test]
 fn the_sigterm_procfile_shows_a_graceful_and_a_stubborn_app() {
-    let root = common::repo().join("procfiles/sigterm");
+    let app = App::from_procfiles("sigterm");
     let base = free_base_port(2, 1);
-    let app = App::new("unused: true\n");
-    let root = root.to_str().unwrap();
-    let mut running = app.spawn(&["start", "-d", root, "--grace", "1s", "-p", &base.to_string()]);
+    let mut running = app.spawn(&["start", "--grace", "1s", "-p", &base.to_string()]);
     running.wait_for("graceful.1 | graceful.1 listening");
     running.wait_for("stubborn.1 | stubborn.1 ignoring SIGTERM");
     running.signal(Signal::SIGTERM);

@@ -67,10 +67,12 @@ impl Handler<Join> for Balancer {
         if members.iter().any(|b| b.id == join.backend.id) {
             return;
         }
-        tracing::info!("201 app connected {} {}", join.backend.name, join.backend.addr);
         join.backend.down.store(false, Ordering::Relaxed);
+        let line = format!("201 app connected {} {}", join.backend.name, join.backend.addr);
         members.push(join.backend);
+        // Published before it is logged: whoever reads the line can connect to it.
         self.publish(&join.type_name);
+        tracing::info!("{line}");
     }
 }
 
@@ -80,12 +82,12 @@ impl Handler<Leave> for Balancer {
     fn handle(&mut self, leave: Leave, _ctx: &mut Context<Self>) {
         let Some((type_name, backend)) = self.find(leave.id) else { return };
         let (type_name, backend) = (type_name.clone(), backend.clone());
-        let open = backend.open.load(Ordering::Relaxed);
-        tracing::info!("204 app disconnected {} ({}; {open} connections open)", backend.name, leave.reason);
         if let Some(members) = self.members.get_mut(&type_name) {
             members.retain(|b| b.id != leave.id);
         }
         self.publish(&type_name);
+        let open = backend.open.load(Ordering::Relaxed);
+        tracing::info!("204 app disconnected {} ({}; {open} connections open)", backend.name, leave.reason);
     }
 }
 

@@ -207,24 +207,38 @@ fn squash(text: &str) -> String {
 /// Port blocks for instances: below the ephemeral range (32768+), so client sockets never take them.
 const BLOCKS: std::ops::Range<u16> = 200..320;
 
-/// Next block to try; starts at a random block so test binaries spread out.
-static NEXT_BLOCK: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(u16::MAX);
+/// Blocks this test process holds: the file locks keep other test processes (a second suite,
+/// nextest's processes) off them until this one exits.
+static HELD: std::sync::Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = std::sync::Mutex::new(Vec::new());
 
-/// A base port whose blocks `base + 100*k .. + count` for `types` types are all free; parallel
-/// tests of one binary never get the same blocks.
+/// A base port whose blocks `base + 100*k .. + count` for `types` types are free, and that no
+/// other test (of this process or another) gets.
 pub fn free_base_port(types: u16, count: u16) -> u16 {
-    use std::sync::atomic::Ordering;
-    let random = (RandomState::new().build_hasher().finish() % u64::from(BLOCKS.len() as u16)) as u16;
-    let _ = NEXT_BLOCK.compare_exchange(u16::MAX, random, Ordering::SeqCst, Ordering::SeqCst);
-    for _ in 0..BLOCKS.len() {
-        let block = BLOCKS.start + NEXT_BLOCK.fetch_add(types, Ordering::SeqCst) % (BLOCKS.len() as u16 - types);
+    let dir = std::env::temp_dir().join("procgate-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = (RandomState::new().build_hasher().finish() % u64::from(BLOCKS.len() as u16)) as u16;
+    for offset in 0..BLOCKS.len() as u16 {
+        let block = BLOCKS.start + (start + offset) % (BLOCKS.len() as u16 - types);
+        let Some(locks) = lock_blocks(&dir, block, types) else { continue };
         let base = block * 100;
         let ports = (0..types).flat_map(|k| (0..count).map(move |i| base + 100 * k + i));
         if ports.into_iter().all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()) {
+            HELD.lock().unwrap().extend(locks);
             return base;
         }
     }
     panic!("no free port block found");
+}
+
+/// Locks blocks `block..block+types`, or none if another test holds one of them.
+fn lock_blocks(dir: &Path, block: u16, types: u16) -> Option<Vec<nix::fcntl::Flock<std::fs::File>>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut locks = Vec::new();
+    for k in 0..types {
+        let file = std::fs::File::create(dir.join(format!("{}.lock", block + k))).unwrap();
+        locks.push(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?);
+    }
+    Some(locks)
 }
 
 /// True while `pid` exists and is not a zombie.
@@ -251,4 +265,21 @@ pub fn wait_gone(pids: &[i32], limit: Duration) {
 /// The repository root, for sample apps and procfiles.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl App {
+    /// A private copy of `procfiles/NAME` (its control socket must not be shared between tests),
+    /// with the Procfile's paths to the repository made absolute.
+    pub fn from_procfiles(name: &str) -> App {
+        let source = repo().join("procfiles").join(name);
+        let text = std::fs::read_to_string(source.join("Procfile")).unwrap();
+        let app = App::new(&text.replace("../../", &format!("{}/", repo().display())));
+        for entry in std::fs::read_dir(&source).unwrap().map(Result::unwrap) {
+            let name = entry.file_name();
+            if name != "Procfile" && entry.path().is_file() {
+                std::fs::copy(entry.path(), app.path().join(name)).unwrap();
+            }
+        }
+        app
+    }
 }

@@ -1,0 +1,239 @@
+//! Zero-downtime operations through the binary, with real clients: restart under load, held
+//! connections closed by the app during a restart, R12 of a stubborn app, scale, daily cycling,
+//! deploy with rollback.
+
+mod common;
+use common::{free_base_port, App, Finished, Running, DEADLINE};
+use procgate::control::PsReply;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Time between two new client connections of the load (~15/s).
+const LOAD_PERIOD: Duration = Duration::from_millis(66);
+
+fn echo_app(extra: &str) -> App {
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\n{extra}", echo.display()))
+}
+
+fn start(app: &App, formation: &str, extra: &[&str]) -> (Running, SocketAddr) {
+    let base = free_base_port(2, 4).to_string();
+    let mut args = vec!["start", "-m", formation, "-p", &base, "--tcp-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--grace") {
+        args.extend(["--grace", "3s"]);
+    }
+    let mut running = app.spawn(&args);
+    let line = running.wait_for("tcp.1 | url=tcp://");
+    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    running.wait_for("201 app connected tcp.1");
+    (running, addr)
+}
+
+/// The greeting `hello tcp.N PID` of a new connection.
+fn greet(addr: SocketAddr) -> Result<(String, u32), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+    let mut words = line.split_whitespace().skip(1);
+    match (words.next(), words.next().and_then(|p| p.parse().ok())) {
+        (Some(name), Some(pid)) => Ok((name.to_string(), pid)),
+        _ => Err(format!("no greeting: {line:?}")),
+    }
+}
+
+/// Clients connecting at ~15/s until stopped: (served pids, failures).
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(Vec<u32>, Vec<String>)>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut served, mut failed) = (Vec::new(), Vec::new());
+            while !flag.load(Ordering::SeqCst) {
+                match greet(addr) {
+                    Ok((_, pid)) => served.push(pid),
+                    Err(why) => failed.push(why),
+                }
+                std::thread::sleep(LOAD_PERIOD);
+            }
+            (served, failed)
+        });
+        Load { stop, thread }
+    }
+
+    fn finish(self) -> (Vec<u32>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+fn ps(app: &App) -> PsReply {
+    let finished = app.run(&["ps", "--json"]);
+    serde_json::from_str(&finished.lines[0]).unwrap_or_else(|_| panic!("{}", finished.text()))
+}
+
+fn pids_of(app: &App, type_name: &str) -> HashSet<u32> {
+    ps(app).instances.iter().filter(|i| i.type_name == type_name && i.state == "up").filter_map(|i| i.pid).collect()
+}
+
+fn stop(mut running: Running) -> Finished {
+    running.signal(nix::sys::signal::Signal::SIGINT);
+    running.finish(DEADLINE)
+}
+
+#[test]
+fn restart_under_load_fails_no_connection_and_new_instances_serve() {
+    let app = echo_app("");
+    let (mut running, addr) = start(&app, "tcp=2", &[]);
+    running.wait_for("201 app connected tcp.2");
+    let old = pids_of(&app, "tcp");
+    let load = Load::start(addr);
+    std::thread::sleep(LOAD_PERIOD * 5);
+    let restart = app.run(&["restart", "tcp"]);
+    std::thread::sleep(LOAD_PERIOD * 5);
+    let (served, failed) = load.finish();
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    assert!(restart.has("routing switched") && restart.has("ok: restart of tcp done"), "{}", restart.text());
+    assert!(failed.is_empty(), "{} served, failed: {failed:?}", served.len());
+    let new = pids_of(&app, "tcp");
+    assert!(new.is_disjoint(&old), "{old:?} -> {new:?}");
+    assert!(served.iter().any(|p| new.contains(p)), "the replacements serve");
+    eprintln!("restart under load: {} connections served, {} failed", served.len(), failed.len());
+    assert_eq!(stop(running).code(), Some(0));
+}
+
+#[test]
+fn held_connections_end_with_the_apps_goodbye_then_eof_during_a_restart() {
+    let app = echo_app("");
+    let (running, addr) = start(&app, "tcp=1", &[]);
+    let mut held: Vec<BufReader<TcpStream>> = (0..20)
+        .map(|_| {
+            let stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut greeting = String::new();
+            reader.read_line(&mut greeting).unwrap();
+            reader
+        })
+        .collect();
+    let restart = app.run(&["restart"]);
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    assert!(restart.has("SIGTERM tcp.1 (pid") && restart.has("20 open connections"), "{}", restart.text());
+    assert!(restart.has("drained in"), "{}", restart.text());
+    for reader in &mut held {
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).expect("a clean end of file, never a reset");
+        assert_eq!(rest, "bye\n");
+    }
+    stop(running);
+}
+
+#[test]
+fn an_app_that_ignores_sigterm_is_killed_after_the_grace_during_a_restart() {
+    let stubborn = common::repo().join("sample-apps/python/ignore_term.py");
+    let app = App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\n", stubborn.display()));
+    let (mut running, _) = start(&app, "tcp=1", &["--grace", "1s"]);
+    let restart = app.run(&["restart", "tcp"]);
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    running.wait_for("R12 Exit timeout: tcp.1 did not exit within 1s of SIGTERM; sending SIGKILL");
+    running.wait_for(") terminated by SIGKILL");
+    assert_eq!(ps(&app).instances.len(), 1, "only the replacement is left");
+    stop(running);
+}
+
+#[test]
+fn scale_adds_instances_that_take_connections_and_removes_the_highest() {
+    let app = echo_app("");
+    let (mut running, addr) = start(&app, "tcp=1", &[]);
+    let scaled = app.run(&["scale", "tcp=3"]);
+    assert_eq!(scaled.code(), Some(0), "{}", scaled.text());
+    assert!(scaled.has("tcp.2 starting on port") && scaled.has("tcp.3 starting on port"), "{}", scaled.text());
+    running.wait_for("201 app connected tcp.2");
+    running.wait_for("201 app connected tcp.3");
+    let held: Vec<TcpStream> = (0..6).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let reply = ps(&app);
+    let tcp: Vec<_> = reply.instances.iter().filter(|i| i.type_name == "tcp").collect();
+    assert_eq!(tcp.len(), 3);
+    assert!(tcp.iter().all(|i| i.state == "up"), "{reply:?}");
+    let deadline = Instant::now() + DEADLINE;
+    while ps(&app).instances.iter().filter_map(|i| i.connections).sum::<usize>() < 6 {
+        assert!(Instant::now() < deadline, "6 connections counted");
+    }
+    drop(held);
+    let down = app.run(&["scale", "tcp=1"]);
+    assert!(down.has("tcp.3 retiring") && down.has("tcp.2 retiring"), "{}", down.text());
+    running.wait_for("204 app disconnected tcp.3 (scaled down");
+    running.wait_for("204 app disconnected tcp.2 (scaled down");
+    for _ in 0..5 {
+        assert_eq!(greet(addr).unwrap().0, "tcp.1");
+    }
+    let bad = app.run(&["scale", "nope=2"]);
+    assert_eq!(bad.code(), Some(2));
+    assert!(bad.has("the Procfile has no type `nope`"), "{}", bad.text());
+    assert_eq!(app.run(&["scale", "tcp"]).code(), Some(2));
+    stop(running);
+}
+
+#[test]
+fn daily_cycling_replaces_instances_repeatedly_without_a_failed_connection() {
+    let app = echo_app("");
+    let (mut running, addr) = start(&app, "tcp=1", &["--cycle", "3s", "--cycle-jitter", "0s"]);
+    let load = Load::start(addr);
+    running.wait_for_nth("cycling of tcp.1 done", 2, DEADLINE);
+    let (served, failed) = load.finish();
+    assert!(failed.is_empty(), "{} served, failed: {failed:?}", served.len());
+    assert!(running.seen.iter().filter(|l| l.contains("Cycling tcp.1")).count() >= 2);
+    let distinct: HashSet<u32> = served.iter().copied().collect();
+    assert!(distinct.len() >= 2, "served by successive instances: {distinct:?}");
+    eprintln!("cycling under load: {} connections served, {} failed", served.len(), failed.len());
+    stop(running);
+}
+
+#[test]
+fn a_deploy_that_never_binds_is_rolled_back_and_a_good_one_goes_live() {
+    let app = echo_app("clock: exec sleep 60\n");
+    let (mut running, addr) = start(&app, "tcp=1,clock=1", &["--boot-timeout", "1s"]);
+    running.wait_for("clock.1 started with pid");
+    let old = pids_of(&app, "tcp");
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("Procfile"), "tcp: exec sleep 60\n").unwrap();
+    let deploy = app.run(&["deploy", "--root", broken.path().to_str().unwrap()]);
+    assert_eq!(deploy.code(), Some(1), "{}", deploy.text());
+    assert!(
+        deploy.has("failed: deploy failed: tcp.1 (pid") && deploy.has("the old instances keep serving"),
+        "{}",
+        deploy.text()
+    );
+    assert!(old.contains(&greet(addr).unwrap().1), "the old instance still serves");
+
+    let invalid = tempfile::tempdir().unwrap();
+    std::fs::write(invalid.path().join("Procfile"), "tcp exec sleep\n").unwrap();
+    let refused = app.run(&["deploy", "--root", invalid.path().to_str().unwrap()]);
+    assert_ne!(refused.code(), Some(0));
+    assert!(refused.has("Procfile:1: `tcp exec sleep` is not a `name: command` line"), "{}", refused.text());
+
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let good = tempfile::tempdir().unwrap();
+    let procfile = format!("release: echo migrating v2\ntcp: exec python3 {}\nworker: exec sleep 60\n", echo.display());
+    std::fs::write(good.path().join("Procfile"), procfile).unwrap();
+    let deploy = app.run(&["deploy", "--root", good.path().to_str().unwrap()]);
+    assert_eq!(deploy.code(), Some(0), "{}", deploy.text());
+    running.wait_for("release.1 | migrating v2");
+    running.wait_for("worker.1 replacement starting");
+    assert!(old.is_disjoint(&pids_of(&app, "tcp")));
+    let types: HashSet<String> =
+        ps(&app).instances.iter().filter(|i| i.state != "draining").map(|i| i.type_name.clone()).collect();
+    assert_eq!(types, HashSet::from(["tcp".to_string(), "worker".to_string()]), "clock was removed, worker added");
+    stop(running);
+}
