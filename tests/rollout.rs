@@ -87,7 +87,7 @@ fn pids_of(app: &App, type_name: &str) -> HashSet<u32> {
     ps(app).instances.iter().filter(|i| i.type_name == type_name && i.state == "up").filter_map(|i| i.pid).collect()
 }
 
-fn stop(mut running: Running) -> Finished {
+fn stop(running: Running) -> Finished {
     running.signal(nix::sys::signal::Signal::SIGINT);
     running.finish(DEADLINE)
 }
