@@ -249,3 +249,24 @@ fn a_dead_listener_is_skipped_at_once_and_the_health_check_confirms_it() {
     running.wait_for("tcp.2 failed 2 health checks in a row");
     running.wait_for("204 app disconnected tcp.2 (health check failed;");
 }
+
+#[test]
+fn procgate_toml_routes_another_type_on_its_own_address() {
+    // An app written for Heroku's Ruppell's Sockets: a `socket` type on its own frontend.
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let procfile = format!(
+        "socket: echo url=$RUPPELLS_SOCKETS_FRONTEND_URI local=$RUPPELLS_SOCKETS_LOCAL_PORT; exec python3 {}\n",
+        echo.display()
+    );
+    let app = App::new(&procfile);
+    app.write("procgate.toml", "[types.socket]\nlisten = \"127.0.0.1:0\"\nhealth_interval = \"500ms\"\n");
+    let base = free_base_port(1, 1);
+    let mut running = app.spawn(&["start", "-p", &base.to_string()]);
+    let line = running.wait_for("socket.1 | url=tcp://");
+    assert!(line.ends_with(&format!("local={base}")), "{line}");
+    let addr: SocketAddr = line.split("url=tcp://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(running.seen.iter().any(|l| l.contains(&format!("gateway tcp://{addr} for socket"))));
+    running.wait_for("201 app connected socket.1");
+    let mut client = Client::connect(addr).unwrap();
+    assert!(client.greeting().unwrap().starts_with("socket.1 "));
+}

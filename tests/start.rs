@@ -37,10 +37,10 @@ fn port_in_the_env_file_sets_the_base_port() {
 #[test]
 fn output_is_prefixed_line_by_line_with_partial_and_long_lines() {
     let long = "x".repeat(40_000);
-    let script = format!("printf 'one\\ntwo\\r\\n'; echo to-stderr >&2; printf '{long}\\n'; echo after-long; printf partial; exec sleep 30");
+    let script = format!("printf 'one\\ntwo\\r\\n'; echo to-stderr >&2; printf '{long}\\n'; echo after-long; printf partial; echo partial-written >&2; exec sleep 30");
     let app = App::new(&format!("web: {script}\nlonger-name: exec sleep 30\n"));
     let mut running = app.spawn(&["start", "-p", &free_base_port(2, 1).to_string()]);
-    for needle in ["web.1 | one", "web.1 | two", "web.1 | to-stderr", "web.1 | after-long"] {
+    for needle in ["web.1 | one", "web.1 | two", "web.1 | to-stderr", "web.1 | after-long", "web.1 | partial-written"] {
         running.wait_for(needle);
     }
     assert!(

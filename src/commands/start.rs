@@ -92,7 +92,7 @@ fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), Conf
             addr: route.addr,
             reason: err.to_string(),
         };
-        let listener = TcpListener::bind(route.addr).map_err(failed)?;
+        let listener = gateway::listen(route.addr).map_err(failed)?;
         let addr = listener.local_addr().map_err(failed)?;
         bound.push(RouteSpec { type_name: route.type_name.clone(), addr });
         listeners.push(listener);

@@ -1,12 +1,16 @@
-//! The data plane: a tokio multi-thread runtime on all cores, separate from the actix control
-//! thread, running one accept loop per route. It reads the Balancer's snapshots lock-free and
-//! never waits on an actor per connection.
+//! The data plane: one thread per core, separate from the actix control thread, each with its
+//! own current-thread tokio runtime and its own listening socket on every route (SO_REUSEPORT:
+//! the kernel spreads new connections over the threads). A connection lives on the thread that
+//! accepted it, so its wakeups never cross threads (HAProxy's `nbthread` model). Accept loops
+//! read the Balancer's snapshots lock-free and never wait on an actor per connection.
 
 pub mod pump;
 pub mod route;
 pub mod tcp;
 
 use route::Route;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,10 +28,8 @@ pub struct GatewaySettings {
     pub access_log: bool,
 }
 
-/// The running data plane; dropping it stops it.
+/// The running data plane; dropping it stops accepting (the threads end with the process).
 pub struct Gateway {
-    /// Owns the data plane's threads; dropping it stops them.
-    _runtime: tokio::runtime::Runtime,
     shutdown: Arc<watch::Sender<bool>>,
 }
 
@@ -42,23 +44,34 @@ impl Stopper {
 }
 
 impl Gateway {
-    /// Starts the runtime and an accept loop for each (route, bound listener).
+    /// Starts one data-plane thread per core: the first serves the listeners given (bound by
+    /// [`listen`]), the others listeners of their own on the same addresses.
     pub fn start(
         routes: Vec<(Arc<Route>, std::net::TcpListener)>,
         settings: GatewaySettings,
     ) -> std::io::Result<Gateway> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let addrs = routes
+            .iter()
+            .map(|(route, l)| Ok((route.clone(), l.local_addr()?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut per_thread = vec![routes];
+        for _ in 1..threads {
+            let siblings = addrs.iter().map(|(route, addr)| Ok((route.clone(), listen_shared(*addr)?)));
+            per_thread.push(siblings.collect::<std::io::Result<Vec<_>>>()?);
+        }
         let (shutdown, _) = watch::channel(false);
         let settings = Arc::new(settings);
-        for (route, listener) in routes {
-            listener.set_nonblocking(true)?;
-            let listener = {
-                let _entered = runtime.enter();
-                tokio::net::TcpListener::from_std(listener)?
-            };
-            runtime.spawn(tcp::serve(listener, route, settings.clone(), shutdown.subscribe()));
+        for (index, listeners) in per_thread.into_iter().enumerate() {
+            for (_, listener) in &listeners {
+                listener.set_nonblocking(true)?;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (settings, stop) = (settings.clone(), shutdown.subscribe());
+            let serve = move || runtime.block_on(serve_all(listeners, settings, stop));
+            std::thread::Builder::new().name(format!("gateway-{index}")).spawn(serve)?;
         }
-        Ok(Gateway { _runtime: runtime, shutdown: Arc::new(shutdown) })
+        Ok(Gateway { shutdown: Arc::new(shutdown) })
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -66,10 +79,52 @@ impl Gateway {
     }
 }
 
+/// One thread's accept loops; its connections go on after `stop` until the process ends.
+async fn serve_all(
+    listeners: Vec<(Arc<Route>, std::net::TcpListener)>,
+    settings: Arc<GatewaySettings>,
+    stop: watch::Receiver<bool>,
+) {
+    for (route, listener) in listeners {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => {
+                tokio::spawn(tcp::serve(listener, route, settings.clone(), stop.clone()));
+            }
+            Err(err) => tracing::error!("the {} route cannot accept on this thread: {err}", route.type_name),
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stopper().stop_accepting();
     }
+}
+
+/// Binds a route's listening socket, refusing an address another process already listens on
+/// (SO_REUSEPORT alone would silently share it).
+pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let probe = std::net::TcpListener::bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    listen_shared(addr)
+}
+
+/// A listening socket with SO_REUSEPORT, so each data-plane thread can have its own.
+fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType};
+    use nix::sys::socket::{SockaddrIn, SockaddrIn6};
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    match addr {
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?,
+    }
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 /// Raises the soft open-files limit to the hard limit; returns the new limit.

@@ -63,6 +63,7 @@ pub struct Slot {
     pub restarts: u32,
     pub started_at: Option<Instant>,
     pub restart_at: Option<Instant>,
+    pub port: Option<u16>,
     /// Its type is served by the gateway: health-checked, joins routing when healthy.
     pub routed: bool,
     /// New connections go to it now.
@@ -241,6 +242,8 @@ pub struct SlotInit {
     pub name: String,
     /// The gateway routes its type.
     pub routed: bool,
+    /// Its `PORT`, for the log lines that tell old and new instances apart.
+    pub port: Option<u16>,
 }
 
 /// Why a rollout cannot begin.
@@ -279,6 +282,7 @@ impl Slot {
             restarts: 0,
             started_at: None,
             restart_at: None,
+            port: init.port,
             routed: init.routed,
             in_routing: false,
             held: false,
@@ -477,8 +481,9 @@ impl Lifecycle {
         let slot = self.slots.get_mut(&id).expect("checked by handle");
         slot.pid = Some(pid);
         let generation = slot.generation;
+        let port = slot.port.map_or(String::new(), |p| format!(", port {p}"));
         let mut effects = match slot.held {
-            true => vec![Effect::Progress(format!("{} replacement starting (pid {pid})", slot.name))],
+            true => vec![Effect::Progress(format!("{} replacement starting (pid {pid}{port})", slot.name))],
             false => vec![log(Level::Info, format!("{} started with pid {pid}", slot.name))],
         };
         if slot.routed && slot.state == State::Starting {
@@ -834,8 +839,8 @@ mod tests {
         }
 
         fn with(names: &[&str], release: Option<&str>, routed: bool) -> Driver {
-            let slots = names.iter().map(|n| SlotInit { name: n.to_string(), routed }).collect();
-            let release = release.map(|name| SlotInit { name: name.to_string(), routed: false });
+            let slots = names.iter().map(|n| SlotInit { name: n.to_string(), routed, port: None }).collect();
+            let release = release.map(|name| SlotInit { name: name.to_string(), routed: false, port: None });
             let lifecycle = Lifecycle::new(slots, release, TIMING);
             let mut driver = Driver { lifecycle, timers: Vec::new(), spawns: Vec::new(), effects: Vec::new() };
             let effects = driver.lifecycle.start(Instant::now());
@@ -1068,7 +1073,7 @@ mod tests {
         for old in olds {
             let id = driver.lifecycle.new_id();
             let name = driver.lifecycle.slot(*old).unwrap().name.clone();
-            pairs.push((Some(*old), Some((id, SlotInit { name, routed: true }))));
+            pairs.push((Some(*old), Some((id, SlotInit { name, routed: true, port: None }))));
             news.push(id);
         }
         let effects =
@@ -1190,8 +1195,10 @@ mod tests {
     fn scaling_adds_and_retires_instances() {
         let mut driver = serving(&["tcp.1"]);
         let id = driver.lifecycle.new_id();
-        let effects =
-            driver.lifecycle.add(id, SlotInit { name: "tcp.2".into(), routed: true }, Instant::now()).unwrap();
+        let effects = driver
+            .lifecycle
+            .add(id, SlotInit { name: "tcp.2".into(), routed: true, port: None }, Instant::now())
+            .unwrap();
         assert!(effects.contains(&Effect::Spawn { slot: id, generation: 1 }));
         let effects = driver.lifecycle.retire(0, "scaled down");
         assert!(effects.contains(&Effect::Leave { slot: 0, generation: 1, reason: "scaled down" }));

@@ -89,7 +89,7 @@ pub struct Scheduler {
 pub struct Notify(pub Event);
 
 fn init(spec: &SlotSpec) -> SlotInit {
-    SlotInit { name: spec.name.clone(), routed: spec.routed() }
+    SlotInit { name: spec.name.clone(), routed: spec.routed(), port: spec.port }
 }
 
 impl Scheduler {
