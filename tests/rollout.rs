@@ -99,9 +99,9 @@ fn restart_under_load_fails_no_connection_and_new_instances_serve() {
     running.wait_for("201 app connected tcp.2");
     let old = pids_of(&app, "tcp");
     let load = Load::start(addr);
-    std::thread::sleep(LOAD_PERIOD * 5);
+    std::thread::sleep(LOAD_PERIOD * 15);
     let restart = app.run(&["restart", "tcp"]);
-    std::thread::sleep(LOAD_PERIOD * 5);
+    std::thread::sleep(LOAD_PERIOD * 15);
     let (served, failed) = load.finish();
     assert_eq!(restart.code(), Some(0), "{}", restart.text());
     assert!(restart.has("routing switched") && restart.has("ok: restart of tcp done"), "{}", restart.text());
@@ -109,8 +109,30 @@ fn restart_under_load_fails_no_connection_and_new_instances_serve() {
     let new = pids_of(&app, "tcp");
     assert!(new.is_disjoint(&old), "{old:?} -> {new:?}");
     assert!(served.iter().any(|p| new.contains(p)), "the replacements serve");
-    eprintln!("restart under load: {} connections served, {} failed", served.len(), failed.len());
+    let drains: Vec<&String> = restart.lines.iter().filter(|l| l.contains("drained in")).collect();
+    eprintln!("restart under load: {} connections served, {} failed; {drains:?}", served.len(), failed.len());
     assert_eq!(stop(running).code(), Some(0));
+}
+
+#[test]
+fn restart_of_one_instance_replaces_only_it() {
+    let app = echo_app("");
+    let (mut running, _) = start(&app, "tcp=2", &[]);
+    running.wait_for("201 app connected tcp.2");
+    let before = ps(&app).instances;
+    let restart = app.run(&["restart", "tcp.2"]);
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    assert!(restart.has("tcp.2 replacement starting") && !restart.has("tcp.1 replacement"), "{}", restart.text());
+    let after = ps(&app).instances;
+    let pid = |list: &[procgate::control::InstanceStatus], name: &str| {
+        list.iter().find(|i| i.name == name && i.state == "up").and_then(|i| i.pid)
+    };
+    assert_eq!(pid(&before, "tcp.1"), pid(&after, "tcp.1"));
+    assert_ne!(pid(&before, "tcp.2"), pid(&after, "tcp.2"));
+    let unknown = app.run(&["restart", "tcp.9"]);
+    assert_eq!(unknown.code(), Some(1));
+    assert!(unknown.has("failed: no running instance matches `tcp.9`"), "{}", unknown.text());
+    stop(running);
 }
 
 #[test]
@@ -136,6 +158,8 @@ fn held_connections_end_with_the_apps_goodbye_then_eof_during_a_restart() {
         reader.read_to_string(&mut rest).expect("a clean end of file, never a reset");
         assert_eq!(rest, "bye\n");
     }
+    let drains: Vec<&String> = restart.lines.iter().filter(|l| l.contains("drained in")).collect();
+    eprintln!("20 held connections during a restart: all got bye then EOF; {drains:?}");
     stop(running);
 }
 
