@@ -1,31 +1,20 @@
 //! The control socket and its commands through the binary: `ps`, `stop`, one procgate per root.
 
 mod common;
-use common::{free_base_port, App, Running, DEADLINE};
-use procgate::control::PsReply;
+use common::{free_base_port, ps, App, Running, DEADLINE};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 
-fn echo_app() -> App {
-    let echo = common::repo().join("sample-apps/python/echo_server.py");
-    App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\nclock: exec sleep 60\n", echo.display()))
-}
-
 fn start(app: &App) -> (Running, SocketAddr) {
-    let base = free_base_port(2, 2).to_string();
-    let mut running = app.spawn(&["start", "-m", "tcp=2,clock=1", "-p", &base, "--tcp-listen", "127.0.0.1:0"]);
-    let line = running.wait_for("tcp.1 | url=tcp://");
-    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    let (mut running, addr) = common::start_gateway(app, "tcp=2,clock=1", &[]);
     running.wait_for("201 app connected tcp.1");
     running.wait_for("201 app connected tcp.2");
     (running, addr)
 }
 
-fn ps(app: &App) -> PsReply {
-    let finished = app.run(&["ps", "--json"]);
-    assert_eq!(finished.code(), Some(0), "{}", finished.text());
-    serde_json::from_str(&finished.lines[0]).unwrap()
+fn echo_app() -> App {
+    common::echo_app("clock: exec sleep 60\n")
 }
 
 #[test]

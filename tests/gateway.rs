@@ -10,20 +10,12 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 fn echo_app() -> App {
-    let echo = common::repo().join("sample-apps/python/echo_server.py");
-    App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\n", echo.display()))
+    common::echo_app("")
 }
 
-/// Starts procgate on a free gateway port; returns it with the gateway's address.
+/// Starts `instances` echo instances behind the gateway; returns procgate and the gateway address.
 fn start(app: &App, instances: u16, extra: &[&str]) -> (Running, SocketAddr) {
-    let base = free_base_port(1, instances).to_string();
-    let formation = format!("tcp={instances}");
-    let mut args = vec!["start", "-m", &formation, "-p", &base, "--tcp-listen", "127.0.0.1:0", "--grace", "2s"];
-    args.extend_from_slice(extra);
-    let mut running = app.spawn(&args);
-    let line = running.wait_for("tcp.1 | url=tcp://");
-    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
-    (running, addr)
+    common::start_gateway(app, &format!("tcp={instances}"), extra)
 }
 
 fn wait_routed(running: &mut Running, instances: u16) {

@@ -3,8 +3,7 @@
 //! deploy with rollback.
 
 mod common;
-use common::{free_base_port, App, Finished, Running, DEADLINE};
-use procgate::control::PsReply;
+use common::{echo_app, ps, App, Finished, Running, DEADLINE};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -16,21 +15,8 @@ use std::time::{Duration, Instant};
 /// Time between two new client connections of the load (~15/s).
 const LOAD_PERIOD: Duration = Duration::from_millis(66);
 
-fn echo_app(extra: &str) -> App {
-    let echo = common::repo().join("sample-apps/python/echo_server.py");
-    App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\n{extra}", echo.display()))
-}
-
 fn start(app: &App, formation: &str, extra: &[&str]) -> (Running, SocketAddr) {
-    let base = free_base_port(2, 4).to_string();
-    let mut args = vec!["start", "-m", formation, "-p", &base, "--tcp-listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    if !extra.contains(&"--grace") {
-        args.extend(["--grace", "3s"]);
-    }
-    let mut running = app.spawn(&args);
-    let line = running.wait_for("tcp.1 | url=tcp://");
-    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    let (mut running, addr) = common::start_gateway(app, formation, extra);
     running.wait_for("201 app connected tcp.1");
     (running, addr)
 }
@@ -76,11 +62,6 @@ impl Load {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap()
     }
-}
-
-fn ps(app: &App) -> PsReply {
-    let finished = app.run(&["ps", "--json"]);
-    serde_json::from_str(&finished.lines[0]).unwrap_or_else(|_| panic!("{}", finished.text()))
 }
 
 fn pids_of(app: &App, type_name: &str) -> HashSet<u32> {

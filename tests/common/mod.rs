@@ -262,6 +262,35 @@ pub fn wait_gone(pids: &[i32], limit: Duration) {
     }
 }
 
+/// An app whose `tcp` type is the graceful sample echo server (printing its `TCP_URL` first),
+/// plus the `extra` Procfile lines.
+pub fn echo_app(extra: &str) -> App {
+    let echo = repo().join("sample-apps/python/echo_server.py");
+    App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\n{extra}", echo.display()))
+}
+
+/// Starts procgate with `formation` on free ports (`--grace 2s` unless `extra` sets it); returns
+/// it with the gateway's address, once `tcp.1` has printed it.
+pub fn start_gateway(app: &App, formation: &str, extra: &[&str]) -> (Running, std::net::SocketAddr) {
+    let base = free_base_port(2, 4).to_string();
+    let mut args = vec!["start", "-m", formation, "-p", &base, "--tcp-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--grace") {
+        args.extend(["--grace", "2s"]);
+    }
+    let mut running = app.spawn(&args);
+    let line = running.wait_for("tcp.1 | url=tcp://");
+    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    (running, addr)
+}
+
+/// `procgate ps --json` in the app's directory.
+pub fn ps(app: &App) -> procgate::control::PsReply {
+    let finished = app.run(&["ps", "--json"]);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+    serde_json::from_str(&finished.lines[0]).unwrap()
+}
+
 /// The repository root, for sample apps and procfiles.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
