@@ -74,9 +74,10 @@ pub struct ListenArgs {
     /// TCP_URL [default: [types.tcp] listen in procgate.toml, else 127.0.0.1:20003]
     #[arg(long = "tcp-listen")]
     pub tcp_listen: Option<SocketAddr>,
-    /// Address of the HTTP router for `web`
-    #[arg(long = "web-listen", default_value = "127.0.0.1:8080")]
-    pub web_listen: SocketAddr,
+    /// Address of the HTTP router for the `web` type (port 0: any free port)
+    /// [default: [types.web] listen in procgate.toml, else 127.0.0.1:8080]
+    #[arg(long = "web-listen")]
+    pub web_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,12 @@ pub const TCP_TYPE: &str = "tcp";
 /// Where the `tcp` type is served unless a flag or procgate.toml says otherwise (Scalingo's port).
 pub const DEFAULT_TCP_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 20003);
 
+/// The process type the HTTP router serves, as Heroku's router.
+pub const WEB_TYPE: &str = "web";
+
+/// Where the HTTP router listens unless a flag or procgate.toml says otherwise.
+pub const DEFAULT_WEB_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
 /// Everything wrong with the input; all of them exit with status 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -75,12 +81,19 @@ impl Sources {
         listen.tcp_listen.or(self.settings.of(TCP_TYPE).listen).unwrap_or(DEFAULT_TCP_LISTEN)
     }
 
-    /// The gateway's routes: `tcp` (when the Procfile has it) and every type with a `listen`.
+    /// Where the HTTP router serves `web`: the flag, else procgate.toml, else the default.
+    pub fn web_listen(&self, listen: &ListenArgs) -> SocketAddr {
+        listen.web_listen.or(self.settings.of(WEB_TYPE).listen).unwrap_or(DEFAULT_WEB_LISTEN)
+    }
+
+    /// The gateway's routes: `tcp` and `web` (when the Procfile has them; `web` over HTTP) and
+    /// every other type with a `listen` in procgate.toml.
     pub fn routes(&self, listen: &ListenArgs) -> Result<Vec<RouteSpec>, ConfigError> {
         let mut routes: Vec<RouteSpec> = Vec::new();
         for (_, process) in formation::long_running(&self.procfile) {
             let listen = match process.name.as_str() {
                 TCP_TYPE => Some(self.tcp_listen(listen)),
+                WEB_TYPE => Some(self.web_listen(listen)),
                 name => self.settings.of(name).listen,
             };
             let Some(addr) = listen else { continue };
@@ -88,7 +101,8 @@ impl Sources {
                 let (first, second) = (other.type_name.clone(), process.name.clone());
                 return Err(ConfigError::SharedListen { first, second, addr });
             }
-            routes.push(RouteSpec { type_name: process.name.clone(), addr });
+            let http = process.name == WEB_TYPE;
+            routes.push(RouteSpec { type_name: process.name.clone(), addr, http });
         }
         Ok(routes)
     }
@@ -99,12 +113,14 @@ impl Sources {
 pub struct RouteSpec {
     pub type_name: String,
     pub addr: SocketAddr,
+    /// Served by the HTTP router (request by request) rather than the TCP gateway.
+    pub http: bool,
 }
 
 /// `TCP_URL` for an instance of `type_name`: its own route's address when its type is routed,
 /// else the `tcp` route's (`routes` holds the addresses actually bound).
 pub fn tcp_url(type_name: &str, routes: &[RouteSpec], tcp_listen: SocketAddr) -> String {
-    let own = routes.iter().find(|r| r.type_name == type_name);
+    let own = routes.iter().find(|r| r.type_name == type_name && !r.http);
     let tcp = routes.iter().find(|r| r.type_name == TCP_TYPE);
     format!("tcp://{}", own.or(tcp).map_or(tcp_listen, |r| r.addr))
 }

@@ -7,6 +7,10 @@
 //! health_timeout = "1s"        # probe timeout
 //! rise = 1                     # consecutive successes to join routing
 //! fall = 2                     # consecutive failures to leave routing
+//!
+//! [types.web]
+//! health_path = "/up"          # the HTTP check's path (web)
+//! health_status = "200-399"    # the statuses it accepts [default: any below 500]
 //! ```
 //! Unknown keys and bad values are errors naming the file, the line and the key.
 
@@ -37,6 +41,11 @@ pub struct TypeSettings {
     pub health_timeout: Option<Duration>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
+    /// The path of the HTTP check (`web`).
+    pub health_path: Option<String>,
+    /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
+    #[serde(default, deserialize_with = "statuses")]
+    pub health_status: Option<std::ops::RangeInclusive<u16>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +61,11 @@ pub enum SettingsError {
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
     crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn statuses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<std::ops::RangeInclusive<u16>>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::platform::probe::parse_statuses(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl Settings {

@@ -3,7 +3,7 @@
 //! data plane serves.
 
 use crate::cli::{Cycle, ListenArgs, PlanArgs, SourceArgs, StartArgs};
-use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources};
+use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources, WEB_TYPE};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
 use crate::gateway::route::Route;
@@ -12,12 +12,13 @@ use crate::logs::Output;
 use crate::platform::balancer::Balancer;
 use crate::platform::health::{HealthChecker, ProbeSettings};
 use crate::platform::lifecycle::Timing;
+use crate::platform::probe::HttpCheck;
 use crate::platform::scheduler::{Cycling, Release, ReleaseLoader, Scheduler, SchedulerConfig};
 use crate::platform::spec::TypeTemplate;
 use crate::procfile::RELEASE;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 
 /// Descriptors procgate keeps for itself (logs, keepers' pipes...) when counting connections.
@@ -94,7 +95,7 @@ fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), Conf
         };
         let listener = gateway::listen(route.addr).map_err(failed)?;
         let addr = listener.local_addr().map_err(failed)?;
-        bound.push(RouteSpec { type_name: route.type_name.clone(), addr });
+        bound.push(RouteSpec { addr, ..route.clone() });
         listeners.push(listener);
     }
     Ok((bound, listeners))
@@ -119,7 +120,7 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
             command: process.command.clone(),
             env: env.clone(),
             tcp_url: tcp_url(&process.name, bound, config.tcp_listen),
-            probe: routed.then(|| probe_settings(&sources.settings.of(&process.name))),
+            probe: routed.then(|| probe_settings(&sources.settings.of(&process.name), process.name == WEB_TYPE)),
             block_start: u16::try_from(block).ok(),
         }));
     }
@@ -154,10 +155,13 @@ fn release_loader(args: &StartArgs, base_port: u16, bound: Vec<RouteSpec>) -> Re
     })
 }
 
-/// The flags as they were, but the `tcp` route where it was actually bound.
+/// The flags as they were, but the `tcp` and `web` routes where they were actually bound.
 fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
-    let tcp: Option<SocketAddr> = bound.iter().find(|r| r.type_name == crate::config::TCP_TYPE).map(|r| r.addr);
-    ListenArgs { tcp_listen: tcp.or(listen.tcp_listen), web_listen: listen.web_listen }
+    let bound_at = |type_name: &str| bound.iter().find(|r| r.type_name == type_name).map(|r| r.addr);
+    ListenArgs {
+        tcp_listen: bound_at(crate::config::TCP_TYPE).or(listen.tcp_listen),
+        web_listen: bound_at(crate::config::WEB_TYPE).or(listen.web_listen),
+    }
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {
@@ -188,13 +192,19 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
     }
 }
 
-fn probe_settings(settings: &crate::settings::TypeSettings) -> ProbeSettings {
+/// A type's probe from procgate.toml: an HTTP check for `web`, a TCP handshake for the others.
+fn probe_settings(settings: &crate::settings::TypeSettings, http: bool) -> ProbeSettings {
     let defaults = ProbeSettings::default();
+    let check = HttpCheck::default();
     ProbeSettings {
         interval: settings.health_interval.unwrap_or(defaults.interval),
         timeout: settings.health_timeout.unwrap_or(defaults.timeout),
         rise: settings.rise.unwrap_or(defaults.rise),
         fall: settings.fall.unwrap_or(defaults.fall),
+        http: http.then(|| HttpCheck {
+            path: settings.health_path.clone().unwrap_or(check.path),
+            statuses: settings.health_status.clone().unwrap_or(check.statuses),
+        }),
     }
 }
 

@@ -4,6 +4,7 @@
 //! accepted it, so its wakeups never cross threads (HAProxy's `nbthread` model). Accept loops
 //! read the Balancer's snapshots lock-free and never wait on an actor per connection.
 
+pub mod assign;
 pub mod pump;
 pub mod route;
 pub mod tcp;

@@ -1,8 +1,9 @@
 //! The TCP frontend: accept a client, pick a healthy instance at the handshake, connect (retrying
 //! others when one refuses), then relay bytes for the connection's whole life (sticky).
 
+use super::assign::assign;
 use super::pump::{self, Ending, Traffic};
-use super::route::{pick, Backend, InstanceId, OpenConnection, Route};
+use super::route::{Backend, Route};
 use super::GatewaySettings;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +40,8 @@ pub async fn serve(
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, settings: Arc<GatewaySettings>) {
     let _ = client.set_nodelay(true);
-    let Some((open, mut instance)) = assign(&route, &settings).await else {
+    let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
+    let Some((open, mut instance)) = assign(&route, settings.wait, connect).await else {
         let wait = crate::duration::format(settings.wait);
         tracing::warn!(
             "H10 no healthy instance: no {} instance up within {wait}; closed client {peer}",
@@ -70,52 +72,9 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
     }
 }
 
-/// Picks and connects an instance, trying each healthy one once; when none is left, waits for
-/// the routing to change, up to `settings.wait` (then `None`: H10).
-async fn assign(route: &Route, settings: &GatewaySettings) -> Option<(OpenConnection, TcpStream)> {
-    let deadline = Instant::now() + settings.wait;
-    let mut changes: Option<watch::Receiver<u64>> = None;
-    let mut tried: Vec<InstanceId> = Vec::new();
-    loop {
-        if let Some(changes) = changes.as_mut() {
-            changes.borrow_and_update();
-        }
-        if let Some(connected) = try_each(route, settings.connect_timeout, &mut tried).await {
-            return Some(connected);
-        }
-        // Subscribe, then look once more, so a publication in between is not missed.
-        if changes.is_none() {
-            changes = Some(route.subscribe());
-            continue;
-        }
-        let changed = changes.as_mut().map(|c| c.changed());
-        match tokio::time::timeout_at(deadline, changed?).await {
-            Ok(Ok(())) => tried.clear(),
-            _ => return None,
-        }
-    }
-}
-
-async fn try_each(
-    route: &Route,
-    connect_timeout: Duration,
-    tried: &mut Vec<InstanceId>,
-) -> Option<(OpenConnection, TcpStream)> {
-    loop {
-        let backend: Arc<Backend> = {
-            let backends = route.backends();
-            pick(&backends, route.next_cursor(), |b| !b.is_down() && !tried.contains(&b.id))?.clone()
-        };
-        let open = OpenConnection::new(backend);
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(open.0.addr)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Some((open, stream));
-            }
-            _ => {
-                route.report_failure(&open.0);
-                tried.push(open.0.id);
-            }
-        }
-    }
+/// A connection to an instance, with `TCP_NODELAY`, within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Option<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr)).await.ok()?.ok()?;
+    let _ = stream.set_nodelay(true);
+    Some(stream)
 }

@@ -7,6 +7,7 @@
 
 use super::balancer::{Balancer, Restore};
 use super::lifecycle::Event;
+use super::probe::{probe, HttpCheck};
 use super::scheduler::Notify;
 use crate::gateway::route::InstanceId;
 use actix::prelude::*;
@@ -18,18 +19,26 @@ use tokio::sync::mpsc;
 /// Probe period while an instance has never been healthy (HAProxy's `fastinter` idea).
 pub const BOOT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Probe timings of a type (defaults as HAProxy's: every 2 s, 1 s timeout; rise 1, fall 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a type is probed (defaults as HAProxy's: every 2 s, 1 s timeout; rise 1, fall 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSettings {
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// An HTTP check (web types) instead of a TCP handshake.
+    pub http: Option<HttpCheck>,
 }
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        ProbeSettings { interval: Duration::from_secs(2), timeout: Duration::from_secs(1), rise: 1, fall: 2 }
+        ProbeSettings {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 2,
+            http: None,
+        }
     }
 }
 
@@ -114,11 +123,9 @@ impl HealthChecker {
             return;
         }
         target.in_flight = true;
-        let (addr, timeout) = (target.addr, target.settings.timeout);
-        let handshake = async move {
-            matches!(tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
-        };
-        ctx.spawn(handshake.into_actor(self).map(move |ok, act, ctx| act.probed(id, ok, ctx)));
+        let (addr, timeout, http) = (target.addr, target.settings.timeout, target.settings.http.clone());
+        let check = async move { probe(addr, http.as_ref(), timeout).await };
+        ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| act.probed(id, ok, ctx)));
     }
 
     fn probed(&mut self, id: InstanceId, ok: bool, ctx: &mut Context<Self>) {
@@ -133,12 +140,12 @@ impl HealthChecker {
         match change {
             Some(Change::Up) => self.scheduler.do_send(Notify(Event::Healthy { slot, generation })),
             Some(Change::Down) => {
-                tracing::warn!(
-                    "{} failed {} health checks in a row on {}",
-                    target.name,
-                    target.settings.fall,
-                    target.addr
-                );
+                let what = target
+                    .settings
+                    .http
+                    .as_ref()
+                    .map_or("health checks".into(), |h| format!("HTTP checks (GET {})", h.path));
+                tracing::warn!("{} failed {} {what} in a row on {}", target.name, target.settings.fall, target.addr);
                 self.scheduler.do_send(Notify(Event::Unhealthy { slot, generation }));
             }
             None => {}

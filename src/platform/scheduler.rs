@@ -162,7 +162,7 @@ impl Scheduler {
 
     fn watch(&self, slot: SlotId, generation: u64) {
         let Some(spec) = self.specs.get(&slot) else { return };
-        let settings = spec.template.probe.unwrap_or_default();
+        let settings = spec.template.probe.clone().unwrap_or_default();
         self.health.do_send(Watch { id: (slot, generation), name: spec.name.clone(), addr: spec.addr(), settings });
     }
 

@@ -52,8 +52,14 @@ impl App {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
+        command.args(args);
+        // Tests never bind the default gateway and router ports: parallel tests would collide.
+        for flag in ["--tcp-listen", "--web-listen"] {
+            if args.first() == Some(&"start") && !args.contains(&flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
         command
-            .args(args)
             .current_dir(self.path())
             .env("NO_COLOR", "1")
             .env_remove("PORT")
