@@ -103,9 +103,15 @@ pub struct StartArgs {
     /// Close proxied connections idle (no byte either way) this long [default: never]
     #[arg(long = "idle-timeout", value_parser = crate::duration::parse)]
     pub idle_timeout: Option<Duration>,
-    /// Log every proxied connection (202 assigned, 203 closed)
+    /// Log every proxied TCP connection (202 assigned, 203 closed)
     #[arg(long = "access-log")]
     pub access_log: bool,
+    /// How long the HTTP router waits for an instance's response before H12
+    #[arg(long = "request-timeout", default_value = "30s", value_parser = crate::duration::parse)]
+    pub request_timeout: Duration,
+    /// Do not log Heroku's router line for each HTTP request
+    #[arg(long = "no-access-log")]
+    pub no_access_log: bool,
     /// Replace each instance after this long (daily cycling, as Heroku), or `off`
     #[arg(long, default_value = "24h", value_parser = parse_cycle)]
     pub cycle: Cycle,

@@ -37,7 +37,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
     let routes: Vec<Arc<Route>> =
-        bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), failures.clone()))).collect();
+        bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), r.http, failures.clone()))).collect();
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), gateway_settings(&args))?;
     let stopper = gateway.stopper();
     let release = release_of(&config, &bound)?;
@@ -189,6 +189,8 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
         access_log: args.access_log,
+        request_timeout: args.request_timeout,
+        router_log: !args.no_access_log,
     }
 }
 
@@ -213,7 +215,8 @@ fn summary(config: &Config, bound: &[RouteSpec]) -> String {
     let root = config.sources.root.display();
     let mut text = format!("starting app in {root}: {} on ports from {}", config.formation, config.base_port);
     for route in bound {
-        text.push_str(&format!("; gateway tcp://{} for {}", route.addr, route.type_name));
+        let what = if route.http { "router http" } else { "gateway tcp" };
+        text.push_str(&format!("; {what}://{} for {}", route.addr, route.type_name));
     }
     text
 }

@@ -5,6 +5,7 @@
 //! read the Balancer's snapshots lock-free and never wait on an actor per connection.
 
 pub mod assign;
+pub mod http;
 pub mod pump;
 pub mod route;
 pub mod tcp;
@@ -25,8 +26,12 @@ pub struct GatewaySettings {
     pub connect_timeout: Duration,
     /// Close connections with no traffic either way for this long (off by default).
     pub idle_timeout: Option<Duration>,
-    /// Log `202`/`203` per connection.
+    /// Log `202`/`203` per TCP connection.
     pub access_log: bool,
+    /// How long the HTTP router waits for an instance's response headers before H12.
+    pub request_timeout: Duration,
+    /// Log Heroku's router line per HTTP request.
+    pub router_log: bool,
 }
 
 /// The running data plane; dropping it stops accepting (the threads end with the process).
@@ -88,6 +93,9 @@ async fn serve_all(
 ) {
     for (route, listener) in listeners {
         match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) if route.http => {
+                tokio::spawn(http::serve(listener, route, settings.clone(), stop.clone()));
+            }
             Ok(listener) => {
                 tokio::spawn(tcp::serve(listener, route, settings.clone(), stop.clone()));
             }

@@ -77,6 +77,8 @@ impl Drop for OpenConnection {
 pub struct Route {
     /// The process type, `tcp`.
     pub type_name: String,
+    /// Served by the HTTP router, request by request (`web`).
+    pub http: bool,
     backends: ArcSwap<Vec<Arc<Backend>>>,
     /// Bumped at each publication, for clients waiting for an instance.
     version: watch::Sender<u64>,
@@ -87,9 +89,10 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(type_name: String, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
+    pub fn new(type_name: String, http: bool, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
         Route {
             type_name,
+            http,
             backends: ArcSwap::from_pointee(Vec::new()),
             version: watch::channel(0).0,
             cursor: AtomicUsize::new(0),

@@ -72,6 +72,7 @@ pub struct Slot {
     pub held: bool,
     /// Leaving for good (replaced or scaled down): removed once its tree is gone.
     pub retiring: bool,
+    restart_unhealthy: bool,
     watched: bool,
     one_shot: bool,
     stop_requested: bool,
@@ -244,6 +245,8 @@ pub struct SlotInit {
     pub routed: bool,
     /// Its `PORT`, for the log lines that tell old and new instances apart.
     pub port: Option<u16>,
+    /// Restart it when it stops passing its health checks (HTTP types, as Heroku's router).
+    pub restart_unhealthy: bool,
 }
 
 /// Why a rollout cannot begin.
@@ -283,6 +286,7 @@ impl Slot {
             started_at: None,
             restart_at: None,
             port: init.port,
+            restart_unhealthy: init.restart_unhealthy,
             routed: init.routed,
             in_routing: false,
             held: false,
@@ -397,7 +401,7 @@ impl Lifecycle {
             return vec![Effect::Forget { slot: id }];
         }
         let mut effects = self.unroute(id, reason, true);
-        effects.extend(self.terminate(id));
+        effects.extend(self.terminate(id, false));
         effects
     }
 
@@ -469,7 +473,7 @@ impl Lifecycle {
             Event::RestartDue { slot, .. } => self.on_restart_due(slot, now),
             Event::BootDue { slot, .. } => self.on_boot_due(slot, now),
             Event::Healthy { slot, .. } => self.on_up(slot, now),
-            Event::Unhealthy { slot, .. } => self.unroute(slot, "health check failed", false),
+            Event::Unhealthy { slot, .. } => self.on_unhealthy(slot),
             Event::Drained { slot, .. } => self.on_drained(slot, now),
             Event::CycleDue { slot } => self.on_cycle_due(slot),
             Event::StopRequested => self.on_stop_requested(),
@@ -598,11 +602,23 @@ impl Lifecycle {
         effects
     }
 
-    /// SIGTERM now, SIGKILL after the grace; the exit is not a crash.
-    fn terminate(&mut self, id: SlotId) -> Vec<Effect> {
+    /// Out of routing; an HTTP type that stopped answering is also restarted (R16).
+    fn on_unhealthy(&mut self, id: SlotId) -> Vec<Effect> {
+        let mut effects = self.unroute(id, "health check failed", false);
+        let slot = &self.slots[&id];
+        if slot.restart_unhealthy && slot.state == State::Up && !slot.retiring && !slot.held {
+            let text = format!("R16 Unresponsive: {} stopped answering its health checks; restarting it", slot.name);
+            effects.push(log(Level::Warn, text));
+            effects.extend(self.terminate(id, true));
+        }
+        effects
+    }
+
+    /// SIGTERM now, SIGKILL after the grace; the exit is a stop, or a restart when `restart`.
+    fn terminate(&mut self, id: SlotId, restart: bool) -> Vec<Effect> {
         let grace = self.timing.grace;
         let slot = self.slots.get_mut(&id).expect("terminating a known slot");
-        slot.stop_requested = true;
+        slot.stop_requested = !restart;
         if !matches!(slot.state, State::Starting | State::Up) {
             return Vec::new();
         }
@@ -768,7 +784,7 @@ impl Lifecycle {
         }
         effects.push(log(Level::Info, "sending SIGTERM to all processes"));
         for id in ids {
-            effects.extend(self.terminate(id));
+            effects.extend(self.terminate(id, false));
             let slot = self.slots.get_mut(&id).expect("listed above");
             if slot.state == State::Crashed {
                 slot.state = State::Stopped;
@@ -839,8 +855,16 @@ mod tests {
         }
 
         fn with(names: &[&str], release: Option<&str>, routed: bool) -> Driver {
-            let slots = names.iter().map(|n| SlotInit { name: n.to_string(), routed, port: None }).collect();
-            let release = release.map(|name| SlotInit { name: name.to_string(), routed: false, port: None });
+            let slots = names
+                .iter()
+                .map(|n| SlotInit { name: n.to_string(), routed, port: None, restart_unhealthy: false })
+                .collect();
+            let release = release.map(|name| SlotInit {
+                name: name.to_string(),
+                routed: false,
+                port: None,
+                restart_unhealthy: false,
+            });
             let lifecycle = Lifecycle::new(slots, release, TIMING);
             let mut driver = Driver { lifecycle, timers: Vec::new(), spawns: Vec::new(), effects: Vec::new() };
             let effects = driver.lifecycle.start(Instant::now());
@@ -1073,7 +1097,7 @@ mod tests {
         for old in olds {
             let id = driver.lifecycle.new_id();
             let name = driver.lifecycle.slot(*old).unwrap().name.clone();
-            pairs.push((Some(*old), Some((id, SlotInit { name, routed: true, port: None }))));
+            pairs.push((Some(*old), Some((id, SlotInit { name, routed: true, port: None, restart_unhealthy: false }))));
             news.push(id);
         }
         let effects =
@@ -1197,7 +1221,11 @@ mod tests {
         let id = driver.lifecycle.new_id();
         let effects = driver
             .lifecycle
-            .add(id, SlotInit { name: "tcp.2".into(), routed: true, port: None }, Instant::now())
+            .add(
+                id,
+                SlotInit { name: "tcp.2".into(), routed: true, port: None, restart_unhealthy: false },
+                Instant::now(),
+            )
             .unwrap();
         assert!(effects.contains(&Effect::Spawn { slot: id, generation: 1 }));
         let effects = driver.lifecycle.retire(0, "scaled down");

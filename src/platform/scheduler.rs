@@ -89,7 +89,8 @@ pub struct Scheduler {
 pub struct Notify(pub Event);
 
 fn init(spec: &SlotSpec) -> SlotInit {
-    SlotInit { name: spec.name.clone(), routed: spec.routed(), port: spec.port }
+    let restart_unhealthy = spec.template.probe.as_ref().is_some_and(|p| p.http.is_some());
+    SlotInit { name: spec.name.clone(), routed: spec.routed(), port: spec.port, restart_unhealthy }
 }
 
 impl Scheduler {

@@ -1,0 +1,313 @@
+//! The HTTP router for `web`, as Heroku's: HTTP/1.1 keep-alive to clients, a connection pool to
+//! instances, balancing per request (least outstanding requests), the `X-Forwarded-*`,
+//! `X-Request-Id` and `Via` headers, `Upgrade` (WebSocket) requests passed through and kept on
+//! their instance, Heroku's error codes and its router log line.
+
+use super::assign::assign;
+use super::route::{Backend, OpenConnection, Route};
+use super::GatewaySettings;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Headers that concern one hop only and are not forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// The header that carries the router's error code on its error pages.
+const CODE_HEADER: &str = "x-procgate-code";
+
+thread_local! {
+    /// Idle connections to instances, per instance address, for this data-plane thread.
+    static POOL: RefCell<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>> = RefCell::new(HashMap::new());
+}
+
+type RouterBody = Either<Logged, Full<Bytes>>;
+
+/// What every request of one client connection shares.
+struct Client {
+    peer: SocketAddr,
+    port: u16,
+    route: Arc<Route>,
+    settings: Arc<GatewaySettings>,
+}
+
+/// Accepts clients on `listener` until `shutdown` flips; each connection gets its own task.
+pub async fn serve(
+    listener: TcpListener,
+    route: Arc<Route>,
+    settings: Arc<GatewaySettings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let client = Arc::new(Client { peer, port, route: route.clone(), settings: settings.clone() });
+                    tokio::spawn(connection(stream, client));
+                }
+                Err(err) => {
+                    tracing::warn!("accept on the {} router failed: {err}", route.type_name);
+                    tokio::time::sleep(super::tcp::ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connection(stream: tokio::net::TcpStream, client: Arc<Client>) {
+    let service = hyper::service::service_fn(move |request| proxy(request, client.clone()));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+}
+
+/// What the router log line tells of a request.
+#[derive(Clone)]
+struct Line {
+    method: String,
+    path: String,
+    host: String,
+    request_id: String,
+    fwd: String,
+    dyno: String,
+    connect: Duration,
+    started: Instant,
+}
+
+impl Line {
+    fn format(&self, status: u16, bytes: u64) -> String {
+        format!(
+            "method={} path=\"{}\" host={} request_id={} fwd=\"{}\" dyno={} connect={}ms service={}ms status={status} bytes={bytes} protocol=http",
+            self.method,
+            self.path,
+            self.host,
+            self.request_id,
+            self.fwd,
+            self.dyno,
+            self.connect.as_millis(),
+            self.started.elapsed().as_millis(),
+        )
+    }
+}
+
+async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Response<RouterBody>, Infallible> {
+    let started = Instant::now();
+    let request_id = request_id(&request);
+    let mut line = Line {
+        method: request.method().to_string(),
+        path: request.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
+        host: request.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("-").to_string(),
+        request_id: request_id.clone(),
+        fwd: client.peer.ip().to_string(),
+        dyno: "-".to_string(),
+        connect: Duration::ZERO,
+        started,
+    };
+    let upgrade = is_upgrade(&request);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    forward_headers(&mut request, &client, &request_id, upgrade);
+    let settings = &client.settings;
+    let get_sender = |backend: Arc<Backend>| sender(backend.addr, settings.connect_timeout, upgrade);
+    let Some((open, mut sender)) = assign(&client.route, settings.wait, get_sender).await else {
+        return Ok(error_page(&line, "H10", "App not available"));
+    };
+    line.dyno = open.0.name.clone();
+    line.connect = started.elapsed();
+    let sent = tokio::time::timeout(settings.request_timeout, sender.send_request(request)).await;
+    let mut response = match sent {
+        Err(_) => return Ok(error_page(&line, "H12", "Request timeout")),
+        Ok(Err(_)) => return Ok(error_page(&line, "H13", "Connection closed without response")),
+        Ok(Ok(response)) => response,
+    };
+    match client_upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open),
+        None => {
+            give_back(open.0.addr, sender);
+            let (parts, body) = response.into_parts();
+            let logged = Logged {
+                body,
+                line,
+                status: parts.status.as_u16(),
+                bytes: 0,
+                open: Some(open),
+                log: settings.router_log,
+            };
+            return Ok(Response::from_parts(parts, Either::Left(logged)));
+        }
+    }
+    if settings.router_log {
+        tracing::info!("at=info {}", line.format(101, 0));
+    }
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))))
+}
+
+/// The client's `X-Request-Id`, or a new one.
+fn request_id(request: &Request<Incoming>) -> String {
+    let given = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+    given
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_string)
+}
+
+fn is_upgrade(request: &Request<Incoming>) -> bool {
+    let connection = request.headers().get(hyper::header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    request.headers().contains_key(hyper::header::UPGRADE) && connection.to_ascii_lowercase().contains("upgrade")
+}
+
+/// Drops hop-by-hop headers (but an upgrade's) and adds the router's own.
+fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id: &str, upgrade: bool) {
+    let headers = request.headers_mut();
+    for name in HOP_BY_HOP {
+        if !(upgrade && (name == "connection" || name == "upgrade")) {
+            headers.remove(name);
+        }
+    }
+    let ip = client.peer.ip().to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {ip}"),
+        None => ip,
+    };
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set("x-forwarded-for", forwarded_for);
+    set("x-forwarded-proto", "http".to_string());
+    set("x-forwarded-port", client.port.to_string());
+    set("x-request-id", request_id.to_string());
+    set("via", "1.1 procgate".to_string());
+}
+
+/// An idle pooled connection to `addr`, or a new one (a new one always for an upgrade).
+async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Option<SendRequest<Incoming>> {
+    if !upgrade {
+        if let Some(pooled) = take_pooled(addr) {
+            return Some(pooled);
+        }
+    }
+    let stream = super::tcp::connect(addr, timeout).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    Some(sender)
+}
+
+fn take_pooled(addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+    POOL.with_borrow_mut(|pool| {
+        let idle = pool.get_mut(&addr)?;
+        while let Some(sender) = idle.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    })
+}
+
+/// Puts the connection back in the pool once its response is done.
+fn give_back(addr: SocketAddr, mut sender: SendRequest<Incoming>) {
+    tokio::spawn(async move {
+        if sender.ready().await.is_ok() {
+            POOL.with_borrow_mut(|pool| pool.entry(addr).or_default().push(sender));
+        }
+    });
+}
+
+/// After a `101`, relays bytes between the client and the instance until both close.
+fn tunnel(client: hyper::upgrade::OnUpgrade, instance: hyper::upgrade::OnUpgrade, open: OpenConnection) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(instance)) = tokio::join!(client, instance) else { return };
+        let (mut client, mut instance) = (TokioIo::new(client), TokioIo::new(instance));
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut instance).await;
+        drop(open);
+    });
+}
+
+/// A small HTML error page with the code in a header, as Heroku's router answers (503).
+fn error_page(line: &Line, code: &str, desc: &str) -> Response<RouterBody> {
+    let html = format!(
+        "<!DOCTYPE html>\n<html><head><title>Application Error</title></head><body><h1>Application Error</h1><p>{code} {desc}</p><p>Request ID: {}</p></body></html>\n",
+        line.request_id
+    );
+    let bytes = html.len() as u64;
+    tracing::warn!("at=error code={code} desc=\"{desc}\" {}", line.format(503, bytes));
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(html))));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(HeaderName::from_static(CODE_HEADER), HeaderValue::from_str(code).expect("a code is ASCII"));
+    response
+}
+
+/// An instance's response body: counts its bytes, keeps the request counted as outstanding on
+/// its instance, and writes the router log line when it ends.
+struct Logged {
+    body: Incoming,
+    line: Line,
+    status: u16,
+    bytes: u64,
+    open: Option<OpenConnection>,
+    log: bool,
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            let size = frame.data_ref().map_or(0, |d| d.len() as u64);
+            self.bytes += size;
+        }
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            tracing::warn!(
+                "at=error code=H18 desc=\"Server Request Interrupted\" {}",
+                self.line.format(self.status, self.bytes)
+            );
+            self.log = false;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.open.take();
+        if self.log {
+            tracing::info!("at=info {}", self.line.format(self.status, self.bytes));
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The HTTP router for `web` through the binary: HTTP health checks, balancing per request,
+//! forwarded headers, upgrades kept on their instance, H10/H12, the router log line, restarts
+//! of web without a lost request, and R16 for an app that stops answering.
+
+mod common;
+use common::{free_base_port, App, Running, DEADLINE};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn web_app(extra: &str) -> App {
+    let web = common::repo().join("sample-apps/python/web_app.py");
+    App::new(&format!("web: echo url=$PORT; exec python3 {}\n{extra}", web.display()))
+}
+
+/// Starts procgate with `formation`; returns it and the router's address.
+fn start(app: &App, formation: &str, extra: &[&str]) -> (Running, SocketAddr) {
+    let base = free_base_port(2, 4).to_string();
+    let mut args = vec!["start", "-m", formation, "-p", &base, "--web-listen", "127.0.0.1:0", "--grace", "3s"];
+    args.extend_from_slice(extra);
+    let mut running = app.spawn(&args);
+    let line = running.wait_for("router http://");
+    let addr = line.split("router http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    (running, addr)
+}
+
+/// One HTTP/1.1 exchange on a (kept-alive) connection.
+struct Http {
+    reader: BufReader<TcpStream>,
+}
+
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Http {
+    fn connect(addr: SocketAddr) -> Http {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Http { reader: BufReader::new(stream) }
+    }
+
+    fn get(&mut self, path: &str, headers: &str) -> Answer {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: procgate.test\r\n{headers}\r\n");
+        self.reader.get_mut().write_all(request.as_bytes()).unwrap();
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).unwrap();
+        let status =
+            status_line.split_whitespace().nth(1).unwrap_or_else(|| panic!("{status_line:?}")).parse().unwrap();
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let Some((name, value)) = line.trim_end().split_once(": ") else { break };
+            headers.insert(name.to_ascii_lowercase(), value.to_string());
+        }
+        let length = headers.get("content-length").map_or(0, |l| l.parse().unwrap());
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).unwrap();
+        Answer { status, headers, body: String::from_utf8(body).unwrap() }
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Answer {
+    Http::connect(addr).get(path, "")
+}
+
+#[test]
+fn requests_spread_over_three_instances_with_forwarded_headers_and_a_log_line() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=3", &[]);
+    for i in 1..=3 {
+        running.wait_for(&format!("201 app connected web.{i}"));
+    }
+    let mut http = Http::connect(addr);
+    let mut served: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let answer = http.get("/", "");
+        assert_eq!(answer.status, 200);
+        *served.entry(answer.body.split_whitespace().nth(2).unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(
+        served.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "per request, over one kept-alive connection: {served:?}"
+    );
+    let headers = http.get("/headers", "X-Request-Id: given-id-1\r\nX-Forwarded-For: 10.0.0.9\r\n").body;
+    assert!(headers.contains("x-forwarded-for: 10.0.0.9, 127.0.0.1"), "{headers}");
+    assert!(headers.contains("x-request-id: given-id-1"), "{headers}");
+    assert!(
+        headers.contains("x-forwarded-proto: http") && headers.contains(&format!("x-forwarded-port: {}", addr.port())),
+        "{headers}"
+    );
+    assert!(headers.contains("via: 1.1 procgate"), "{headers}");
+    let made = http.get("/headers", "").body;
+    let id = made.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap();
+    assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "a request id is made: {id}");
+    let line = running.wait_for("request_id=given-id-1");
+    let expected =
+        "at=info method=GET path=\"/headers\" host=procgate.test request_id=given-id-1 fwd=\"127.0.0.1\" dyno=web.";
+    assert!(
+        line.contains(expected) && line.contains(" status=200 bytes=") && line.ends_with(" protocol=http"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_app_that_never_answers_http_is_never_routed_gets_r10_and_clients_get_h10() {
+    let app = App::new("web: echo url=$PORT; exec python3 -c \"import os,socket,time; s=socket.create_server(('127.0.0.1', int(os.environ['PORT']))); time.sleep(60)\"\n");
+    app.write("procgate.toml", "[types.web]\nhealth_timeout = \"200ms\"\n");
+    let (mut running, addr) = start(&app, "web=1", &["--boot-timeout", "1500ms", "--wait", "300ms"]);
+    let started = Instant::now();
+    let answer = get(addr, "/");
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.headers.get("x-procgate-code").map(String::as_str), Some("H10"));
+    assert!(answer.body.contains("Application Error") && started.elapsed() >= Duration::from_millis(250));
+    running.wait_for("at=error code=H10 desc=\"App not available\" method=GET path=\"/\"");
+    running.wait_for("R10 Boot timeout: web.1 did not accept connections within 1500ms");
+    assert!(!running.seen.iter().any(|l| l.contains("201 app connected")));
+}
+
+#[test]
+fn a_slow_app_gets_h12_and_an_upgrade_stays_on_its_instance() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=2", &["--request-timeout", "500ms"]);
+    running.wait_for("201 app connected web.2");
+    let answer = get(addr, "/slow?ms=3000");
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.headers.get("x-procgate-code").map(String::as_str), Some("H12"));
+    running.wait_for("at=error code=H12 desc=\"Request timeout\" method=GET path=\"/slow?ms=3000\"");
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 101"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    let mut whoami = || {
+        stream.write_all(b"whoami\n").unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        answer
+    };
+    let first = whoami();
+    assert!(first.starts_with("web."), "{first}");
+    for _ in 0..5 {
+        assert_eq!(whoami(), first, "the upgraded connection stays on its instance");
+    }
+}
+
+#[test]
+fn restart_of_web_under_steady_requests_loses_none() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=2", &[]);
+    running.wait_for("201 app connected web.2");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            match std::panic::catch_unwind(|| get(addr, "/")) {
+                Ok(answer) if answer.status == 200 => ok += 1,
+                Ok(answer) => failed.push(answer.status),
+                Err(_) => failed.push(0),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let restart = app.run(&["restart", "web"]);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    assert!(failed.is_empty(), "{ok} served, failed: {failed:?}");
+    eprintln!("restart of web under load: {ok} requests served, {} failed", failed.len());
+}
+
+#[test]
+fn a_web_instance_that_stops_answering_leaves_routing_and_is_restarted() {
+    let app = web_app("");
+    app.write("procgate.toml", "[types.web]\nhealth_interval = \"200ms\"\n");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let pid = running.pid_of("web.1");
+    assert_eq!(get(addr, "/break").status, 200);
+    running.wait_for("web.1 failed 2 HTTP checks (GET /) in a row");
+    running.wait_for("204 app disconnected web.1 (health check failed");
+    running.wait_for("R16 Unresponsive: web.1 stopped answering its health checks; restarting it");
+    running.wait_for("web.1 crashed; restarting in 1s");
+    running.wait_for_nth("201 app connected web.1", 2, DEADLINE);
+    let answer = get(addr, "/");
+    assert_eq!(answer.status, 200);
+    assert!(!answer.body.contains(&pid.to_string()), "a new process serves: {}", answer.body);
+}
