@@ -11,6 +11,8 @@
 //! [types.web]
 //! health_path = "/up"          # the HTTP check's path (web)
 //! health_status = "200-399"    # the statuses it accepts [default: any below 500]
+//! max_per_instance = 50        # cap of open requests (web) or connections per instance [none]
+//! backlog = 100                # clients that may wait for a place at the cap, then H11 [0]
 //! ```
 //! Unknown keys and bad values are errors naming the file, the line and the key.
 
@@ -46,6 +48,10 @@ pub struct TypeSettings {
     /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
     #[serde(default, deserialize_with = "statuses")]
     pub health_status: Option<std::ops::RangeInclusive<u16>>,
+    /// The most connections (requests, for `web`) open on one instance at once [default: no cap].
+    pub max_per_instance: Option<usize>,
+    /// How many clients may wait when every instance is at its cap, then H11 [default: 0].
+    pub backlog: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

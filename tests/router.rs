@@ -202,3 +202,25 @@ fn a_web_instance_that_stops_answering_leaves_routing_and_is_restarted() {
     assert_eq!(answer.status, 200);
     assert!(!answer.body.contains(&pid.to_string()), "a new process serves: {}", answer.body);
 }
+
+#[test]
+fn a_backlog_flood_gets_503_h11_past_the_cap_and_the_queue() {
+    let app = web_app("");
+    app.write("procgate.toml", "[types.web]\nmax_per_instance = 2\nbacklog = 1\n");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(if i < 2 { 0 } else { 300 }));
+                let answer = get(addr, "/slow?ms=1500");
+                (answer.status, answer.headers.get("x-procgate-code").cloned())
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Option<String>)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let served = answers.iter().filter(|(status, _)| *status == 200).count();
+    let refused = answers.iter().filter(|(status, code)| *status == 503 && code.as_deref() == Some("H11")).count();
+    assert_eq!((served, refused), (3, 3), "2 at the cap, 1 queued then served, the rest H11: {answers:?}");
+    running.wait_for("at=error code=H11 desc=\"Backlog too deep\" method=GET path=\"/slow?ms=1500\"");
+}

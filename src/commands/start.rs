@@ -6,7 +6,7 @@ use crate::cli::{Cycle, ListenArgs, PlanArgs, SourceArgs, StartArgs};
 use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources, WEB_TYPE};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
-use crate::gateway::route::Route;
+use crate::gateway::route::{Limits, Route};
 use crate::gateway::{self, Gateway, GatewaySettings};
 use crate::logs::Output;
 use crate::platform::balancer::Balancer;
@@ -36,8 +36,10 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let (bound, listeners) = bind(&config.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
-    let routes: Vec<Arc<Route>> =
-        bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), r.http, failures.clone()))).collect();
+    let routes: Vec<Arc<Route>> = bound
+        .iter()
+        .map(|r| Arc::new(Route::new(r.type_name.clone(), r.http, limits(&config, r), failures.clone())))
+        .collect();
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), gateway_settings(&args))?;
     let stopper = gateway.stopper();
     let release = release_of(&config, &bound)?;
@@ -162,6 +164,12 @@ fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
         tcp_listen: bound_at(crate::config::TCP_TYPE).or(listen.tcp_listen),
         web_listen: bound_at(crate::config::WEB_TYPE).or(listen.web_listen),
     }
+}
+
+/// A route's caps from procgate.toml.
+fn limits(config: &Config, route: &RouteSpec) -> Limits {
+    let settings = config.sources.settings.of(&route.type_name);
+    Limits { per_instance: settings.max_per_instance, backlog: settings.backlog.unwrap_or(0) }
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {

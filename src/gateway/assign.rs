@@ -1,6 +1,7 @@
-//! Assigning a client to an instance: pick the least loaded healthy one, connect, and on a failed
-//! connect mark it down (passive check) and try the next, up to all of them; when none is left,
-//! wait for the routing to change, up to the `--wait` (then `None`: H10).
+//! Assigning a client to an instance: pick the least loaded healthy one with room under its cap,
+//! connect, and on a failed connect mark it down (passive check) and try the next, up to all of
+//! them. When none is healthy, wait for the routing to change, up to the `--wait` (then H10);
+//! when all are at their cap, wait in the route's bounded backlog (then H11).
 
 use super::route::{pick, Backend, InstanceId, OpenConnection, Route};
 use std::future::Future;
@@ -9,8 +10,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// Why a client got no instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unassigned {
+    /// No healthy instance within the wait: H10.
+    NoInstance,
+    /// Every instance at its cap and the backlog full (or the wait over): H11.
+    BacklogFull,
+}
+
 /// Picks and connects an instance with `connect` (which gives `None` when it cannot).
-pub async fn assign<T, F, Fut>(route: &Route, wait: Duration, mut connect: F) -> Option<(OpenConnection, T)>
+pub async fn assign<T, F, Fut>(route: &Route, wait: Duration, mut connect: F) -> Result<(OpenConnection, T), Unassigned>
 where
     F: FnMut(Arc<Backend>) -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -23,17 +33,25 @@ where
             changes.borrow_and_update();
         }
         if let Some(connected) = try_each(route, &mut tried, &mut connect).await {
-            return Some(connected);
+            return Ok(connected);
+        }
+        let healthy = route.backends().iter().any(|b| !b.is_down() && !tried.contains(&b.id));
+        if healthy {
+            // Every healthy instance is at its cap.
+            if !route.wait_for_room(deadline).await {
+                return Err(Unassigned::BacklogFull);
+            }
+            continue;
         }
         // Subscribe, then look once more, so a publication in between is not missed.
         if changes.is_none() {
             changes = Some(route.subscribe());
             continue;
         }
-        let changed = changes.as_mut().map(|c| c.changed());
-        match tokio::time::timeout_at(deadline, changed?).await {
+        let changed = changes.as_mut().map(|c| c.changed()).ok_or(Unassigned::NoInstance)?;
+        match tokio::time::timeout_at(deadline, changed).await {
             Ok(Ok(())) => tried.clear(),
-            _ => return None,
+            _ => return Err(Unassigned::NoInstance),
         }
     }
 }
@@ -46,9 +64,11 @@ where
     loop {
         let backend: Arc<Backend> = {
             let backends = route.backends();
-            pick(&backends, route.next_cursor(), |b| !b.is_down() && !tried.contains(&b.id))?.clone()
+            let eligible = |b: &Backend| !b.is_down() && !tried.contains(&b.id) && route.has_room(b);
+            pick(&backends, route.next_cursor(), eligible)?.clone()
         };
-        let open = OpenConnection::new(backend);
+        // Another thread took its last place since the pick: pick again.
+        let Some(open) = route.try_open(backend) else { continue };
         match connect(open.0.clone()).await {
             Some(connection) => return Some((open, connection)),
             None => {

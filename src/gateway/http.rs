@@ -3,7 +3,7 @@
 //! `X-Request-Id` and `Via` headers, `Upgrade` (WebSocket) requests passed through and kept on
 //! their instance, Heroku's error codes and its router log line.
 
-use super::assign::assign;
+use super::assign::{assign, Unassigned};
 use super::route::{Backend, OpenConnection, Route};
 use super::GatewaySettings;
 use bytes::Bytes;
@@ -129,8 +129,10 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     forward_headers(&mut request, &client, &request_id, upgrade);
     let settings = &client.settings;
     let get_sender = |backend: Arc<Backend>| sender(backend.addr, settings.connect_timeout, upgrade);
-    let Some((open, mut sender)) = assign(&client.route, settings.wait, get_sender).await else {
-        return Ok(error_page(&line, "H10", "App not available"));
+    let (open, mut sender) = match assign(&client.route, settings.wait, get_sender).await {
+        Ok(assigned) => assigned,
+        Err(Unassigned::NoInstance) => return Ok(error_page(&line, "H10", "App not available")),
+        Err(Unassigned::BacklogFull) => return Ok(error_page(&line, "H11", "Backlog too deep")),
     };
     line.dyno = open.0.name.clone();
     line.connect = started.elapsed();

@@ -53,14 +53,15 @@ impl Backend {
     }
 }
 
-/// Counts a connection open on a backend for as long as it lives.
-pub struct OpenConnection(pub Arc<Backend>);
+/// Counts a connection (or an HTTP request) open on a backend for as long as it lives; with
+/// a cap, its end lets a queued client in.
+pub struct OpenConnection(pub Arc<Backend>, Option<Arc<Notify>>);
 
 impl OpenConnection {
     pub fn new(backend: Arc<Backend>) -> OpenConnection {
         backend.open.fetch_add(1, Ordering::Relaxed);
         backend.total.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(backend)
+        OpenConnection(backend, None)
     }
 }
 
@@ -70,7 +71,19 @@ impl Drop for OpenConnection {
         if was == 1 && self.0.draining.load(Ordering::SeqCst) {
             self.0.idle.notify_waiters();
         }
+        if let Some(freed) = &self.1 {
+            freed.notify_one();
+        }
     }
+}
+
+/// A route's caps (procgate.toml); off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most connections (requests, for `web`) open on one instance at once.
+    pub per_instance: Option<usize>,
+    /// How many clients may wait for a free place when every instance is at its cap (then H11).
+    pub backlog: usize,
 }
 
 /// One routed process type: its snapshot of backends and how to wait for a new one.
@@ -86,13 +99,21 @@ pub struct Route {
     cursor: AtomicUsize,
     /// Connect failures, for the HealthChecker to confirm.
     failures: mpsc::UnboundedSender<InstanceId>,
+    pub limits: Limits,
+    /// Clients waiting for a place under the cap.
+    queued: AtomicUsize,
+    /// Signalled when a capped connection ends.
+    freed: Arc<Notify>,
 }
 
 impl Route {
-    pub fn new(type_name: String, http: bool, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
+    pub fn new(type_name: String, http: bool, limits: Limits, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
         Route {
             type_name,
             http,
+            limits,
+            queued: AtomicUsize::new(0),
+            freed: Arc::new(Notify::new()),
             backends: ArcSwap::from_pointee(Vec::new()),
             version: watch::channel(0).0,
             cursor: AtomicUsize::new(0),
@@ -123,6 +144,40 @@ impl Route {
     /// Where the next tie-break starts.
     pub fn next_cursor(&self) -> usize {
         self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a new connection on `backend` if it is under its cap (checked and counted at once,
+    /// so threads racing for the last place cannot both take it).
+    pub fn try_open(&self, backend: Arc<Backend>) -> Option<OpenConnection> {
+        let Some(cap) = self.limits.per_instance else { return Some(OpenConnection::new(backend)) };
+        if backend.open.fetch_add(1, Ordering::SeqCst) >= cap {
+            backend.open.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        backend.total.fetch_add(1, Ordering::Relaxed);
+        Some(OpenConnection(backend, Some(self.freed.clone())))
+    }
+
+    /// Whether `backend` may take one more connection under the cap.
+    pub fn has_room(&self, backend: &Backend) -> bool {
+        self.limits.per_instance.is_none_or(|cap| backend.open.load(Ordering::Relaxed) < cap)
+    }
+
+    /// Waits up to `deadline` for a place under the cap; false when the backlog is full or
+    /// the wait ends (H11).
+    pub async fn wait_for_room(&self, deadline: tokio::time::Instant) -> bool {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.limits.backlog {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        let freed = tokio::time::timeout_at(deadline, self.freed.notified()).await.is_ok();
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        freed
+    }
+
+    /// Clients waiting for a place now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// A connect to `backend` failed: mark it down now and have the HealthChecker confirm.

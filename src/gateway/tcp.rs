@@ -1,7 +1,7 @@
 //! The TCP frontend: accept a client, pick a healthy instance at the handshake, connect (retrying
 //! others when one refuses), then relay bytes for the connection's whole life (sticky).
 
-use super::assign::assign;
+use super::assign::{assign, Unassigned};
 use super::pump::{self, Ending, Traffic};
 use super::route::{Backend, Route};
 use super::GatewaySettings;
@@ -41,13 +41,24 @@ pub async fn serve(
 async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, settings: Arc<GatewaySettings>) {
     let _ = client.set_nodelay(true);
     let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
-    let Some((open, mut instance)) = assign(&route, settings.wait, connect).await else {
-        let wait = crate::duration::format(settings.wait);
-        tracing::warn!(
-            "H10 no healthy instance: no {} instance up within {wait}; closed client {peer}",
-            route.type_name
-        );
-        return;
+    let (open, mut instance) = match assign(&route, settings.wait, connect).await {
+        Ok(assigned) => assigned,
+        Err(Unassigned::NoInstance) => {
+            let wait = crate::duration::format(settings.wait);
+            tracing::warn!(
+                "H10 no healthy instance: no {} instance up within {wait}; closed client {peer}",
+                route.type_name
+            );
+            return;
+        }
+        Err(Unassigned::BacklogFull) => {
+            let queued = route.queued();
+            tracing::warn!(
+                "H11 backlog too deep: every {} instance at its cap, {queued} waiting; closed client {peer}",
+                route.type_name
+            );
+            return;
+        }
     };
     let backend = &open.0;
     if settings.access_log {
