@@ -109,6 +109,9 @@ pub struct StartArgs {
     /// How long the HTTP router waits for an instance's response before H12
     #[arg(long = "request-timeout", default_value = "30s", value_parser = crate::duration::parse)]
     pub request_timeout: Duration,
+    /// How long an instance may send nothing in the middle of a response before H15 (Heroku's 55s)
+    #[arg(long = "router-idle-timeout", default_value = "55s", value_parser = crate::duration::parse)]
+    pub router_idle_timeout: Duration,
     /// Do not log Heroku's router line for each HTTP request
     #[arg(long = "no-access-log")]
     pub no_access_log: bool,

@@ -224,3 +224,20 @@ fn a_backlog_flood_gets_503_h11_past_the_cap_and_the_queue() {
     assert_eq!((served, refused), (3, 3), "2 at the cap, 1 queued then served, the rest H11: {answers:?}");
     running.wait_for("at=error code=H11 desc=\"Backlog too deep\" method=GET path=\"/slow?ms=1500\"");
 }
+
+#[test]
+fn an_instance_silent_mid_response_is_cut_with_h15() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=1", &["--router-idle-timeout", "300ms"]);
+    running.wait_for("201 app connected web.1");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("partial..."), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4), "cut by the router, not by the app's end");
+    running.wait_for("at=error code=H15 desc=\"Idle connection\" method=GET path=\"/stall\"");
+}

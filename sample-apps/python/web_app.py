@@ -5,6 +5,7 @@ GET /            -> `hello from $DYNO $PID`
 GET /headers     -> the request's headers, one per line
 GET /slow?ms=N   -> answers after N milliseconds
 GET /break       -> every later request answers 500 (to see the health check restart the app)
+GET /stall       -> sends its headers and part of the body, then nothing for 5 s
 Upgrade: echo    -> 101, then a line protocol on the raw connection: `whoami` gets
                     `$DYNO $PID`, anything else is echoed (like a WebSocket echo, kept simple)
 On SIGTERM it stops accepting, finishes the requests in flight and exits 0.
@@ -42,6 +43,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(500, "broken\n")
         if url.path == "/headers":
             return self.reply(200, "".join(f"{k}: {v}\n" for k, v in self.headers.items()))
+        if url.path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"partial...")
+            self.wfile.flush()
+            time.sleep(5)
+            return
         if url.path == "/slow":
             time.sleep(int(parse_qs(url.query).get("ms", ["1000"])[0]) / 1000)
         if url.path == "/break":

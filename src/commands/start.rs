@@ -199,6 +199,7 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
         access_log: args.access_log,
         request_timeout: args.request_timeout,
         router_log: !args.no_access_log,
+        router_idle_timeout: args.router_idle_timeout,
     }
 }
 

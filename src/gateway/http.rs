@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -147,14 +148,8 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
         None => {
             give_back(open.0.addr, sender);
             let (parts, body) = response.into_parts();
-            let logged = Logged {
-                body,
-                line,
-                status: parts.status.as_u16(),
-                bytes: 0,
-                open: Some(open),
-                log: settings.router_log,
-            };
+            let (status, log, window) = (parts.status.as_u16(), settings.router_log, settings.router_idle_timeout);
+            let logged = Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None };
             return Ok(Response::from_parts(parts, Either::Left(logged)));
         }
     }
@@ -266,7 +261,8 @@ fn error_page(line: &Line, code: &str, desc: &str) -> Response<RouterBody> {
 }
 
 /// An instance's response body: counts its bytes, keeps the request counted as outstanding on
-/// its instance, and writes the router log line when it ends.
+/// its instance, cuts it when the instance sends nothing for the idle window (H15), and writes
+/// the router log line when it ends.
 struct Logged {
     body: Incoming,
     line: Line,
@@ -274,26 +270,42 @@ struct Logged {
     bytes: u64,
     open: Option<OpenConnection>,
     log: bool,
+    window: Duration,
+    /// Armed the first time the instance makes the body wait.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body for Logged {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            let size = frame.data_ref().map_or(0, |d| d.len() as u64);
-            self.bytes += size;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                let deadline = Instant::now() + self.window;
+                if let Some(idle) = self.idle.as_mut() {
+                    idle.as_mut().reset(deadline);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.fail("H18", "Server Request Interrupted");
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let window = self.window;
+                let idle = self.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(window)));
+                if idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.fail("H15", "Idle connection");
+                Poll::Ready(Some(Err("the instance sent nothing for the idle window".into())))
+            }
         }
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            tracing::warn!(
-                "at=error code=H18 desc=\"Server Request Interrupted\" {}",
-                self.line.format(self.status, self.bytes)
-            );
-            self.log = false;
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -302,6 +314,13 @@ impl Body for Logged {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Logged {
+    fn fail(&mut self, code: &str, desc: &str) {
+        tracing::warn!("at=error code={code} desc=\"{desc}\" {}", self.line.format(self.status, self.bytes));
+        self.log = false;
     }
 }
 

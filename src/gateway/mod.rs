@@ -32,6 +32,8 @@ pub struct GatewaySettings {
     pub request_timeout: Duration,
     /// Log Heroku's router line per HTTP request.
     pub router_log: bool,
+    /// How long an instance may send nothing in the middle of a response before H15.
+    pub router_idle_timeout: Duration,
 }
 
 /// The running data plane; dropping it stops accepting (the threads end with the process).
