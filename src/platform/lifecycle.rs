@@ -1235,4 +1235,37 @@ mod tests {
         assert!(driver.took(|e| *e == Effect::Forget { slot: 0 }));
         assert!(driver.lifecycle.slot(0).is_none());
     }
+
+    #[test]
+    fn an_http_instance_that_stops_answering_is_restarted_with_r16() {
+        let init = SlotInit { name: "web.1".into(), routed: true, port: Some(5000), restart_unhealthy: true };
+        let mut driver = Driver {
+            lifecycle: Lifecycle::new(vec![init], None, TIMING),
+            timers: Vec::new(),
+            spawns: Vec::new(),
+            effects: Vec::new(),
+        };
+        let effects = driver.lifecycle.start(Instant::now());
+        driver.apply(effects);
+        driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
+        driver.send(Event::Healthy { slot: 0, generation: 1 });
+        driver.effects.clear();
+        driver.send(Event::Unhealthy { slot: 0, generation: 1 });
+        assert!(driver.effects.contains(&Effect::Leave { slot: 0, generation: 1, reason: "health check failed" }));
+        assert!(driver
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Log { text, .. } if text.starts_with("R16 Unresponsive: web.1"))));
+        assert!(driver.took(|e| *e == Effect::Signal { slot: 0, signal: Signal::SIGTERM }));
+        driver.exit(0, ExitReason::Code(0));
+        assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Crashed, "then restarted with backoff");
+    }
+
+    #[test]
+    fn a_tcp_instance_that_fails_its_checks_only_leaves_routing() {
+        let mut driver = serving(&["tcp.1"]);
+        driver.send(Event::Unhealthy { slot: 0, generation: 1 });
+        assert!(!driver.effects.iter().any(|e| matches!(e, Effect::Signal { .. })));
+        assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Up);
+    }
 }
