@@ -81,6 +81,8 @@ pub struct PlatformVars {
     pub port: Option<u16>,
     /// `tcp://HOST:PORT` of the TCP gateway.
     pub tcp_url: String,
+    /// `v1`/`v2` when the gateway writes a PROXY header before the client's bytes.
+    pub proxy_protocol: Option<&'static str>,
 }
 
 /// The variables an instance gets: env files' values, then the platform's, which win.
@@ -91,6 +93,9 @@ pub fn instance_env(files: &EnvMap, platform: &PlatformVars) -> EnvMap {
     set("DYNO", platform.dyno.clone());
     set("TCP_URL", platform.tcp_url.clone());
     set("RUPPELLS_SOCKETS_FRONTEND_URI", platform.tcp_url.clone());
+    if let Some(version) = platform.proxy_protocol {
+        set("PROXY_PROTOCOL", version.to_string());
+    }
     if let Some(port) = platform.port {
         set("PORT", port.to_string());
         set("RUPPELLS_SOCKETS_LOCAL_PORT", port.to_string());
@@ -167,7 +172,12 @@ mod tests {
     #[test]
     fn platform_variables_win_over_the_files() {
         let files = parsed("PORT=1\nDYNO=x\nKEEP=1\n");
-        let platform = PlatformVars { dyno: "tcp.2".into(), port: Some(5101), tcp_url: "tcp://127.0.0.1:20003".into() };
+        let platform = PlatformVars {
+            dyno: "tcp.2".into(),
+            port: Some(5101),
+            tcp_url: "tcp://127.0.0.1:20003".into(),
+            proxy_protocol: Some("v2"),
+        };
         let env = instance_env(&files, &platform);
         assert_eq!(env["PORT"], "5101");
         assert_eq!(env["DYNO"], "tcp.2");
@@ -176,5 +186,6 @@ mod tests {
         assert_eq!(env["TCP_URL"], "tcp://127.0.0.1:20003");
         assert_eq!(env["RUPPELLS_SOCKETS_LOCAL_PORT"], "5101");
         assert_eq!(env["RUPPELLS_SOCKETS_FRONTEND_URI"], "tcp://127.0.0.1:20003");
+        assert_eq!(env["PROXY_PROTOCOL"], "v2");
     }
 }

@@ -12,7 +12,14 @@
 //! health_path = "/up"          # the HTTP check's path (web)
 //! health_status = "200-399"    # the statuses it accepts [default: any below 500]
 //! max_per_instance = 50        # cap of open requests (web) or connections per instance [none]
-//! backlog = 100                # clients that may wait for a place at the cap, then H11 [0]
+//! max_per_type = 500           # cap of open ones over all the type's instances [none]
+//! backlog = 100                # clients that may wait for a place at the caps, then H11 [0]
+//! queue_timeout = "10s"        # how long they may wait [--wait]
+//! rate = 10                    # new connections per second per client IP [none]
+//! burst = 20                   # above the rate, at once [the rate]
+//! max_per_client = 100         # open connections per client IP [none]
+//! proxy_protocol = "v2"        # PROXY header to instances: "v1", "v2", "off" (TCP types) [off]
+//! accept_proxy = true          # clients send a PROXY header first [false]
 //! ```
 //! Unknown keys and bad values are errors naming the file, the line and the key.
 
@@ -50,8 +57,23 @@ pub struct TypeSettings {
     pub health_status: Option<std::ops::RangeInclusive<u16>>,
     /// The most connections (requests, for `web`) open on one instance at once [default: no cap].
     pub max_per_instance: Option<usize>,
-    /// How many clients may wait when every instance is at its cap, then H11 [default: 0].
+    /// The most connections open on all the type's instances together [default: no cap].
+    pub max_per_type: Option<usize>,
+    /// How many clients may wait when the caps are reached, then H11 [default: 0].
     pub backlog: Option<usize>,
+    /// How long a client may wait there [default: --wait].
+    #[serde(default, deserialize_with = "duration")]
+    pub queue_timeout: Option<Duration>,
+    /// New connections per second per client IP [default: no limit].
+    pub rate: Option<f64>,
+    /// Connections a client may open at once above the rate [default: the rate].
+    pub burst: Option<f64>,
+    /// Connections open at once per client IP [default: no limit].
+    pub max_per_client: Option<usize>,
+    /// `"v1"`, `"v2"` or `"off"`: the PROXY header written to instances [default: off].
+    pub proxy_protocol: Option<crate::gateway::proxy_protocol::ProxyVersion>,
+    /// Clients (a load balancer in front) send a PROXY header first [default: false].
+    pub accept_proxy: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -92,6 +114,13 @@ impl Settings {
             line: err.span().map_or(1, |span| line_at(text, span.start)),
             message: err.message().to_string(),
         })?;
+        let web_proxy = settings.of(crate::config::WEB_TYPE).proxy_protocol;
+        if web_proxy.is_some_and(|v| v != crate::gateway::proxy_protocol::ProxyVersion::Off) {
+            let line = text.lines().position(|l| l.trim_start().starts_with("proxy_protocol")).map_or(1, |i| i + 1);
+            let message =
+                "proxy_protocol applies to TCP types; web instances get the client address in X-Forwarded-For".into();
+            return Err(SettingsError::Invalid { path: shown, line, message });
+        }
         if let Some(name) = settings.types.keys().find(|name| !types.contains(&name.as_str())) {
             let line = text.lines().position(|l| l.contains(&format!("types.{name}"))).map_or(1, |i| i + 1);
             let known = types.join(", ");

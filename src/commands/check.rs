@@ -28,7 +28,7 @@ fn report(config: &Config) -> String {
     }
     for spec in &config.plan {
         let tcp_url = tcp_url(&spec.type_name, &config.routes, config.tcp_listen);
-        let vars = PlatformVars { dyno: spec.name(), port: Some(spec.port), tcp_url };
+        let vars = PlatformVars { dyno: spec.name(), port: Some(spec.port), tcp_url, proxy_protocol: None };
         let names: Vec<String> = instance_env(&config.sources.env, &vars).into_keys().collect();
         let _ = writeln!(out, "{:<12} port {:<5} {}", spec.name(), spec.port, spec.command);
         let _ = writeln!(out, "{:<12} env: {}", "", names.join(" "));

@@ -1,7 +1,7 @@
 //! `procgate ps`: the instances of the running procgate, as a table or as JSON.
 
 use crate::cli::PsArgs;
-use crate::control::{client, InstanceStatus, PsReply};
+use crate::control::{client, InstanceStatus, PsReply, RouteStatus};
 use std::fmt::Write;
 
 pub fn run(args: PsArgs) -> anyhow::Result<i32> {
@@ -14,6 +14,7 @@ pub fn run(args: PsArgs) -> anyhow::Result<i32> {
     } else {
         let reply: PsReply = serde_json::from_str(&body)?;
         print!("{}", table(&reply.instances));
+        print!("{}", routes(&reply.routes));
     }
     Ok(0)
 }
@@ -38,6 +39,27 @@ fn table(instances: &[InstanceStatus]) -> String {
             out,
             "{name:<12} {kind:<8} {state:<9} {pid:>7} {port:>6} {uptime:>9} {restarts:>8} {connections:>11}"
         );
+    }
+    out
+}
+
+/// The gateway routes' counters, after the instances.
+fn routes(routes: &[RouteStatus]) -> String {
+    let mut out = String::new();
+    if routes.is_empty() {
+        return out;
+    }
+    let header = ["ROUTE", "PROTOCOL", "QUEUED", "H11 (CAP)", "T429 (RATE)", "P400 (PROXY)", "CLIENTS"];
+    let _ = writeln!(
+        out,
+        "\n{:<12} {:<8} {:>6} {:>10} {:>11} {:>12} {:>8}",
+        header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+    );
+    for r in routes {
+        let (name, protocol) = (&r.type_name, &r.protocol);
+        let (queued, cap, rate, proxy, clients) =
+            (r.queued, r.refused_by_cap, r.refused_by_rate, r.bad_proxy_headers, r.clients_tracked);
+        let _ = writeln!(out, "{name:<12} {protocol:<8} {queued:>6} {cap:>10} {rate:>11} {proxy:>12} {clients:>8}");
     }
     out
 }

@@ -16,7 +16,7 @@ pub const ONE_OFF_NAME: &str = "run.1";
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.source)?;
     let tcp_url = format!("tcp://{}", sources.tcp_listen(&args.listen));
-    let vars = PlatformVars { dyno: ONE_OFF_NAME.into(), port: None, tcp_url };
+    let vars = PlatformVars { dyno: ONE_OFF_NAME.into(), port: None, tcp_url, proxy_protocol: None };
     let mut command = match args.command.as_slice() {
         [line] => {
             let mut shell = Command::new("/bin/sh");

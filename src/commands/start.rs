@@ -6,7 +6,9 @@ use crate::cli::{Cycle, ListenArgs, PlanArgs, SourceArgs, StartArgs};
 use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources, WEB_TYPE};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
-use crate::gateway::route::{Limits, Route};
+use crate::gateway::clients::ClientLimits;
+use crate::gateway::proxy_protocol::ProxyVersion;
+use crate::gateway::route::{Limits, Policy, Route};
 use crate::gateway::{self, Gateway, GatewaySettings};
 use crate::logs::Output;
 use crate::platform::balancer::Balancer;
@@ -36,11 +38,10 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let (bound, listeners) = bind(&config.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
-    let routes: Vec<Arc<Route>> = bound
-        .iter()
-        .map(|r| Arc::new(Route::new(r.type_name.clone(), r.http, limits(&config, r), failures.clone())))
-        .collect();
+    let routes: Vec<Arc<Route>> =
+        bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), policy(&config, r), failures.clone()))).collect();
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), gateway_settings(&args))?;
+    let control_routes = routes.clone();
     let stopper = gateway.stopper();
     let release = release_of(&config, &bound)?;
     let instances =
@@ -67,7 +68,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
             Scheduler::new(scheduler, (balancer, health), exit)
         });
         signals.forward_to(scheduler.clone());
-        let server = ControlServer::spawn(control_listener, control_path, scheduler)?;
+        let server = ControlServer::spawn(control_listener, control_path, scheduler, control_routes)?;
         let code = exited.await.unwrap_or(1);
         server.finish(code).await;
         Ok::<i32, std::io::Error>(code)
@@ -124,6 +125,11 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
             tcp_url: tcp_url(&process.name, bound, config.tcp_listen),
             probe: routed.then(|| probe_settings(&sources.settings.of(&process.name), process.name == WEB_TYPE)),
             block_start: u16::try_from(block).ok(),
+            proxy_protocol: sources
+                .settings
+                .of(&process.name)
+                .proxy_protocol
+                .filter(|v| routed && *v != ProxyVersion::Off),
         }));
     }
     let release_step = config.release.as_ref().map(|release| {
@@ -135,6 +141,7 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
             tcp_url: tcp_url(RELEASE, bound, config.tcp_listen),
             probe: None,
             block_start: None,
+            proxy_protocol: None,
         })
     });
     Ok(Release { templates, release_step, root: sources.root.clone() })
@@ -166,10 +173,18 @@ fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
     }
 }
 
-/// A route's caps from procgate.toml.
-fn limits(config: &Config, route: &RouteSpec) -> Limits {
+/// How a route treats its clients, from procgate.toml.
+fn policy(config: &Config, route: &RouteSpec) -> Policy {
     let settings = config.sources.settings.of(&route.type_name);
-    Limits { per_instance: settings.max_per_instance, backlog: settings.backlog.unwrap_or(0) }
+    let limits = Limits {
+        per_instance: settings.max_per_instance,
+        per_type: settings.max_per_type,
+        backlog: settings.backlog.unwrap_or(0),
+        queue_timeout: settings.queue_timeout,
+    };
+    let clients = ClientLimits { rate: settings.rate, burst: settings.burst, max_open: settings.max_per_client };
+    let proxy_protocol = settings.proxy_protocol.filter(|v| *v != ProxyVersion::Off);
+    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy: settings.accept_proxy.unwrap_or(false) }
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {
@@ -216,6 +231,7 @@ fn probe_settings(settings: &crate::settings::TypeSettings, http: bool) -> Probe
             path: settings.health_path.clone().unwrap_or(check.path),
             statuses: settings.health_status.clone().unwrap_or(check.statuses),
         }),
+        proxy: settings.proxy_protocol.filter(|v| *v != ProxyVersion::Off),
     }
 }
 

@@ -44,10 +44,31 @@ pub struct InstanceStatus {
     pub connections: Option<usize>,
 }
 
+/// One gateway route as `ps` shows it: clients waiting and refused before reaching an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `tcp` (gateway) or `http` (router).
+    pub protocol: String,
+    /// Clients waiting for a place under the caps now.
+    pub queued: usize,
+    /// Refused because the caps were reached and the queue was full (H11).
+    pub refused_by_cap: u64,
+    /// Refused by the per-client limits (T429).
+    pub refused_by_rate: u64,
+    /// Closed for a bad PROXY header (P400).
+    pub bad_proxy_headers: u64,
+    /// Client addresses the per-client limits track now (bounded).
+    pub clients_tracked: usize,
+}
+
 /// The body of `GET /ps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PsReply {
     pub instances: Vec<InstanceStatus>,
+    #[serde(default)]
+    pub routes: Vec<RouteStatus>,
 }
 
 /// The body of `POST /restart`: an instance (`tcp.1`), a type (`tcp`) or nothing (all).

@@ -1,7 +1,8 @@
 //! The control socket's server: binds before anything starts (refusing to steal a live socket),
 //! answers on the actors' thread, and removes the socket when procgate stops.
 
-use super::{socket_path, ControlError, DeployRequest, PsReply, RestartRequest, DIR};
+use super::{socket_path, ControlError, DeployRequest, PsReply, RestartRequest, RouteStatus, DIR};
+use crate::gateway::route::Route;
 use crate::platform::lifecycle::Event;
 use crate::platform::scheduler::{Notify, Roll, Scale, Scheduler, Status};
 use actix::Addr;
@@ -16,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -48,6 +50,7 @@ pub fn bind(root: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), 
 /// What the request handlers share.
 struct Shared {
     scheduler: Addr<Scheduler>,
+    routes: Vec<Arc<Route>>,
     /// Clients of `POST /stop`, told the exit status when everything has stopped.
     stop_waiters: RefCell<Vec<mpsc::UnboundedSender<Bytes>>>,
     connections: RefCell<Vec<JoinHandle<()>>>,
@@ -66,9 +69,11 @@ impl ControlServer {
         listener: std::os::unix::net::UnixListener,
         path: PathBuf,
         scheduler: Addr<Scheduler>,
+        routes: Vec<Arc<Route>>,
     ) -> std::io::Result<ControlServer> {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        let shared = Rc::new(Shared { scheduler, stop_waiters: RefCell::default(), connections: RefCell::default() });
+        let (stop_waiters, connections) = (RefCell::default(), RefCell::default());
+        let shared = Rc::new(Shared { scheduler, routes, stop_waiters, connections });
         let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
         Ok(ControlServer { path, shared, accept })
     }
@@ -109,7 +114,10 @@ async fn accept_loop(listener: tokio::net::UnixListener, shared: Rc<Shared>) {
 async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Response<Body>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET, "/ps") => match shared.scheduler.send(Status).await {
-            Ok(instances) => json(StatusCode::OK, &PsReply { instances }),
+            Ok(instances) => {
+                let routes = shared.routes.iter().map(|r| route_status(r)).collect();
+                json(StatusCode::OK, &PsReply { instances, routes })
+            }
             Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
         },
         (&Method::POST, "/scale") => match read_json::<BTreeMap<String, usize>>(request).await {
@@ -139,6 +147,19 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
         _ => error(StatusCode::NOT_FOUND, "unknown request; see `procgate --help`"),
     };
     Ok(response)
+}
+
+fn route_status(route: &Route) -> RouteStatus {
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    RouteStatus {
+        type_name: route.type_name.clone(),
+        protocol: if route.policy.http { "http" } else { "tcp" }.to_string(),
+        queued: route.queued(),
+        refused_by_cap: count(&route.refused.by_cap),
+        refused_by_rate: count(&route.refused.by_rate),
+        bad_proxy_headers: count(&route.refused.bad_proxy_header),
+        clients_tracked: route.clients.tracked(),
+    }
 }
 
 /// Sends a rollout request; its progress lines become the response body.

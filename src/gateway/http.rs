@@ -3,7 +3,9 @@
 //! `X-Request-Id` and `Via` headers, `Upgrade` (WebSocket) requests passed through and kept on
 //! their instance, Heroku's error codes and its router log line.
 
+use super::admit::admit;
 use super::assign::{assign, Unassigned};
+use super::proxy_protocol::Prefixed;
 use super::route::{Backend, OpenConnection, Route};
 use super::GatewaySettings;
 use bytes::Bytes;
@@ -22,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -61,8 +63,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let client = Arc::new(Client { peer, port, route: route.clone(), settings: settings.clone() });
-                    tokio::spawn(connection(stream, client));
+                    tokio::spawn(connection(stream, peer, port, route.clone(), settings.clone()));
                 }
                 Err(err) => {
                     tracing::warn!("accept on the {} router failed: {err}", route.type_name);
@@ -74,13 +75,20 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, client: Arc<Client>) {
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    route: Arc<Route>,
+    settings: Arc<GatewaySettings>,
+) {
+    let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
+    let io = TokioIo::new(Prefixed::new(std::mem::take(&mut admitted.rest), stream));
+    let client = Arc::new(Client { peer: admitted.client, port, route, settings });
     let service = hyper::service::service_fn(move |request| proxy(request, client.clone()));
-    let _ = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
+    let _ =
+        hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).with_upgrades().await;
+    drop(admitted);
 }
 
 /// What the router log line tells of a request.
@@ -133,7 +141,10 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     let (open, mut sender) = match assign(&client.route, settings.wait, get_sender).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance) => return Ok(error_page(&line, "H10", "App not available")),
-        Err(Unassigned::BacklogFull) => return Ok(error_page(&line, "H11", "Backlog too deep")),
+        Err(Unassigned::BacklogFull) => {
+            client.route.refused.by_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(error_page(&line, "H11", "Backlog too deep"));
+        }
     };
     line.dyno = open.0.name.clone();
     line.connect = started.elapsed();

@@ -4,8 +4,11 @@
 //! accepted it, so its wakeups never cross threads (HAProxy's `nbthread` model). Accept loops
 //! read the Balancer's snapshots lock-free and never wait on an actor per connection.
 
+pub mod admit;
 pub mod assign;
+pub mod clients;
 pub mod http;
+pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
 pub mod tcp;
@@ -95,7 +98,7 @@ async fn serve_all(
 ) {
     for (route, listener) in listeners {
         match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) if route.http => {
+            Ok(listener) if route.policy.http => {
                 tokio::spawn(http::serve(listener, route, settings.clone(), stop.clone()));
             }
             Ok(listener) => {

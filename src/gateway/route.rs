@@ -1,6 +1,8 @@
 //! What the data plane reads: a route's routable instances, published by the Balancer actor as
 //! immutable snapshots (`ArcSwap`, lock-free loads), each instance with atomic counters.
 
+use super::clients::{ClientLimits, Clients};
+use super::proxy_protocol::ProxyVersion;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -54,8 +56,17 @@ impl Backend {
 }
 
 /// Counts a connection (or an HTTP request) open on a backend for as long as it lives; with
-/// a cap, its end lets a queued client in.
-pub struct OpenConnection(pub Arc<Backend>, Option<Arc<Notify>>);
+/// a cap, it counts on the route too and its end lets a queued client in.
+pub struct OpenConnection(pub Arc<Backend>, Option<Arc<Capacity>>);
+
+/// A capped route's shared count and waiting room.
+#[derive(Debug, Default)]
+pub struct Capacity {
+    /// Connections open on every instance of the route.
+    open: AtomicUsize,
+    /// Signalled when a capped connection ends.
+    freed: Notify,
+}
 
 impl OpenConnection {
     pub fn new(backend: Arc<Backend>) -> OpenConnection {
@@ -71,8 +82,9 @@ impl Drop for OpenConnection {
         if was == 1 && self.0.draining.load(Ordering::SeqCst) {
             self.0.idle.notify_waiters();
         }
-        if let Some(freed) = &self.1 {
-            freed.notify_one();
+        if let Some(capacity) = &self.1 {
+            capacity.open.fetch_sub(1, Ordering::SeqCst);
+            capacity.freed.notify_one();
         }
     }
 }
@@ -82,16 +94,48 @@ impl Drop for OpenConnection {
 pub struct Limits {
     /// The most connections (requests, for `web`) open on one instance at once.
     pub per_instance: Option<usize>,
-    /// How many clients may wait for a free place when every instance is at its cap (then H11).
+    /// The most open on all the type's instances together.
+    pub per_type: Option<usize>,
+    /// How many clients may wait for a free place when the caps are reached (then H11).
     pub backlog: usize,
+    /// How long one may wait there [default: `--wait`].
+    pub queue_timeout: Option<std::time::Duration>,
+}
+
+impl Limits {
+    fn capped(&self) -> bool {
+        self.per_instance.is_some() || self.per_type.is_some()
+    }
+}
+
+/// How a route treats its clients, from procgate.toml.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Policy {
+    /// Served by the HTTP router, request by request (`web`).
+    pub http: bool,
+    pub limits: Limits,
+    pub clients: ClientLimits,
+    /// The PROXY header written to instances before any client byte.
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// Clients (a load balancer) send a PROXY header first.
+    pub accept_proxy: bool,
+}
+
+/// What a route refused, for `ps`.
+#[derive(Debug, Default)]
+pub struct Refused {
+    pub by_cap: AtomicU64,
+    pub by_rate: AtomicU64,
+    pub bad_proxy_header: AtomicU64,
 }
 
 /// One routed process type: its snapshot of backends and how to wait for a new one.
 pub struct Route {
     /// The process type, `tcp`.
     pub type_name: String,
-    /// Served by the HTTP router, request by request (`web`).
-    pub http: bool,
+    pub policy: Policy,
+    pub clients: Arc<Clients>,
+    pub refused: Refused,
     backends: ArcSwap<Vec<Arc<Backend>>>,
     /// Bumped at each publication, for clients waiting for an instance.
     version: watch::Sender<u64>,
@@ -99,21 +143,20 @@ pub struct Route {
     cursor: AtomicUsize,
     /// Connect failures, for the HealthChecker to confirm.
     failures: mpsc::UnboundedSender<InstanceId>,
-    pub limits: Limits,
-    /// Clients waiting for a place under the cap.
+    /// Clients waiting for a place under the caps.
     queued: AtomicUsize,
-    /// Signalled when a capped connection ends.
-    freed: Arc<Notify>,
+    capacity: Arc<Capacity>,
 }
 
 impl Route {
-    pub fn new(type_name: String, http: bool, limits: Limits, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
+    pub fn new(type_name: String, policy: Policy, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
         Route {
             type_name,
-            http,
-            limits,
+            policy,
+            clients: Arc::new(Clients::new(policy.clients)),
+            refused: Refused::default(),
             queued: AtomicUsize::new(0),
-            freed: Arc::new(Notify::new()),
+            capacity: Arc::new(Capacity::default()),
             backends: ArcSwap::from_pointee(Vec::new()),
             version: watch::channel(0).0,
             cursor: AtomicUsize::new(0),
@@ -146,31 +189,51 @@ impl Route {
         self.cursor.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Counts a new connection on `backend` if it is under its cap (checked and counted at once,
-    /// so threads racing for the last place cannot both take it).
+    /// Counts a new connection on `backend` if it is under the caps (checked and counted at
+    /// once, so threads racing for the last place cannot both take it).
     pub fn try_open(&self, backend: Arc<Backend>) -> Option<OpenConnection> {
-        let Some(cap) = self.limits.per_instance else { return Some(OpenConnection::new(backend)) };
-        if backend.open.fetch_add(1, Ordering::SeqCst) >= cap {
-            backend.open.fetch_sub(1, Ordering::SeqCst);
+        let limits = self.policy.limits;
+        if !limits.capped() {
+            return Some(OpenConnection::new(backend));
+        }
+        let instance_full = limits.per_instance.is_some_and(|cap| backend.open.fetch_add(1, Ordering::SeqCst) >= cap);
+        let type_full = limits.per_type.is_some_and(|cap| self.capacity.open.fetch_add(1, Ordering::SeqCst) >= cap);
+        if instance_full || type_full {
+            if limits.per_instance.is_some() {
+                backend.open.fetch_sub(1, Ordering::SeqCst);
+            }
+            if limits.per_type.is_some() {
+                self.capacity.open.fetch_sub(1, Ordering::SeqCst);
+            }
             return None;
         }
+        if limits.per_instance.is_none() {
+            backend.open.fetch_add(1, Ordering::SeqCst);
+        }
+        if limits.per_type.is_none() {
+            self.capacity.open.fetch_add(1, Ordering::SeqCst);
+        }
         backend.total.fetch_add(1, Ordering::Relaxed);
-        Some(OpenConnection(backend, Some(self.freed.clone())))
+        Some(OpenConnection(backend, Some(self.capacity.clone())))
     }
 
-    /// Whether `backend` may take one more connection under the cap.
+    /// Whether `backend` may take one more connection under the caps.
     pub fn has_room(&self, backend: &Backend) -> bool {
-        self.limits.per_instance.is_none_or(|cap| backend.open.load(Ordering::Relaxed) < cap)
+        let limits = self.policy.limits;
+        limits.per_instance.is_none_or(|cap| backend.open.load(Ordering::Relaxed) < cap)
+            && limits.per_type.is_none_or(|cap| self.capacity.open.load(Ordering::Relaxed) < cap)
     }
 
-    /// Waits up to `deadline` for a place under the cap; false when the backlog is full or
-    /// the wait ends (H11).
+    /// Waits for a place under the caps, up to the queue timeout (or `deadline`); false when the
+    /// backlog is full or the wait ends (H11).
     pub async fn wait_for_room(&self, deadline: tokio::time::Instant) -> bool {
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.limits.backlog {
+        let limits = self.policy.limits;
+        let deadline = limits.queue_timeout.map_or(deadline, |t| deadline.min(tokio::time::Instant::now() + t));
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= limits.backlog {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
-        let freed = tokio::time::timeout_at(deadline, self.freed.notified()).await.is_ok();
+        let freed = tokio::time::timeout_at(deadline, self.capacity.freed.notified()).await.is_ok();
         self.queued.fetch_sub(1, Ordering::SeqCst);
         freed
     }

@@ -1,13 +1,17 @@
 //! The TCP frontend: accept a client, pick a healthy instance at the handshake, connect (retrying
 //! others when one refuses), then relay bytes for the connection's whole life (sticky).
 
+use super::admit::admit;
 use super::assign::{assign, Unassigned};
+use super::proxy_protocol;
 use super::pump::{self, Ending, Traffic};
 use super::route::{Backend, Route};
 use super::GatewaySettings;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -40,6 +44,8 @@ pub async fn serve(
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, settings: Arc<GatewaySettings>) {
     let _ = client.set_nodelay(true);
+    let Some(admitted) = admit(&mut client, peer, &route, &settings).await else { return };
+    let peer = admitted.client;
     let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
     let (open, mut instance) = match assign(&route, settings.wait, connect).await {
         Ok(assigned) => assigned,
@@ -52,6 +58,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
             return;
         }
         Err(Unassigned::BacklogFull) => {
+            route.refused.by_cap.fetch_add(1, Ordering::Relaxed);
             let queued = route.queued();
             tracing::warn!(
                 "H11 backlog too deep: every {} instance at its cap, {queued} waiting; closed client {peer}",
@@ -60,6 +67,9 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
             return;
         }
     };
+    if introduce(&mut instance, &route, peer, &client, &admitted.rest).await.is_err() {
+        return;
+    }
     let backend = &open.0;
     if settings.access_log {
         tracing::info!("202 connection assigned {} from {peer}", backend.name);
@@ -81,6 +91,25 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
             backend.name
         );
     }
+}
+
+/// Writes what the instance must read before the client's bytes: the PROXY header (real client
+/// address) when the route sends one, then any client bytes read along with the client's header.
+async fn introduce(
+    instance: &mut TcpStream,
+    route: &Route,
+    client: SocketAddr,
+    from: &TcpStream,
+    rest: &[u8],
+) -> std::io::Result<()> {
+    if let Some(version) = route.policy.proxy_protocol {
+        let gateway = from.local_addr()?;
+        instance.write_all(&proxy_protocol::header(version, client, gateway)).await?;
+    }
+    if !rest.is_empty() {
+        instance.write_all(rest).await?;
+    }
+    Ok(())
 }
 
 /// A connection to an instance, with `TCP_NODELAY`, within `timeout`.

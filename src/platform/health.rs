@@ -9,6 +9,7 @@ use super::balancer::{Balancer, Restore};
 use super::lifecycle::Event;
 use super::probe::{probe, HttpCheck};
 use super::scheduler::Notify;
+use crate::gateway::proxy_protocol::ProxyVersion;
 use crate::gateway::route::InstanceId;
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub struct ProbeSettings {
     pub fall: u32,
     /// An HTTP check (web types) instead of a TCP handshake.
     pub http: Option<HttpCheck>,
+    /// The type's instances expect a PROXY header: the handshake sends a `LOCAL` one.
+    pub proxy: Option<ProxyVersion>,
 }
 
 impl Default for ProbeSettings {
@@ -38,6 +41,7 @@ impl Default for ProbeSettings {
             rise: 1,
             fall: 2,
             http: None,
+            proxy: None,
         }
     }
 }
@@ -123,8 +127,9 @@ impl HealthChecker {
             return;
         }
         target.in_flight = true;
-        let (addr, timeout, http) = (target.addr, target.settings.timeout, target.settings.http.clone());
-        let check = async move { probe(addr, http.as_ref(), timeout).await };
+        let settings = &target.settings;
+        let (addr, timeout, http, proxy) = (target.addr, settings.timeout, settings.http.clone(), settings.proxy);
+        let check = async move { probe(addr, http.as_ref(), proxy, timeout).await };
         ctx.spawn(check.into_actor(self).map(move |ok, act, ctx| act.probed(id, ok, ctx)));
     }
 

@@ -2,6 +2,7 @@
 //! fall in the expected range (any answer below 500 by default, like a router that only needs an
 //! answer). Every probe is bounded by its timeout.
 
+use crate::gateway::proxy_protocol::{local_header, ProxyVersion};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -24,10 +25,14 @@ impl Default for HttpCheck {
     }
 }
 
-/// True when the instance answered in time (and, for HTTP, with an expected status).
-pub async fn probe(addr: SocketAddr, http: Option<&HttpCheck>, timeout: Duration) -> bool {
+/// True when the instance answered in time (and, for HTTP, with an expected status). An
+/// instance that expects a PROXY header gets a `LOCAL` one, so it can tell checks from clients.
+pub async fn probe(addr: SocketAddr, http: Option<&HttpCheck>, proxy: Option<ProxyVersion>, timeout: Duration) -> bool {
     let attempt = async {
-        let stream = TcpStream::connect(addr).await.ok()?;
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        if let Some(version) = proxy {
+            stream.write_all(&local_header(version)).await.ok()?;
+        }
         match http {
             None => Some(true),
             Some(check) => http_status(stream, addr, &check.path).await.map(|status| check.statuses.contains(&status)),
@@ -106,8 +111,8 @@ mod tests {
         });
         let check = HttpCheck::default();
         let timeout = Duration::from_secs(5);
-        assert!(probe(addr, Some(&check), timeout).await);
-        assert!(!probe(addr, Some(&check), timeout).await, "a 500 is a failure");
-        assert!(!probe(addr, Some(&check), Duration::from_millis(100)).await, "no answer in time");
+        assert!(probe(addr, Some(&check), None, timeout).await);
+        assert!(!probe(addr, Some(&check), None, timeout).await, "a 500 is a failure");
+        assert!(!probe(addr, Some(&check), None, Duration::from_millis(100)).await, "no answer in time");
     }
 }

@@ -4,6 +4,7 @@
 use super::health::ProbeSettings;
 use crate::env::{instance_env, EnvMap, PlatformVars};
 use crate::formation::PORTS_PER_TYPE;
+use crate::gateway::proxy_protocol::ProxyVersion;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub struct TypeTemplate {
     pub probe: Option<ProbeSettings>,
     /// First port of its block; `None` for `release`, which has no port.
     pub block_start: Option<u16>,
+    /// The PROXY header version the gateway writes to its instances.
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 /// One instance: `tcp.2` on port 5101, from a template.
@@ -51,7 +54,12 @@ impl SlotSpec {
 
     /// Its full environment: the release's env files, then the platform's variables.
     pub fn env(&self) -> EnvMap {
-        let vars = PlatformVars { dyno: self.name.clone(), port: self.port, tcp_url: self.template.tcp_url.clone() };
+        let vars = PlatformVars {
+            dyno: self.name.clone(),
+            port: self.port,
+            tcp_url: self.template.tcp_url.clone(),
+            proxy_protocol: self.template.proxy_protocol.map(ProxyVersion::as_str),
+        };
         instance_env(&self.template.env, &vars)
     }
 }
