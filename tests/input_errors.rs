@@ -95,3 +95,17 @@ fn a_bad_port_in_the_env_file() {
     let text = rejected(&app, &["check"]);
     assert!(text.contains("PORT=http (from the env files) is not a port number"), "{text}");
 }
+
+#[test]
+fn a_bad_procgate_toml_names_the_line_and_key() {
+    let app = App::new("tcp: a\nweb: b\n");
+    app.write("procgate.toml", "[types.tcp]\nrate = 10\nproxy_protocl = \"v2\"\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:3: unknown field `proxy_protocl`"), "{text}");
+    app.write("procgate.toml", "[types.tcp]\nproxy_protocol = \"v3\"\n");
+    let text = rejected(&app, &["start"]);
+    assert!(text.contains("procgate.toml:2: unknown variant `v3`, expected one of `v1`, `v2`, `off`"), "{text}");
+    app.write("procgate.toml", "[types.web]\nproxy_protocol = \"v1\"\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:2: proxy_protocol applies to TCP types"), "{text}");
+}
