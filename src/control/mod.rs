@@ -40,8 +40,11 @@ pub struct InstanceStatus {
     pub restarts: u32,
     /// Seconds until the next restart, while `crashed`.
     pub restart_in: Option<f64>,
-    /// Open gateway connections (routed types).
+    /// Open gateway connections (routed types; requests in flight for `web`).
     pub connections: Option<usize>,
+    /// Connections (requests, for `web`) it has been given since it started (routed types).
+    #[serde(default)]
+    pub served: Option<u64>,
 }
 
 /// One gateway route as `ps` shows it: clients waiting and refused before reaching an instance.

@@ -482,6 +482,7 @@ impl Scheduler {
                 restarts: slot.restarts,
                 restart_in: slot.restart_at.map(|t| t.saturating_duration_since(now).as_secs_f64()),
                 connections: spec.routed().then(|| counters.map_or(0, |c| c.open.load(Ordering::Relaxed))),
+                served: spec.routed().then(|| counters.map_or(0, |c| c.total.load(Ordering::Relaxed))),
             };
             list.push((spec.template.type_index, spec.number, id, status));
         }
