@@ -1,7 +1,9 @@
 //! Per-client limits on a route: new connections per second per client IP (a token bucket with
 //! a burst) and concurrent connections per client IP. Over a limit the connection is refused at
-//! once (`T429`). The table of clients is bounded: past [`MAX_TRACKED`] entries, clients with no
-//! open connection and a full bucket (no different from a new client) are forgotten.
+//! once (`T429`). The table of clients is bounded: past [`MAX_TRACKED`] entries, clients with a
+//! full bucket (no different from a new client) are forgotten first, then others (a forgotten
+//! client starts again with a full bucket: under a flood of addresses the limit is lenient, never
+//! the memory).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -88,12 +90,21 @@ impl Clients {
         Ok(ClientSlot(Some((self.clone(), ip))))
     }
 
-    /// Forgets clients with no open connection whose bucket has refilled.
+    /// Makes room: forgets clients whose bucket has refilled (no different from new ones), then,
+    /// if the table is still full, any others; clients with open connections stay when their
+    /// count matters (`max_open`), so the table holds at most [`MAX_TRACKED`] plus those.
     fn shed(&self, table: &mut HashMap<IpAddr, Entry>, now: Instant) {
         let (burst, rate) = (self.burst(), self.limits.rate.unwrap_or(f64::INFINITY));
+        let counted = self.limits.max_open.is_some();
+        let pinned = |e: &Entry| counted && e.open > 0;
         table.retain(|_, e| {
-            e.open > 0 || e.tokens + rate * now.saturating_duration_since(e.refilled_at).as_secs_f64() < burst
+            pinned(e) || e.tokens + rate * now.saturating_duration_since(e.refilled_at).as_secs_f64() < burst
         });
+        let excess = (table.len() + 1).saturating_sub(MAX_TRACKED);
+        let victims: Vec<IpAddr> = table.iter().filter(|(_, e)| !pinned(e)).map(|(ip, _)| *ip).take(excess).collect();
+        for ip in victims {
+            table.remove(&ip);
+        }
     }
 
     /// Clients in the table now.
@@ -146,6 +157,17 @@ mod tests {
         assert_eq!(clients.admit(ip(2), now).err(), Some(Refusal::Concurrency));
         drop(first);
         assert!(clients.admit(ip(2), now).is_ok(), "a closed connection frees its place");
+    }
+
+    #[test]
+    fn the_table_stays_bounded_even_when_every_client_is_fresh() {
+        let clients = Arc::new(Clients::new(ClientLimits { rate: Some(1.0), burst: Some(1.0), max_open: None }));
+        let now = Instant::now();
+        let held: Vec<ClientSlot> = (0..10_000u32)
+            .map(|n| clients.admit(IpAddr::from((0x7f00_0000 + n).to_be_bytes()), now).unwrap())
+            .collect();
+        assert!(clients.tracked() <= MAX_TRACKED, "{} tracked", clients.tracked());
+        drop(held);
     }
 
     #[test]
