@@ -91,29 +91,29 @@ async fn connection(
     drop(admitted);
 }
 
-/// What the router log line tells of a request.
-#[derive(Clone)]
+/// What the router log line tells of a request (cheap clones of the request's parts: the
+/// text is only made when a line is written).
 struct Line {
-    method: String,
-    path: String,
-    host: String,
-    request_id: String,
-    fwd: String,
-    dyno: String,
+    method: hyper::Method,
+    path: Option<hyper::http::uri::PathAndQuery>,
+    host: Option<HeaderValue>,
+    request_id: HeaderValue,
+    fwd: std::net::IpAddr,
+    dyno: Option<Arc<Backend>>,
     connect: Duration,
     started: Instant,
 }
 
 impl Line {
     fn format(&self, status: u16, bytes: u64) -> String {
+        let host = self.host.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         format!(
-            "method={} path=\"{}\" host={} request_id={} fwd=\"{}\" dyno={} connect={}ms service={}ms status={status} bytes={bytes} protocol=http",
+            "method={} path=\"{}\" host={host} request_id={} fwd=\"{}\" dyno={} connect={}ms service={}ms status={status} bytes={bytes} protocol=http",
             self.method,
-            self.path,
-            self.host,
-            self.request_id,
+            self.path.as_ref().map_or("/", |p| p.as_str()),
+            self.request_id.to_str().unwrap_or("-"),
             self.fwd,
-            self.dyno,
+            self.dyno.as_ref().map_or("-", |b| b.name.as_str()),
             self.connect.as_millis(),
             self.started.elapsed().as_millis(),
         )
@@ -122,20 +122,19 @@ impl Line {
 
 async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Response<RouterBody>, Infallible> {
     let started = Instant::now();
-    let request_id = request_id(&request);
     let mut line = Line {
-        method: request.method().to_string(),
-        path: request.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
-        host: request.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("-").to_string(),
-        request_id: request_id.clone(),
-        fwd: client.peer.ip().to_string(),
-        dyno: "-".to_string(),
+        method: request.method().clone(),
+        path: request.uri().path_and_query().cloned(),
+        host: request.headers().get(hyper::header::HOST).cloned(),
+        request_id: request_id(&request),
+        fwd: client.peer.ip(),
+        dyno: None,
         connect: Duration::ZERO,
         started,
     };
     let upgrade = is_upgrade(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    forward_headers(&mut request, &client, &request_id, upgrade);
+    forward_headers(&mut request, &client, &line.request_id, upgrade);
     let settings = &client.settings;
     let get_sender = |backend: Arc<Backend>| sender(backend.addr, settings.connect_timeout, upgrade);
     let (open, mut sender) = match assign(&client.route, settings.wait, get_sender).await {
@@ -146,9 +145,10 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
             return Ok(error_page(&line, "H11", "Backlog too deep"));
         }
     };
-    line.dyno = open.0.name.clone();
+    line.dyno = Some(open.0.clone());
     line.connect = started.elapsed();
-    let sent = tokio::time::timeout(settings.request_timeout, sender.send_request(request)).await;
+    let sending = send(&mut sender, request, open.0.addr, settings.connect_timeout);
+    let sent = tokio::time::timeout(settings.request_timeout, sending).await;
     let mut response = match sent {
         Err(_) => return Ok(error_page(&line, "H12", "Request timeout")),
         Ok(Err(_)) => return Ok(error_page(&line, "H13", "Connection closed without response")),
@@ -157,10 +157,10 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     match client_upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
         Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open),
         None => {
-            give_back(open.0.addr, sender);
             let (parts, body) = response.into_parts();
             let (status, log, window) = (parts.status.as_u16(), settings.router_log, settings.router_idle_timeout);
-            let logged = Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None };
+            let pooled = Some((open.0.addr, sender));
+            let logged = Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None, pooled };
             return Ok(Response::from_parts(parts, Either::Left(logged)));
         }
     }
@@ -171,12 +171,34 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))))
 }
 
-/// The client's `X-Request-Id`, or a new one.
-fn request_id(request: &Request<Incoming>) -> String {
-    let given = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+/// The longest `X-Request-Id` kept from a client.
+const MAX_REQUEST_ID: usize = 200;
+
+/// The client's `X-Request-Id`, or a new one (32 random hex digits).
+fn request_id(request: &Request<Incoming>) -> HeaderValue {
+    let given = request.headers().get("x-request-id").filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID);
     given
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_string)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::try_from(format!("{:032x}", rand::random::<u128>())).expect("hex digits"))
+}
+
+/// Sends the request; when a pooled connection turns out closed before the request left, it
+/// goes once more on a new connection (nothing was sent, so it is safe).
+async fn send(
+    sender: &mut SendRequest<Incoming>,
+    request: Request<Incoming>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> hyper::Result<Response<Incoming>> {
+    let mut failed = match sender.try_send_request(request).await {
+        Ok(response) => return Ok(response),
+        Err(failed) => failed,
+    };
+    let Some(request) = failed.take_message() else { return Err(failed.into_error()) };
+    let Some(mut fresh) = sender_new(addr, timeout).await else { return Err(failed.into_error()) };
+    let response = fresh.send_request(request).await;
+    *sender = fresh;
+    response
 }
 
 fn is_upgrade(request: &Request<Incoming>) -> bool {
@@ -185,7 +207,7 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
 }
 
 /// Drops hop-by-hop headers (but an upgrade's) and adds the router's own.
-fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id: &str, upgrade: bool) {
+fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id: &HeaderValue, upgrade: bool) {
     let headers = request.headers_mut();
     for name in HOP_BY_HOP {
         if !(upgrade && (name == "connection" || name == "upgrade")) {
@@ -205,17 +227,21 @@ fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id:
     set("x-forwarded-for", forwarded_for);
     set("x-forwarded-proto", "http".to_string());
     set("x-forwarded-port", client.port.to_string());
-    set("x-request-id", request_id.to_string());
-    set("via", "1.1 procgate".to_string());
+    headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    headers.insert(hyper::header::VIA, HeaderValue::from_static("1.1 procgate"));
 }
 
 /// An idle pooled connection to `addr`, or a new one (a new one always for an upgrade).
 async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Option<SendRequest<Incoming>> {
     if !upgrade {
-        if let Some(pooled) = take_pooled(addr) {
+        if let Some(pooled) = take_pooled(addr).await {
             return Some(pooled);
         }
     }
+    sender_new(addr, timeout).await
+}
+
+async fn sender_new(addr: SocketAddr, timeout: Duration) -> Option<SendRequest<Incoming>> {
     let stream = super::tcp::connect(addr, timeout).await?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(async move {
@@ -224,25 +250,30 @@ async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Option<Se
     Some(sender)
 }
 
-fn take_pooled(addr: SocketAddr) -> Option<SendRequest<Incoming>> {
-    POOL.with_borrow_mut(|pool| {
-        let idle = pool.get_mut(&addr)?;
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
+/// A pooled connection to `addr` that is ready for a request; closed ones are dropped, busy
+/// ones (their last response still finishing) stay.
+async fn take_pooled(addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(POOL.with_borrow_mut(|pool| {
+            let idle = pool.get_mut(&addr)?;
+            let mut index = idle.len();
+            while index > 0 {
+                index -= 1;
+                match idle[index].poll_ready(cx) {
+                    Poll::Ready(Ok(())) => return Some(idle.swap_remove(index)),
+                    Poll::Ready(Err(_)) => drop(idle.swap_remove(index)),
+                    Poll::Pending => {}
+                }
             }
-        }
-        None
+            None
+        }))
     })
+    .await
 }
 
-/// Puts the connection back in the pool once its response is done.
-fn give_back(addr: SocketAddr, mut sender: SendRequest<Incoming>) {
-    tokio::spawn(async move {
-        if sender.ready().await.is_ok() {
-            POOL.with_borrow_mut(|pool| pool.entry(addr).or_default().push(sender));
-        }
-    });
+/// Puts a connection back in the pool (its response is done).
+fn give_back(addr: SocketAddr, sender: SendRequest<Incoming>) {
+    POOL.with_borrow_mut(|pool| pool.entry(addr).or_default().push(sender));
 }
 
 /// After a `101`, relays bytes between the client and the instance until both close.
@@ -259,7 +290,7 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, instance: hyper::upgrade::OnUpgrade
 fn error_page(line: &Line, code: &str, desc: &str) -> Response<RouterBody> {
     let html = format!(
         "<!DOCTYPE html>\n<html><head><title>Application Error</title></head><body><h1>Application Error</h1><p>{code} {desc}</p><p>Request ID: {}</p></body></html>\n",
-        line.request_id
+        html_escape(line.request_id.to_str().unwrap_or("-"))
     );
     let bytes = html.len() as u64;
     tracing::warn!("at=error code={code} desc=\"{desc}\" {}", line.format(503, bytes));
@@ -269,6 +300,20 @@ fn error_page(line: &Line, code: &str, desc: &str) -> Response<RouterBody> {
     headers.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(HeaderName::from_static(CODE_HEADER), HeaderValue::from_str(code).expect("a code is ASCII"));
     response
+}
+
+/// `text` safe inside HTML (the request id comes from the client).
+fn html_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// An instance's response body: counts its bytes, keeps the request counted as outstanding on
@@ -284,6 +329,8 @@ struct Logged {
     window: Duration,
     /// Armed the first time the instance makes the body wait.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The connection it came on, back to the pool when the body is done.
+    pooled: Option<(SocketAddr, SendRequest<Incoming>)>,
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -338,8 +385,25 @@ impl Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         self.open.take();
+        if let Some((addr, sender)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
+            give_back(addr, sender);
+        }
         if self.log {
             tracing::info!("at=info {}", self.line.format(self.status, self.bytes));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_request_id_cannot_inject_html() {
+        assert_eq!(
+            html_escape("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+        assert_eq!(html_escape("abc-123"), "abc-123");
     }
 }
