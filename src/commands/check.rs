@@ -21,7 +21,11 @@ fn report(config: &Config) -> String {
     let _ = writeln!(out, "formation: {}", config.formation);
     let _ = writeln!(out, "base port: {}", config.base_port);
     for route in &config.routes {
-        let _ = writeln!(out, "gateway: `{}` clients connect to tcp://{}", route.type_name, route.addr);
+        match route.http {
+            true => writeln!(out, "router: `{}` clients connect to http://{}", route.type_name, route.addr),
+            false => writeln!(out, "gateway: `{}` clients connect to tcp://{}", route.type_name, route.addr),
+        }
+        .ok();
     }
     if let Some(release) = &config.release {
         let _ = writeln!(out, "release (runs once before the others): {}", release.command);
