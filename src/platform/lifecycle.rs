@@ -301,6 +301,14 @@ impl Slot {
     fn is_running(&self) -> bool {
         matches!(self.state, State::Starting | State::Up | State::Draining)
     }
+
+    /// The state `ps` shows: `failed` for a crashed instance in a crash loop.
+    pub fn shown_state(&self) -> &'static str {
+        match self.state {
+            State::Crashed if self.backoff.looping() => "failed",
+            state => state.as_str(),
+        }
+    }
 }
 
 fn log(level: Level, text: impl Into<String>) -> Effect {

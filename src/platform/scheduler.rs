@@ -475,7 +475,7 @@ impl Scheduler {
             let status = InstanceStatus {
                 name: slot.name.clone(),
                 type_name: spec.template.type_name.clone(),
-                state: slot.state.as_str().to_string(),
+                state: slot.shown_state().to_string(),
                 pid: slot.pid,
                 port: spec.port,
                 uptime: slot.started_at.filter(|_| running).map(|t| (now - t).as_secs_f64()),
