@@ -7,15 +7,14 @@
 //!
 //! `cargo bench --bench gateway`; knobs: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_HELD`,
 //! `BENCH_HAPROXY`. Run without `--bench` (as `cargo test --benches` does), it does nothing.
+//! What it shares with the router bench is in benches/common/.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "gateway/echo.rs"]
 mod echo;
-#[path = "gateway/knobs.rs"]
-mod knobs;
 #[path = "gateway/load.rs"]
 mod load;
-#[path = "gateway/procfs.rs"]
-mod procfs;
 #[path = "gateway/proxies.rs"]
 mod proxies;
 #[path = "gateway/report.rs"]
@@ -23,65 +22,43 @@ mod report;
 #[path = "gateway/rounds.rs"]
 mod rounds;
 
-use knobs::Knobs;
-use proxies::{Ports, Proxy};
+use common::client::CONCURRENCY;
+use common::knobs::{self, Knobs};
+use common::proxies::Ports;
+use common::rounds::Plan;
 use report::{Samples, CONTENDERS};
-use rounds::{Contender, Plan};
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// Idle connections held through each proxy for the memory figure unless `BENCH_HELD` says.
+const DEFAULT_HELD: usize = 9_000;
 /// File descriptors kept aside for the proxy's listeners, logs and probes when sizing the held
 /// connections (each held connection costs the proxy two: client side and backend side).
 const FD_RESERVE: u64 = 500;
 
 fn main() -> ExitCode {
-    if echo::is_echo_mode() {
-        return echo::serve();
-    }
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("gateway: a benchmark; run it with `cargo bench --bench gateway`");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("gateway bench: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("gateway", &echo::BACKENDS, echo::echo, run)
 }
 
 fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let knobs = Knobs::from_env()?;
-    let fd_limit = procfs::raise_open_files_limit()?;
-    let held = held_count(knobs.held, fd_limit);
-    print_header(&knobs, held, fd_limit);
+    let held = knobs::var("BENCH_HELD", DEFAULT_HELD)?;
+    let fd_limit = common::procfs::raise_open_files_limit()?;
+    let held = held_count(held, fd_limit);
+    common::print_header::<rounds::Load, CONTENDERS>("gateway", &knobs, &format!("{held} held connections"), fd_limit);
     let dir = tempfile::tempdir()?;
-    let ports = Ports::find()?;
+    let ports = Ports::find(CONTENDERS)?;
     let procgate = proxies::start_procgate(dir.path(), ports)?;
-    let procgate =
-        Contender { name: "procgate", proxy: Some(procgate.proxy), out: procgate.gateway.err(), runs_backends: true };
-    let (haproxy, haproxy_version) = start_haproxy(&knobs, dir.path(), ports);
+    let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports);
     let mut contenders = [procgate, haproxy];
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build()?;
-    let plan = Plan {
-        runtime: &runtime,
-        seconds: knobs.seconds,
-        rounds: knobs.rounds,
-        ticks_per_second: procfs::clock_ticks_per_second(),
-    };
+    let plan = Plan::new(&knobs)?;
     let mut samples = Samples::default();
-    rounds::run_rounds(&plan, &mut contenders, &mut samples);
+    common::rounds::run_rounds::<rounds::Load, CONTENDERS>(&plan, &mut contenders, &mut samples);
     if held > 0 {
         rounds::measure_held(&plan, held, &mut contenders, &mut samples);
     }
-    println!();
-    samples.print_table(contenders.each_ref().map(|c| c.name));
-    print_notes(&contenders, &haproxy_version, ports, held);
-    stop_all(&mut contenders);
-    println!("total time {:.0?}", started.elapsed());
+    common::rounds::finish(started, &samples, &mut contenders, || print_notes(&haproxy_version, ports, held));
     Ok(())
 }
 
@@ -94,75 +71,20 @@ fn held_count(wanted: usize, fd_limit: u64) -> usize {
     wanted.min(allowed)
 }
 
-fn print_header(knobs: &Knobs, held: usize, fd_limit: u64) {
-    println!("machine: {}", procfs::machine());
-    if cfg!(debug_assertions) {
-        println!("WARNING: unoptimised build; run `cargo bench --bench gateway` for meaningful figures");
-    }
-    println!("procgate: {}", proxies::PROCGATE);
-    let rounds = rounds::rounds_duration(knobs.seconds, knobs.rounds);
+fn print_notes(haproxy_version: &str, ports: Ports, held: usize) {
     println!(
-        "{} interleaved rounds of {:?} per load and proxy (about {:.0?}), {held} held connections, \
-         open-files limit {fd_limit}",
-        knobs.rounds, knobs.seconds, rounds
-    );
-    println!();
-}
-
-/// HAProxy as the second contender, or why it is out; and its version line for the notes.
-fn start_haproxy(knobs: &Knobs, dir: &std::path::Path, ports: Ports) -> (Contender, String) {
-    let started = proxies::haproxy_version(&knobs.haproxy)
-        .and_then(|version| Ok((proxies::start_haproxy(&knobs.haproxy, dir, ports)?, version)));
-    match started {
-        Ok((proxy, version)) => {
-            (Contender { name: "haproxy", proxy: Some(proxy), out: None, runs_backends: false }, version)
-        }
-        Err(err) => {
-            let why = format!("{err:#}");
-            println!("haproxy is not measured: {why}");
-            (
-                Contender { name: "haproxy", proxy: None, out: Some(why), runs_backends: false },
-                "not available".to_string(),
-            )
-        }
-    }
-}
-
-fn print_notes(contenders: &[Contender; CONTENDERS], haproxy_version: &str, ports: Ports, held: usize) {
-    println!();
-    println!("notes:");
-    println!(
-        "  loads on 127.0.0.1, same client for both: {} loops connect/16 B echo/close; {} persistent \
-         ping-pong connections; 1 connection sequential RTT; 1 connection 64 KiB writes echoed (MB = 10^6 B)",
-        load::CONCURRENCY,
-        load::CONCURRENCY
+        "  loads on 127.0.0.1, same client for both: {CONCURRENCY} loops connect/16 B echo/close; {CONCURRENCY} \
+         persistent ping-pong connections; 1 connection sequential RTT; 1 connection 64 KiB writes echoed (MB = 10^6 B)"
     );
     println!(
         "  backends: 2 echo servers on 127.0.0.1:{} and :{} (procgate's tcp instances), shared by both proxies",
         ports.base,
         ports.base + 1
     );
-    println!("  procgate: start -m tcp=2 --tcp-listen 127.0.0.1:{} --grace 1s", ports.procgate);
+    println!("  procgate: start -m tcp=2 --tcp-listen 127.0.0.1:{} --grace 1s", ports.procgate());
     println!("  haproxy: {haproxy_version}; {}", proxies::HAPROXY_SUMMARY);
     println!(
         "  RSS per held conn: (VmRSS after {held} idle proxied connections - before) / {held}, proxy process only"
     );
     println!("  CPU per new conn: (utime+stime of the proxy process during a new-connections round) / connections");
-    for contender in contenders {
-        if let Some(why) = &contender.out {
-            println!("  {} not measured (or not in every round): {why}", contender.name);
-        }
-    }
-}
-
-/// Stops HAProxy, then procgate (which takes its echo backends down with it).
-fn stop_all(contenders: &mut [Contender; CONTENDERS]) {
-    for contender in contenders.iter_mut().rev() {
-        if let Some(proxy) = contender.proxy.as_mut() {
-            match Proxy::stop(proxy) {
-                Ok(status) => println!("{} stopped: {status}", contender.name),
-                Err(err) => println!("{} stopped: {err:#}", contender.name),
-            }
-        }
-    }
 }

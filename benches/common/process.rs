@@ -1,6 +1,8 @@
-//! A proxy under test as a child process (as benches/gateway runs its proxies): its stdout and
-//! stderr are read on threads of their own so the pipes never fill, the last lines are kept to
-//! explain a failure, and dropping a [`Proxy`] stops it.
+//! A proxy under test as a child process: its output read and kept, its processes, its stop.
+//!
+//! Its stdout and stderr are read on threads of their own so the pipes never fill, the last
+//! lines are kept to explain a failure, procgate's `201 app connected` lines are counted, and
+//! dropping a [`Proxy`] stops it.
 
 use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};

@@ -1,5 +1,7 @@
-//! What Linux says about processes and the machine: RSS and CPU time from /proc/PID, the CPU
-//! model and kernel, and the open-files limit (raised here so every child inherits it).
+//! What Linux says about processes and the machine, for both benches.
+//!
+//! RSS and CPU time from /proc/PID, the CPU model and kernel, and the open-files limit (raised
+//! here so every child inherits it).
 
 use anyhow::Context;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -12,8 +14,18 @@ const STAT_UTIME: usize = 11;
 /// Position of `stime`, right after `utime` (field 15).
 const STAT_STIME: usize = 12;
 
+/// Resident set size of the processes `pids`, summed, in bytes.
+pub fn rss_bytes(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&pid| process_rss_bytes(pid)).sum()
+}
+
+/// User plus system CPU time of the processes `pids` (all their threads), summed, in clock ticks.
+pub fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&pid| process_cpu_ticks(pid)).sum()
+}
+
 /// Resident set size of one process, in bytes (`VmRSS` of /proc/PID/status).
-pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+fn process_rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS line")?;
@@ -22,7 +34,7 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// User plus system CPU time of a process, all its threads, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.

@@ -1,11 +1,13 @@
-//! The bench's knobs: environment variables with bounded values and sensible defaults.
+//! The knobs both benches read from the environment, bounded, with defaults.
+//!
+//! A bench reads its own ones with [`var`].
 
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Seconds of each rate measurement (one proxy, one load, one round) unless `BENCH_SECONDS` says.
+/// Seconds of each measurement (one proxy, one load, one round) unless `BENCH_SECONDS` says.
 const DEFAULT_SECONDS: f64 = 2.0;
 /// Longest allowed `BENCH_SECONDS`, to keep the whole run bounded.
 const MAX_SECONDS: f64 = 30.0;
@@ -13,26 +15,22 @@ const MAX_SECONDS: f64 = 30.0;
 const DEFAULT_ROUNDS: usize = 5;
 /// Most rounds allowed by `BENCH_ROUNDS`.
 const MAX_ROUNDS: usize = 20;
-/// Idle connections held through each proxy for the memory figure unless `BENCH_HELD` says.
-const DEFAULT_HELD: usize = 9_000;
 /// Where HAProxy is unless `BENCH_HAPROXY` says.
 const DEFAULT_HAPROXY: &str = "/usr/sbin/haproxy";
 
-/// What one run measures and for how long.
+/// What one run measures and for how long, and the HAProxy it compares with.
 #[derive(Debug)]
 pub struct Knobs {
-    /// Length of each rate measurement.
+    /// Length of each measurement.
     pub seconds: Duration,
-    /// Interleaved rounds of the rate loads.
+    /// Interleaved rounds of the loads.
     pub rounds: usize,
-    /// Idle connections held through each proxy (0 skips the memory figure).
-    pub held: usize,
     /// The HAProxy executable.
     pub haproxy: PathBuf,
 }
 
 impl Knobs {
-    /// Reads `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_HELD` and `BENCH_HAPROXY`.
+    /// Reads `BENCH_SECONDS`, `BENCH_ROUNDS` and `BENCH_HAPROXY`.
     pub fn from_env() -> anyhow::Result<Knobs> {
         let seconds: f64 = var("BENCH_SECONDS", DEFAULT_SECONDS)?;
         if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
@@ -45,13 +43,13 @@ impl Knobs {
         Ok(Knobs {
             seconds: Duration::from_secs_f64(seconds),
             rounds,
-            held: var("BENCH_HELD", DEFAULT_HELD)?,
             haproxy: var("BENCH_HAPROXY", PathBuf::from(DEFAULT_HAPROXY))?,
         })
     }
 }
 
-fn var<T>(name: &str, default: T) -> anyhow::Result<T>
+/// The environment variable `name` parsed, or `default` when it is not set.
+pub fn var<T>(name: &str, default: T) -> anyhow::Result<T>
 where
     T: FromStr,
     T::Err: std::error::Error + Send + Sync + 'static,
