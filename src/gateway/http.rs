@@ -45,9 +45,11 @@ type RouterBody = Either<Logged, Full<Bytes>>;
 /// What every request of one client connection shares.
 struct Client {
     peer: SocketAddr,
-    port: u16,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
+    /// The client's address and the router's port, as header values made once per connection.
+    address: HeaderValue,
+    port: HeaderValue,
 }
 
 /// Accepts clients on `listener` until `shutdown` flips; each connection gets its own task.
@@ -84,7 +86,9 @@ async fn connection(
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
     let io = TokioIo::new(Prefixed::new(std::mem::take(&mut admitted.rest), stream));
-    let client = Arc::new(Client { peer: admitted.client, port, route, settings });
+    let (address, port) = (HeaderValue::from(0u16), HeaderValue::from(port));
+    let address = HeaderValue::try_from(admitted.client.ip().to_string()).unwrap_or(address);
+    let client = Arc::new(Client { peer: admitted.client, route, settings, address, port });
     let service = hyper::service::service_fn(move |request| proxy(request, client.clone()));
     let _ =
         hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).with_upgrades().await;
@@ -214,19 +218,11 @@ fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id:
             headers.remove(name);
         }
     }
-    let ip = client.peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip,
-    };
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
-    set("x-forwarded-for", forwarded_for);
-    set("x-forwarded-proto", "http".to_string());
-    set("x-forwarded-port", client.port.to_string());
+    let earlier = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let appended = earlier.and_then(|earlier| HeaderValue::try_from(format!("{earlier}, {}", client.peer.ip())).ok());
+    headers.insert(HeaderName::from_static("x-forwarded-for"), appended.unwrap_or_else(|| client.address.clone()));
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    headers.insert(HeaderName::from_static("x-forwarded-port"), client.port.clone());
     headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     headers.insert(hyper::header::VIA, HeaderValue::from_static("1.1 procgate"));
 }
