@@ -262,3 +262,22 @@ fn procgate_toml_routes_another_type_on_its_own_address() {
     let mut client = Client::connect(addr).unwrap();
     assert!(client.greeting().unwrap().starts_with("socket.1 "));
 }
+
+#[test]
+fn a_client_that_leaves_while_waiting_for_an_instance_is_let_go_at_once() {
+    let app = App::new("tcp: echo url=$TCP_URL; exec sleep 30\n");
+    let (running, addr) = start(&app, 1, &["--wait", "60s"]);
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", running.pid())).unwrap().count();
+    let baseline = fds();
+    let clients: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fds() < baseline + 50 {
+        assert!(Instant::now() < deadline, "the clients are accepted and held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(clients);
+    while fds() > baseline {
+        assert!(Instant::now() < deadline, "still holding {} descriptors (baseline {baseline})", fds());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

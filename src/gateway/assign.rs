@@ -36,11 +36,15 @@ where
             return Ok(connected);
         }
         let healthy = route.backends().iter().any(|b| !b.is_down() && !tried.contains(&b.id));
-        if healthy {
+        if healthy && route.policy.limits.capped() {
             // Every healthy instance is at its cap.
             if !route.wait_for_room(deadline).await {
                 return Err(Unassigned::BacklogFull);
             }
+            continue;
+        }
+        if healthy {
+            // One came back up (a passive failure not confirmed) since the pick: pick again.
             continue;
         }
         // Subscribe, then look once more, so a publication in between is not missed.

@@ -103,7 +103,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    fn capped(&self) -> bool {
+    /// Whether any cap is set (else the queue is never used).
+    pub fn capped(&self) -> bool {
         self.per_instance.is_some() || self.per_type.is_some()
     }
 }

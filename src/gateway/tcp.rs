@@ -47,7 +47,11 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
     let Some(admitted) = admit(&mut client, peer, &route, &settings).await else { return };
     let peer = admitted.client;
     let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
-    let (open, mut instance) = match assign(&route, settings.wait, connect).await {
+    let assigned = tokio::select! {
+        assigned = assign(&route, settings.wait, connect) => assigned,
+        () = gone(&client) => return,
+    };
+    let (open, mut instance) = match assigned {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance) => {
             let wait = crate::duration::format(settings.wait);
@@ -90,6 +94,16 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
             "203 {how} {} from {peer} bytes_in={bytes_in} bytes_out={bytes_out} duration={duration}ms",
             backend.name
         );
+    }
+}
+
+/// Resolves if the client closes while it waits for an instance (then it is not held to the
+/// end of `--wait`); a client that sends data first is waited for as long as it takes.
+async fn gone(client: &TcpStream) {
+    let mut byte = [0u8; 1];
+    match client.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
