@@ -241,3 +241,22 @@ fn an_instance_silent_mid_response_is_cut_with_h15() {
     assert!(started.elapsed() < Duration::from_secs(4), "cut by the router, not by the app's end");
     running.wait_for("at=error code=H15 desc=\"Idle connection\" method=GET path=\"/stall\"");
 }
+
+#[test]
+fn an_instance_that_closes_without_an_answer_gives_h13_and_mid_answer_h18() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let answer = get(addr, "/drop");
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.headers.get("x-procgate-code").map(String::as_str), Some("H13"));
+    running.wait_for("at=error code=H13 desc=\"Connection closed without response\" method=GET path=\"/drop\"");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    assert!(String::from_utf8_lossy(&received).ends_with("partial..."), "the cut answer is passed on, then closed");
+    running.wait_for("at=error code=H18 desc=\"Server Request Interrupted\" method=GET path=\"/cut\"");
+    assert_eq!(get(addr, "/").status, 200, "the router goes on");
+}

@@ -6,12 +6,15 @@ GET /headers     -> the request's headers, one per line
 GET /slow?ms=N   -> answers after N milliseconds
 GET /break       -> every later request answers 500 (to see the health check restart the app)
 GET /stall       -> sends its headers and part of the body, then nothing for 5 s
+GET /drop        -> closes the connection without an answer
+GET /cut         -> sends its headers and part of the body, then closes the connection
 Upgrade: echo    -> 101, then a line protocol on the raw connection: `whoami` gets
                     `$DYNO $PID`, anything else is echoed (like a WebSocket echo, kept simple)
 On SIGTERM it stops accepting, finishes the requests in flight and exits 0.
 """
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +46,16 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(500, "broken\n")
         if url.path == "/headers":
             return self.reply(200, "".join(f"{k}: {v}\n" for k, v in self.headers.items()))
+        if url.path in ("/drop", "/cut"):
+            if url.path == "/cut":
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b"partial...")
+                self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
         if url.path == "/stall":
             self.send_response(200)
             self.send_header("Content-Length", "100")
