@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Notify};
 
+thread_local! {
+    /// Round-robin cursor among equally loaded backends, per thread.
+    static CURSOR: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Identifies one incarnation of an instance: its slot and the generation of that slot.
 pub type InstanceId = (usize, u64);
 
@@ -140,8 +145,6 @@ pub struct Route {
     backends: ArcSwap<Vec<Arc<Backend>>>,
     /// Bumped at each publication, for clients waiting for an instance.
     version: watch::Sender<u64>,
-    /// Round-robin cursor among equally loaded backends.
-    cursor: AtomicUsize,
     /// Connect failures, for the HealthChecker to confirm.
     failures: mpsc::UnboundedSender<InstanceId>,
     /// Clients waiting for a place under the caps.
@@ -160,7 +163,6 @@ impl Route {
             capacity: Arc::new(Capacity::default()),
             backends: ArcSwap::from_pointee(Vec::new()),
             version: watch::channel(0).0,
-            cursor: AtomicUsize::new(0),
             failures,
         }
     }
@@ -185,9 +187,14 @@ impl Route {
         self.version.subscribe()
     }
 
-    /// Where the next tie-break starts.
+    /// Where the next tie-break starts: a cursor per data-plane thread (a shared one would be
+    /// a cache line every request of every thread writes).
     pub fn next_cursor(&self) -> usize {
-        self.cursor.fetch_add(1, Ordering::Relaxed)
+        CURSOR.with(|cursor| {
+            let next = cursor.get().wrapping_add(1);
+            cursor.set(next);
+            next
+        })
     }
 
     /// Counts a new connection on `backend` if it is under the caps (checked and counted at
