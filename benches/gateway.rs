@@ -1,9 +1,13 @@
-//! Benchmark: procgate's TCP gateway against HAProxy, side by side in one run.
+//! Benchmark: procgate's TCP gateway against HAProxy, and against itself with PROXY v2 on and with
+//! limits configured but not hit, side by side in one run.
 //!
 //! procgate runs two echo backends (this very binary, in echo mode) as its `tcp` instances;
-//! HAProxy is put in front of the same two backends. The same client code then loads both
-//! proxies on 127.0.0.1 in interleaved rounds (procgate, HAProxy, procgate, HAProxy...), and the
-//! table gives the median of each metric and the ratio procgate/HAProxy. See bench/README.md.
+//! HAProxy is put in front of the same two backends. Two more procgates, each with its own
+//! procgate.toml (`proxy_protocol = "v2"`; caps and per-client limits far above the load) and its
+//! own two echo backends, are the variants. The same client code then loads the four proxies on
+//! 127.0.0.1 in interleaved rounds (procgate, HAProxy, procgate+proxy-v2, procgate+limits,
+//! procgate...), and the tables give the median of each metric, the ratio procgate/HAProxy, and
+//! the ratio of each variant to plain procgate. See bench/README.md.
 //!
 //! `cargo bench --bench gateway`; knobs: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_HELD`,
 //! `BENCH_HAPROXY`. Run without `--bench` (as `cargo test --benches` does), it does nothing.
@@ -30,6 +34,9 @@ use report::{Samples, CONTENDERS};
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// Seconds of each measurement (one proxy, one load, one round) unless `BENCH_SECONDS` says:
+/// shorter than the router bench's 2 s, as each round measures four proxies.
+const DEFAULT_SECONDS: f64 = 1.5;
 /// Idle connections held through each proxy for the memory figure unless `BENCH_HELD` says.
 const DEFAULT_HELD: usize = 9_000;
 /// File descriptors kept aside for the proxy's listeners, logs and probes when sizing the held
@@ -42,23 +49,27 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let knobs = Knobs::from_env()?;
+    let knobs = Knobs::from_env(DEFAULT_SECONDS)?;
     let held = knobs::var("BENCH_HELD", DEFAULT_HELD)?;
     let fd_limit = common::procfs::raise_open_files_limit()?;
     let held = held_count(held, fd_limit);
     common::print_header::<rounds::Load, CONTENDERS>("gateway", &knobs, &format!("{held} held connections"), fd_limit);
     let dir = tempfile::tempdir()?;
-    let ports = Ports::find(CONTENDERS)?;
+    let blocks = Ports::find(proxies::PORT_BLOCKS)?;
+    let [ports, proxy_v2_ports, limits_ports] = blocks;
     let procgate = proxies::start_procgate(dir.path(), ports)?;
     let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports);
-    let mut contenders = [procgate, haproxy];
+    let proxy_v2 = proxies::start_variant(dir.path(), &proxies::PROXY_V2, proxy_v2_ports);
+    let limits = proxies::start_variant(dir.path(), &proxies::LIMITS, limits_ports);
+    // In the order of the report's places: PROCGATE_INDEX, HAPROXY_INDEX, PROXY_V2_INDEX, LIMITS_INDEX.
+    let mut contenders = [procgate, haproxy, proxy_v2, limits];
     let plan = Plan::new(&knobs)?;
     let mut samples = Samples::default();
     common::rounds::run_rounds::<rounds::Load, CONTENDERS>(&plan, &mut contenders, &mut samples);
     if held > 0 {
         rounds::measure_held(&plan, held, &mut contenders, &mut samples);
     }
-    common::rounds::finish(started, &samples, &mut contenders, || print_notes(&haproxy_version, ports, held));
+    common::rounds::finish(started, &samples, &mut contenders, || print_notes(&haproxy_version, blocks, held));
     Ok(())
 }
 
@@ -71,18 +82,28 @@ fn held_count(wanted: usize, fd_limit: u64) -> usize {
     wanted.min(allowed)
 }
 
-fn print_notes(haproxy_version: &str, ports: Ports, held: usize) {
+fn print_notes(haproxy_version: &str, [ports, proxy_v2_ports, limits_ports]: [Ports; 3], held: usize) {
     println!(
-        "  loads on 127.0.0.1, same client for both: {CONCURRENCY} loops connect/16 B echo/close; {CONCURRENCY} \
+        "  loads on 127.0.0.1, same client for all: {CONCURRENCY} loops connect/16 B echo/close; {CONCURRENCY} \
          persistent ping-pong connections; 1 connection sequential RTT; 1 connection 64 KiB writes echoed (MB = 10^6 B)"
     );
     println!(
-        "  backends: 2 echo servers on 127.0.0.1:{} and :{} (procgate's tcp instances), shared by both proxies",
+        "  backends: 2 echo servers on 127.0.0.1:{} and :{} (procgate's tcp instances), shared by procgate and haproxy",
         ports.base,
         ports.base + 1
     );
-    println!("  procgate: start -m tcp=2 --tcp-listen 127.0.0.1:{} --grace 1s", ports.procgate());
+    println!("  procgate: {}", proxies::procgate_command(ports));
     println!("  haproxy: {haproxy_version}; {}", proxies::HAPROXY_SUMMARY);
+    for (variant, ports) in [(&proxies::PROXY_V2, proxy_v2_ports), (&proxies::LIMITS, limits_ports)] {
+        println!(
+            "  {}: {}, its own 2 echo servers on :{} and :{}; procgate.toml {}",
+            variant.name,
+            proxies::procgate_command(ports),
+            ports.base,
+            ports.base + 1,
+            variant.summary()
+        );
+    }
     println!(
         "  RSS per held conn: (VmRSS after {held} idle proxied connections - before) / {held}, proxy process only"
     );

@@ -32,6 +32,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// Seconds of each measurement (one proxy, one load, one round) unless `BENCH_SECONDS` says.
+const DEFAULT_SECONDS: f64 = 2.0;
 /// Where nginx is unless `BENCH_NGINX` says.
 const DEFAULT_NGINX: &str = "/usr/sbin/nginx";
 
@@ -41,13 +43,13 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let knobs = Knobs::from_env()?;
+    let knobs = Knobs::from_env(DEFAULT_SECONDS)?;
     let nginx: PathBuf = knobs::var("BENCH_NGINX", PathBuf::from(DEFAULT_NGINX))?;
     let fd_limit = common::procfs::raise_open_files_limit()?;
     let connections = format!("{CONCURRENCY} client connections");
     common::print_header::<rounds::Load, CONTENDERS>("router", &knobs, &connections, fd_limit);
     let dir = tempfile::tempdir()?;
-    let ports = Ports::find(CONTENDERS)?;
+    let [ports] = Ports::find([CONTENDERS])?;
     let procgate = proxies::start_procgate(dir.path(), ports)?;
     let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports);
     let (nginx, nginx_version) = proxies::start_nginx(&nginx, dir.path(), ports, fd_limit);

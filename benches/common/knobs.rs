@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Seconds of each measurement (one proxy, one load, one round) unless `BENCH_SECONDS` says.
-const DEFAULT_SECONDS: f64 = 2.0;
 /// Longest allowed `BENCH_SECONDS`, to keep the whole run bounded.
 const MAX_SECONDS: f64 = 30.0;
 /// Interleaved rounds unless `BENCH_ROUNDS` says.
@@ -30,9 +28,10 @@ pub struct Knobs {
 }
 
 impl Knobs {
-    /// Reads `BENCH_SECONDS`, `BENCH_ROUNDS` and `BENCH_HAPROXY`.
-    pub fn from_env() -> anyhow::Result<Knobs> {
-        let seconds: f64 = var("BENCH_SECONDS", DEFAULT_SECONDS)?;
+    /// Reads `BENCH_SECONDS` (the bench's `default_seconds` when not set), `BENCH_ROUNDS` and
+    /// `BENCH_HAPROXY`.
+    pub fn from_env(default_seconds: f64) -> anyhow::Result<Knobs> {
+        let seconds: f64 = var("BENCH_SECONDS", default_seconds)?;
         if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
             bail!("BENCH_SECONDS must be in (0, {MAX_SECONDS}], got {seconds}");
         }

@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +24,10 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Longest wait for a proxy to exit after its stop signal, before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, once a proxy exited, for the reading of its last output lines.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
+/// Output streams read per proxy: stdout and stderr.
+const OUTPUT_STREAMS: usize = 2;
 /// Output lines kept per proxy to explain a failure.
 const TAIL_LINES: usize = 20;
 
@@ -43,6 +48,8 @@ pub struct Proxy {
 struct Output {
     tail: Mutex<VecDeque<String>>,
     connected: Mutex<BTreeSet<String>>,
+    /// Its output streams read to their end (stdout, stderr).
+    ended: AtomicUsize,
 }
 
 impl Proxy {
@@ -87,16 +94,27 @@ impl Proxy {
         self.output.connected.lock().unwrap().len()
     }
 
-    /// `None` while running, else how it ended and its last output lines.
+    /// `None` while running, else how it ended and its last output lines (its last words read
+    /// first, for up to `OUTPUT_DRAIN`).
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(None) => None,
-            Ok(Some(status)) => match self.tail() {
+            Ok(Some(status)) => match self.last_output() {
                 tail if tail.is_empty() => Some(format!("{} {status}, with no output", self.name)),
                 tail => Some(format!("{} {status}; its last lines:\n{}", self.name, tail.trim_end())),
             },
             Err(err) => Some(format!("{}: cannot check its status: {err}", self.name)),
         }
+    }
+
+    /// [`Proxy::tail`] once its output is read to the end (both streams), or after `OUTPUT_DRAIN`
+    /// (its children may keep the pipes open).
+    fn last_output(&self) -> String {
+        let deadline = Instant::now() + OUTPUT_DRAIN;
+        while self.output.ended.load(Ordering::SeqCst) < OUTPUT_STREAMS && Instant::now() < deadline {
+            thread::sleep(POLL_INTERVAL);
+        }
+        self.tail()
     }
 
     /// The last lines the proxy printed, indented.
@@ -159,5 +177,6 @@ impl Output {
             }
             tail.push_back(line);
         }
+        self.ended.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -5,6 +5,7 @@
 
 use super::backend::Backends;
 use super::process::{Proxy, CONNECTED, POLL_INTERVAL};
+use super::report::{HAPROXY_INDEX, PROCGATE_INDEX};
 use super::rounds::Contender;
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 pub const PROCGATE: &str = env!("CARGO_BIN_EXE_procgate");
 /// procgate's instances, hence backends.
 const BACKENDS: u16 = 2;
+/// procgate's optional settings file in its app root.
+const SETTINGS_FILE: &str = "procgate.toml";
 /// Where to look for free ports: below Linux's default ephemeral range (32768-60999), so the
 /// clients' outgoing connections never take them.
 const PORT_SEARCH: std::ops::Range<u16> = 20_000..32_000;
@@ -34,7 +37,8 @@ global
 /// Longest wait for procgate's instances to join its routing (its first checks included).
 const PROCGATE_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The loopback ports of one run: the backends', then each contender's frontend.
+/// A block of loopback ports of one run: two backends', then the frontends of the contenders in
+/// front of them.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     /// The first backend's port; the second is the next one.
@@ -42,36 +46,43 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Finds consecutive free ports on 127.0.0.1 (procgate refuses a taken one) for the backends
-    /// and `contenders` frontends.
-    pub fn find(contenders: usize) -> anyhow::Result<Ports> {
-        let needed = BACKENDS + contenders as u16;
+    /// Finds free ports on 127.0.0.1 (procgate refuses a taken one) for `B` blocks, block `i`
+    /// made of two backends then `frontends[i]` contenders' frontends; the blocks follow one
+    /// another, all ports of all blocks free.
+    pub fn find<const B: usize>(frontends: [usize; B]) -> anyhow::Result<[Ports; B]> {
+        let sizes = frontends.map(|count| BACKENDS + count as u16);
+        let needed: u16 = sizes.iter().sum();
         let offset = std::process::id() as u16 % (PORT_SEARCH.len() as u16);
         let candidates =
             (0..PORT_SEARCH.len() as u16).map(|i| PORT_SEARCH.start + (offset + i) % PORT_SEARCH.len() as u16);
         let fits = |first: u16| first + needed <= PORT_SEARCH.end;
-        let base = candidates
+        let mut base = candidates
             .filter(|&first| fits(first))
             .find(|&first| (first..first + needed).all(is_free))
             .context("no free ports on 127.0.0.1")?;
-        Ok(Ports { base })
+        Ok(sizes.map(|size| {
+            let block = Ports { base };
+            base += size;
+            block
+        }))
     }
 
     pub fn backends(&self) -> Vec<SocketAddr> {
         (0..BACKENDS).map(|k| local(self.base + k)).collect()
     }
 
-    /// The frontend port of contender `index` (procgate 0, HAProxy 1, then the bench's others).
+    /// The frontend port of contender `index` in this block (procgate 0, HAProxy 1, then the
+    /// bench's others).
     pub fn frontend(&self, index: usize) -> u16 {
         self.base + BACKENDS + index as u16
     }
 
     pub fn procgate(&self) -> u16 {
-        self.frontend(0)
+        self.frontend(PROCGATE_INDEX)
     }
 
     pub fn haproxy(&self) -> u16 {
-        self.frontend(1)
+        self.frontend(HAPROXY_INDEX)
     }
 }
 
@@ -83,13 +94,37 @@ pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-/// Starts `procgate start` with the bench binary as its two instances (`backends`) and
-/// `args` after the common ones, and waits until both joined its routing. Fails only when the
-/// backends do not come up; procgate is out (but kept, as it runs the backends) when its part
-/// under test is not ready.
-pub fn start_procgate(dir: &Path, ports: Ports, backends: &Backends, args: &[&str]) -> anyhow::Result<Contender> {
+/// What sets a procgate contender apart from the run's others.
+pub struct Procgate {
+    /// Its name in the report; its app root is the run's directory joined with it.
+    pub name: &'static str,
+    /// Its backends, and its frontend ([`Ports::procgate`]).
+    pub ports: Ports,
+    /// The text of the procgate.toml in its app root, if it has one.
+    pub settings: Option<&'static str>,
+    /// Other contenders stand in front of its backends too, so that nothing more can be measured
+    /// once it exits.
+    pub shared: bool,
+}
+
+/// Starts `procgate start` in an app root of its own under `dir` (its Procfile and procgate.toml)
+/// with the bench binary as its two instances (`backends`) and `args` after the common ones,
+/// and waits until both joined its routing. Fails only when the backends do not come up;
+/// procgate is out (but kept, as it runs the backends) when its part under test is not ready.
+pub fn start_procgate(
+    dir: &Path,
+    procgate: &Procgate,
+    backends: &Backends,
+    args: &[&str],
+) -> anyhow::Result<Contender> {
+    let Procgate { name, ports, settings, shared } = *procgate;
+    let root = dir.join(name);
+    std::fs::create_dir(&root)?;
+    if let Some(settings) = settings {
+        std::fs::write(root.join(SETTINGS_FILE), settings)?;
+    }
     let bench = std::env::current_exe()?;
-    let procfile = dir.join("Procfile");
+    let procfile = root.join("Procfile");
     std::fs::write(&procfile, format!("{}: exec {}\n", backends.kind, shell_quote(&bench)))?;
     let mut command = Command::new(PROCGATE);
     command
@@ -99,7 +134,7 @@ pub fn start_procgate(dir: &Path, ports: Ports, backends: &Backends, args: &[&st
         .args(["-m", &format!("{}={BACKENDS}", backends.kind), "-p", &ports.base.to_string()])
         .args(args)
         .env(backends.env, "1");
-    let mut proxy = Proxy::spawn("procgate", local(ports.procgate()), command, Signal::SIGINT, false)?;
+    let mut proxy = Proxy::spawn(name, local(ports.procgate()), command, Signal::SIGINT, false)?;
     let ready = wait_connected(&mut proxy, backends.part)?;
     for backend in ports.backends() {
         proxy.wait_listening(backend).with_context(|| format!("the {} did not come up", backends.what))?;
@@ -108,7 +143,7 @@ pub fn start_procgate(dir: &Path, ports: Ports, backends: &Backends, args: &[&st
         Ok(()) => proxy.wait_listening(proxy.addr).map_err(|err| format!("{err:#}")),
         Err(why) => Err(why),
     };
-    Ok(Contender { name: "procgate", proxy: Some(proxy), out: ready.err(), backends: Some(backends.what) })
+    Ok(Contender { name, proxy: Some(proxy), out: ready.err(), backends: shared.then_some(backends.what) })
 }
 
 /// Waits for `201 app connected` of every instance; `Err` (as a value) if it does not come.
@@ -123,8 +158,9 @@ fn wait_connected(proxy: &mut Proxy, part: &str) -> anyhow::Result<Result<(), St
         }
         if Instant::now() >= deadline {
             return Ok(Err(format!(
-                "procgate printed `{CONNECTED}` for {} of {BACKENDS} instances within \
+                "{} printed `{CONNECTED}` for {} of {BACKENDS} instances within \
                  {PROCGATE_READY_TIMEOUT:?}: {part} not ready; its last lines:\n{}",
+                proxy.name,
                 proxy.connected(),
                 proxy.tail().trim_end()
             )));
@@ -142,11 +178,7 @@ pub fn start_contender(
 ) -> (Contender, String) {
     match version.and_then(|version| Ok((start()?, version))) {
         Ok((proxy, version)) => (Contender { name, proxy: Some(proxy), out: None, backends: None }, version),
-        Err(err) => {
-            let why = format!("{err:#}");
-            println!("{name} is not measured: {why}");
-            (Contender { name, proxy: None, out: Some(why), backends: None }, "not available".to_string())
-        }
+        Err(err) => (Contender::absent(name, err), "not available".to_string()),
     }
 }
 

@@ -1,9 +1,17 @@
-//! The figures of both benches: samples per metric and contender, round lines, a table of medians.
+//! The figures of both benches: samples per metric and contender, round lines, tables of medians.
 //!
-//! The table gives the ratios of the first contender (procgate) to each of the others. A bench
-//! names its metrics with [`Metric`].
+//! A bench names its metrics with [`Metric`], and says there which contenders each of its tables
+//! shows and the ratios between them (procgate to each of the others, a variant to procgate).
 
 use std::collections::BTreeMap;
+
+/// procgate's place among a run's contenders: the first.
+pub const PROCGATE_INDEX: usize = 0;
+/// HAProxy's place, after procgate.
+pub const HAPROXY_INDEX: usize = 1;
+
+/// Spaces at least between two columns of a table.
+const COLUMN_GAP: usize = 2;
 
 /// Which way a metric improves.
 #[derive(Debug, Clone, Copy)]
@@ -22,12 +30,24 @@ pub struct Widths {
     pub ratio: usize,
 }
 
+/// A table of medians at the end of a run, and the round lines of the same contenders.
+pub struct Table {
+    /// The line above the table, if any.
+    pub heading: Option<&'static str>,
+    /// The contenders it shows, by their place among the run's contenders.
+    pub columns: &'static [usize],
+    /// Its ratios, each `(a, b)`: contender `a`'s figure over contender `b`'s, by their places.
+    pub ratios: &'static [(usize, usize)],
+}
+
 /// A figure of a bench's comparison.
 pub trait Metric: Copy + Ord + 'static {
     /// Table order.
     const ALL: &'static [Self];
-    /// The table's column widths.
+    /// The tables' narrowest columns (wider where a heading needs it).
     const WIDTHS: Widths;
+    /// The tables, one after the other; each measurement prints a round line per metric and table.
+    const TABLES: &'static [Table];
     fn label(self) -> &'static str;
     fn better(self) -> Better;
     fn format(self, value: f64) -> String;
@@ -75,8 +95,10 @@ impl<M: Metric, const N: usize> Samples<M, N> {
                 self.values.entry(*metric).or_insert_with(|| std::array::from_fn(|_| Vec::new()))[contender]
                     .extend(value);
             }
-            let remarks = if i == 0 { remarks(names, &figures) } else { String::new() };
-            println!("  {}{remarks}", round_line(*metric, names, values));
+            for (j, table) in M::TABLES.iter().enumerate() {
+                let remarks = if i == 0 && j == 0 { remarks(names, &figures) } else { String::new() };
+                println!("  {}{remarks}", round_line(*metric, table, names, values));
+            }
         }
         let remarks = remarks(names, &figures);
         if metrics.is_empty() && !remarks.is_empty() {
@@ -96,50 +118,76 @@ impl<M: Metric, const N: usize> Samples<M, N> {
         }
     }
 
-    fn count(&self, metric: M) -> usize {
-        self.values.get(&metric).map_or(0, |per| per.iter().map(Vec::len).max().unwrap_or(0))
+    /// The most samples any of `contenders` has of `metric`.
+    fn count(&self, metric: M, contenders: &[usize]) -> usize {
+        self.values.get(&metric).map_or(0, |per| contenders.iter().map(|&c| per[c].len()).max().unwrap_or(0))
     }
 
-    /// The table of medians, one row per metric.
-    pub fn print_table(&self, names: [&str; N]) {
-        let Widths { name: name_width, value: value_width, ratio: ratio_width } = M::WIDTHS;
-        let mut header = format!("{:<name_width$}", "metric (median)");
-        for name in names {
-            header.push_str(&format!("{name:>value_width$}"));
+    /// The tables of medians, one row per metric, a blank line between two.
+    pub fn print_tables(&self, names: [&str; N]) {
+        for (i, table) in M::TABLES.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            self.print_table(table, names);
         }
-        for other in &names[1..] {
-            header.push_str(&format!("{:>ratio_width$}", format!("{}/{other}", names[0])));
+    }
+
+    fn print_table(&self, table: &Table, names: [&str; N]) {
+        let Widths { name: name_width, value: value_width, ratio: ratio_width } = M::WIDTHS;
+        let ratio_names: Vec<String> =
+            table.ratios.iter().map(|&(a, b)| format!("{}/{}", names[a], names[b])).collect();
+        let value_widths: Vec<usize> =
+            table.columns.iter().map(|&c| value_width.max(names[c].len() + COLUMN_GAP)).collect();
+        let ratio_widths: Vec<usize> =
+            ratio_names.iter().map(|name| ratio_width.max(name.len() + COLUMN_GAP)).collect();
+        if let Some(heading) = table.heading {
+            println!("{heading}");
+        }
+        let mut header = format!("{:<name_width$}", "metric (median)");
+        for (&c, width) in table.columns.iter().zip(&value_widths) {
+            header.push_str(&format!("{:>width$}", names[c]));
+        }
+        for (name, width) in ratio_names.iter().zip(&ratio_widths) {
+            header.push_str(&format!("{name:>width$}"));
         }
         println!("{header}  better  samples");
         for &metric in M::ALL {
             let medians: [Option<f64>; N] = std::array::from_fn(|contender| self.median(metric, contender));
             let mut row = format!("{:<name_width$}", metric.label());
-            for median in medians {
-                row.push_str(&format!("{:>value_width$}", median.map_or("n/a".to_string(), |m| metric.format(m))));
+            for (&c, width) in table.columns.iter().zip(&value_widths) {
+                row.push_str(&format!("{:>width$}", medians[c].map_or("n/a".to_string(), |m| metric.format(m))));
             }
-            for ratio in ratios(medians) {
-                row.push_str(&format!("{ratio:>ratio_width$}"));
+            for (&pair, width) in table.ratios.iter().zip(&ratio_widths) {
+                row.push_str(&format!("{:>width$}", ratio(medians, pair)));
             }
             let better = match metric.better() {
                 Better::Higher => "higher",
                 Better::Lower => "lower ",
             };
-            println!("{row}  {better}  {}", self.count(metric));
+            println!("{row}  {better}  {}", self.count(metric, table.columns));
         }
     }
 }
 
-/// `metric  procgate  v   haproxy  v   ratio  r`, with `ratios` and one ratio per other contender
-/// when there are several.
-fn round_line<M: Metric, const N: usize>(metric: M, names: [&str; N], values: [Option<f64>; N]) -> String {
+/// `metric  procgate  v   haproxy  v   ratio  r`: the `table`'s contenders, their names padded
+/// to the longest of all so that the lines of several tables align, and its ratios.
+fn round_line<M: Metric, const N: usize>(
+    metric: M,
+    table: &Table,
+    names: [&str; N],
+    values: [Option<f64>; N],
+) -> String {
     let Widths { name: name_width, value: value_width, .. } = M::WIDTHS;
+    let longest = names.iter().map(|name| name.len()).max().unwrap_or(0);
     let mut line = format!("{:<name_width$}", metric.label());
-    for (name, value) in names.iter().zip(values) {
-        line.push_str(&format!("{name} {:>value_width$}   ", value.map_or("n/a".to_string(), |v| metric.format(v))));
+    for &c in table.columns {
+        let value = values[c].map_or("n/a".to_string(), |v| metric.format(v));
+        line.push_str(&format!("{:<longest$} {value:>value_width$}   ", names[c]));
     }
-    line.push_str(if N == 2 { "ratio" } else { "ratios" });
-    for ratio in ratios(values) {
-        line.push_str(&format!(" {ratio:>6}"));
+    line.push_str(if table.ratios.len() == 1 { "ratio " } else { "ratios" });
+    for &pair in table.ratios {
+        line.push_str(&format!(" {:>6}", ratio(values, pair)));
     }
     line
 }
@@ -156,13 +204,10 @@ fn remarks<M: Metric, const N: usize>(names: [&str; N], figures: &[Option<Figure
     }
 }
 
-/// `procgate / other` for each other contender, with two decimals, or `n/a`.
-fn ratios<const N: usize>(values: [Option<f64>; N]) -> Vec<String> {
-    values[1..]
-        .iter()
-        .map(|other| match (values[0], other) {
-            (Some(first), Some(other)) if *other > 0.0 => format!("{:.2}", first / other),
-            _ => "n/a".to_string(),
-        })
-        .collect()
+/// Contender `a`'s value over contender `b`'s, with two decimals, or `n/a`.
+fn ratio<const N: usize>(values: [Option<f64>; N], (a, b): (usize, usize)) -> String {
+    match (values[a], values[b]) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".to_string(),
+    }
 }

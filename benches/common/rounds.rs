@@ -22,12 +22,19 @@ pub struct Contender {
     pub proxy: Option<Proxy>,
     /// Why this proxy is not measured (any more).
     pub out: Option<String>,
-    /// The backends, when they are this proxy's children (procgate's instances) and die with it:
-    /// what they are, for messages.
+    /// The backends, when they are this proxy's children (procgate's instances), die with it, and
+    /// other contenders stand in front of them too: what they are, for messages.
     pub backends: Option<&'static str>,
 }
 
 impl Contender {
+    /// A contender that did not start, said at once; `n/a` in the table.
+    pub fn absent(name: &'static str, err: anyhow::Error) -> Contender {
+        let why = format!("{err:#}");
+        println!("{name} is not measured: {why}");
+        Contender { name, proxy: None, out: Some(why), backends: None }
+    }
+
     /// How the process running the backends ended, once it has: nothing more can be measured.
     fn backends_gone(&mut self) -> Option<String> {
         match self.backends {
@@ -171,7 +178,7 @@ pub fn finish<M: Metric, const N: usize>(
     notes: impl FnOnce(),
 ) {
     println!();
-    samples.print_table(contenders.each_ref().map(|c| c.name));
+    samples.print_tables(contenders.each_ref().map(|c| c.name));
     println!();
     println!("notes:");
     notes();
@@ -184,7 +191,8 @@ pub fn finish<M: Metric, const N: usize>(
     println!("total time {:.0?}", started.elapsed());
 }
 
-/// Stops the proxies in reverse order, procgate last (it takes its backends down with it).
+/// Stops the proxies in reverse order, the first (procgate) last: its backends, which it takes
+/// down with it, are HAProxy's too.
 fn stop_all(contenders: &mut [Contender]) {
     for contender in contenders.iter_mut().rev() {
         if let Some(proxy) = contender.proxy.as_mut() {

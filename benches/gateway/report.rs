@@ -1,11 +1,19 @@
 //! The gateway bench's metrics: their table order, labels, better direction and format.
 //!
-//! The table itself is common/report.rs's; its ratio is procgate/HAProxy.
+//! The tables themselves are common/report.rs's: procgate/HAProxy in the first, the ratios of
+//! procgate's two variants to plain procgate in the second.
 
-use crate::common::report::{self, Better, Widths};
+use crate::common::report::{self, Better, Table, Widths, HAPROXY_INDEX, PROCGATE_INDEX};
 
-/// Contenders compared: procgate, then HAProxy.
-pub const CONTENDERS: usize = 2;
+/// Contenders compared: procgate, HAProxy, then procgate+proxy-v2 and procgate+limits.
+pub const CONTENDERS: usize = 4;
+/// procgate+proxy-v2's place among the contenders.
+pub const PROXY_V2_INDEX: usize = 2;
+/// procgate+limits's place among the contenders.
+pub const LIMITS_INDEX: usize = 3;
+/// Above the variants' table: what it shows and the target.
+const VARIANTS_HEADING: &str =
+    "procgate's variants and their ratios to plain procgate (target: >= 0.95 where higher is better, <= 1.05 where lower)";
 
 /// A figure of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,6 +38,14 @@ impl report::Metric for Metric {
         Metric::CpuPerConnection,
     ];
     const WIDTHS: Widths = Widths { name: 27, value: 12, ratio: 18 };
+    const TABLES: &'static [Table] = &[
+        Table { heading: None, columns: &[PROCGATE_INDEX, HAPROXY_INDEX], ratios: &[(PROCGATE_INDEX, HAPROXY_INDEX)] },
+        Table {
+            heading: Some(VARIANTS_HEADING),
+            columns: &[PROXY_V2_INDEX, LIMITS_INDEX],
+            ratios: &[(PROXY_V2_INDEX, PROCGATE_INDEX), (LIMITS_INDEX, PROCGATE_INDEX)],
+        },
+    ];
 
     fn label(self) -> &'static str {
         match self {

@@ -7,14 +7,13 @@
 use crate::backend::BACKENDS;
 use crate::common::knobs::Knobs;
 use crate::common::process::Proxy;
-use crate::common::proxies::{self, local, Ports};
+use crate::common::proxies::{self, local, Ports, Procgate};
 use crate::common::rounds::Contender;
+use crate::report::NGINX_INDEX;
 use nix::sys::signal::Signal;
 use std::path::Path;
 use std::process::Command;
 
-/// nginx's place among the contenders, hence its frontend port.
-const NGINX: usize = 2;
 /// nginx's connections per worker process, clients and upstreams together.
 const NGINX_WORKER_CONNECTIONS: u64 = 10_000;
 /// The HAProxy configuration after its `global` section: an HTTP load balancer over the same
@@ -103,7 +102,8 @@ pub fn nginx_summary(fd_limit: u64) -> String {
 pub fn start_procgate(dir: &Path, ports: Ports) -> anyhow::Result<Contender> {
     let listen = local(ports.procgate()).to_string();
     let args = ["--web-listen", &listen, "--tcp-listen", "127.0.0.1:0", "--grace", "1s", "--no-access-log"];
-    proxies::start_procgate(dir, ports, &BACKENDS, &args)
+    let procgate = Procgate { name: "procgate", ports, settings: None, shared: true };
+    proxies::start_procgate(dir, &procgate, &BACKENDS, &args)
 }
 
 /// HAProxy in HTTP mode, or why it is out; and its version line.
@@ -116,7 +116,7 @@ pub fn start_haproxy(knobs: &Knobs, dir: &Path, ports: Ports) -> (Contender, Str
 /// is out. And its version line (`nginx version: nginx/1.22.1`).
 pub fn start_nginx(executable: &Path, dir: &Path, ports: Ports, fd_limit: u64) -> (Contender, String) {
     proxies::start_contender("nginx", proxies::version(executable, "BENCH_NGINX"), || {
-        let config = proxies::fill(NGINX_CONFIG, ports.frontend(NGINX), ports)
+        let config = proxies::fill(NGINX_CONFIG, ports.frontend(NGINX_INDEX), ports)
             .replace("{NOFILE}", &fd_limit.to_string())
             .replace("{WORKER_CONNECTIONS}", &NGINX_WORKER_CONNECTIONS.to_string())
             .replace("{DIR}", &dir.display().to_string());
@@ -124,7 +124,7 @@ pub fn start_nginx(executable: &Path, dir: &Path, ports: Ports, fd_limit: u64) -
         std::fs::write(&path, config)?;
         let mut command = Command::new(executable);
         command.arg("-p").arg(dir).arg("-c").arg(&path).args(["-e", "stderr", "-g", "daemon off;"]);
-        let mut proxy = Proxy::spawn("nginx", local(ports.frontend(NGINX)), command, Signal::SIGTERM, true)?;
+        let mut proxy = Proxy::spawn("nginx", local(ports.frontend(NGINX_INDEX)), command, Signal::SIGTERM, true)?;
         proxy.wait_listening(proxy.addr)?;
         Ok(proxy)
     })

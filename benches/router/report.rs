@@ -2,10 +2,12 @@
 //!
 //! The table itself is common/report.rs's; its ratios are procgate/HAProxy and procgate/nginx.
 
-use crate::common::report::{self, Better, Widths};
+use crate::common::report::{self, Better, Table, Widths, HAPROXY_INDEX, PROCGATE_INDEX};
 
 /// Contenders compared: procgate, then HAProxy, then nginx.
 pub const CONTENDERS: usize = 3;
+/// nginx's place among the contenders, hence its frontend port.
+pub const NGINX_INDEX: usize = 2;
 
 /// A figure of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,6 +32,11 @@ impl report::Metric for Metric {
         Metric::Rss,
     ];
     const WIDTHS: Widths = Widths { name: 29, value: 11, ratio: 17 };
+    const TABLES: &'static [Table] = &[Table {
+        heading: None,
+        columns: &[PROCGATE_INDEX, HAPROXY_INDEX, NGINX_INDEX],
+        ratios: &[(PROCGATE_INDEX, HAPROXY_INDEX), (PROCGATE_INDEX, NGINX_INDEX)],
+    }];
 
     fn label(self) -> &'static str {
         match self {
