@@ -46,9 +46,14 @@ fn an_app_sees_the_real_client_address_with_v1_and_v2() {
         let app = proxy_app(&format!("proxy_protocol = \"{version}\"\n"));
         let (mut running, addr) = start(&app);
         running.wait_for(&format!("reading PROXY {version} headers"));
-        let client = connect_from("127.0.0.7".parse().unwrap(), addr);
-        let seen = first_line(&client);
-        assert_eq!(seen, format!("hello tcp.1, you are {}", client.local_addr().unwrap()), "{version}");
+        let mut client = connect_from("127.0.0.7".parse().unwrap(), addr);
+        client.write_all(b"early bytes go after the header\n").unwrap();
+        let mut reader = BufReader::new(client.try_clone().unwrap());
+        let (mut greeting, mut echo) = (String::new(), String::new());
+        reader.read_line(&mut greeting).unwrap();
+        reader.read_line(&mut echo).unwrap();
+        assert_eq!(greeting.trim_end(), format!("hello tcp.1, you are {}", client.local_addr().unwrap()), "{version}");
+        assert_eq!(echo, "early bytes go after the header\n");
     }
 }
 

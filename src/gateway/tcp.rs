@@ -71,15 +71,14 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
             return;
         }
     };
-    if introduce(&mut instance, &route, peer, &client, &admitted.rest).await.is_err() {
-        return;
-    }
+    let Ok(early) = introduce(&mut instance, &route, peer, &client, admitted.rest).await else { return };
     let backend = &open.0;
     if settings.access_log {
         tracing::info!("202 connection assigned {} from {peer}", backend.name);
     }
     let started = Instant::now();
     let traffic = Traffic::new();
+    traffic.to_instance.store(early as u64, std::sync::atomic::Ordering::Relaxed);
     let ending = pump::relay(&mut client, &mut instance, settings.idle_timeout, &traffic).await;
     if settings.access_log || ending.as_ref().is_ok_and(|e| *e == Ending::Idle) {
         let how = match ending {
@@ -107,23 +106,36 @@ async fn gone(client: &TcpStream) {
     }
 }
 
+/// The most client bytes sent along with the PROXY header in its write.
+const FIRST_WRITE: usize = 4096;
+
 /// Writes what the instance must read before the client's bytes: the PROXY header (real client
-/// address) when the route sends one, then any client bytes read along with the client's header.
+/// address) when the route sends one, with the client bytes already read past a load balancer's
+/// header or already waiting in the socket, all in one write (one system call, one packet).
+/// Returns how many client bytes went.
 async fn introduce(
     instance: &mut TcpStream,
     route: &Route,
     client: SocketAddr,
     from: &TcpStream,
-    rest: &[u8],
-) -> std::io::Result<()> {
-    if let Some(version) = route.policy.proxy_protocol {
-        let gateway = from.local_addr()?;
-        instance.write_all(&proxy_protocol::header(version, client, gateway)).await?;
+    rest: Vec<u8>,
+) -> std::io::Result<usize> {
+    let Some(version) = route.policy.proxy_protocol else {
+        instance.write_all(&rest).await?;
+        return Ok(rest.len());
+    };
+    let mut first = proxy_protocol::header(version, client, from.local_addr()?);
+    let header = first.len();
+    first.extend_from_slice(&rest);
+    if rest.is_empty() {
+        let mut waiting = [0u8; FIRST_WRITE];
+        // Nothing waiting (or the client already closed) leaves it to the relay.
+        if let Ok(read @ 1..) = from.try_read(&mut waiting) {
+            first.extend_from_slice(&waiting[..read]);
+        }
     }
-    if !rest.is_empty() {
-        instance.write_all(rest).await?;
-    }
-    Ok(())
+    instance.write_all(&first).await?;
+    Ok(first.len() - header)
 }
 
 /// A connection to an instance, with `TCP_NODELAY`, within `timeout`.
