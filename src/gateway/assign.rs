@@ -17,14 +17,23 @@ pub enum Unassigned {
     NoInstance,
     /// Every instance at its cap and the backlog full (or the wait over): H11.
     BacklogFull,
+    /// The client left while it waited.
+    Abandoned,
 }
 
-/// Picks and connects an instance with `connect` (which gives `None` when it cannot).
-pub async fn assign<T, F, Fut>(route: &Route, wait: Duration, mut connect: F) -> Result<(OpenConnection, T), Unassigned>
+/// Picks and connects an instance with `connect` (which gives `None` when it cannot). While it
+/// has to wait, `abandoned` resolving (the client left) ends the wait; it is not polled otherwise.
+pub async fn assign<T, F, Fut>(
+    route: &Route,
+    wait: Duration,
+    mut connect: F,
+    abandoned: impl Future<Output = ()>,
+) -> Result<(OpenConnection, T), Unassigned>
 where
     F: FnMut(Arc<Backend>) -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    tokio::pin!(abandoned);
     let deadline = Instant::now() + wait;
     let mut changes: Option<watch::Receiver<u64>> = None;
     let mut tried: Vec<InstanceId> = Vec::new();
@@ -38,8 +47,9 @@ where
         let healthy = route.backends().iter().any(|b| !b.is_down() && !tried.contains(&b.id));
         if healthy && route.policy.limits.capped() {
             // Every healthy instance is at its cap.
-            if !route.wait_for_room(deadline).await {
-                return Err(Unassigned::BacklogFull);
+            tokio::select! {
+                room = route.wait_for_room(deadline) => if !room { return Err(Unassigned::BacklogFull) },
+                () = &mut abandoned => return Err(Unassigned::Abandoned),
             }
             continue;
         }
@@ -53,9 +63,12 @@ where
             continue;
         }
         let changed = changes.as_mut().map(|c| c.changed()).ok_or(Unassigned::NoInstance)?;
-        match tokio::time::timeout_at(deadline, changed).await {
-            Ok(Ok(())) => tried.clear(),
-            _ => return Err(Unassigned::NoInstance),
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, changed) => match changed {
+                Ok(Ok(())) => tried.clear(),
+                _ => return Err(Unassigned::NoInstance),
+            },
+            () = &mut abandoned => return Err(Unassigned::Abandoned),
         }
     }
 }

@@ -141,9 +141,11 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     forward_headers(&mut request, &client, &line.request_id, upgrade);
     let settings = &client.settings;
     let get_sender = |backend: Arc<Backend>| sender(backend.addr, settings.connect_timeout, upgrade);
-    let (open, mut sender) = match assign(&client.route, settings.wait, get_sender).await {
+    let (open, mut sender) = match assign(&client.route, settings.wait, get_sender, std::future::pending()).await {
         Ok(assigned) => assigned,
-        Err(Unassigned::NoInstance) => return Ok(error_page(&line, "H10", "App not available")),
+        Err(Unassigned::NoInstance | Unassigned::Abandoned) => {
+            return Ok(error_page(&line, "H10", "App not available"))
+        }
         Err(Unassigned::BacklogFull) => {
             client.route.refused.by_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(error_page(&line, "H11", "Backlog too deep"));

@@ -47,11 +47,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
     let Some(admitted) = admit(&mut client, peer, &route, &settings).await else { return };
     let peer = admitted.client;
     let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
-    let assigned = tokio::select! {
-        assigned = assign(&route, settings.wait, connect) => assigned,
-        () = gone(&client) => return,
-    };
-    let (open, mut instance) = match assigned {
+    let (open, mut instance) = match assign(&route, settings.wait, connect, gone(&client)).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance) => {
             let wait = crate::duration::format(settings.wait);
@@ -61,6 +57,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, sett
             );
             return;
         }
+        Err(Unassigned::Abandoned) => return,
         Err(Unassigned::BacklogFull) => {
             route.refused.by_cap.fetch_add(1, Ordering::Relaxed);
             let queued = route.queued();
