@@ -44,10 +44,12 @@ pub async fn serve(
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, settings: Arc<GatewaySettings>) {
     let _ = client.set_nodelay(true);
-    let Some(admitted) = admit(&mut client, peer, &route, &settings).await else { return };
+    // Admission and assignment run boxed: their state is freed before the relay, so a held
+    // connection's task is only as large as the relay needs (memory per held connection).
+    let Some(admitted) = Box::pin(admit(&mut client, peer, &route, &settings)).await else { return };
     let peer = admitted.client;
     let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
-    let (open, mut instance) = match assign(&route, settings.wait, connect, gone(&client)).await {
+    let (open, mut instance) = match Box::pin(assign(&route, settings.wait, connect, gone(&client))).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance) => {
             let wait = crate::duration::format(settings.wait);
