@@ -65,14 +65,17 @@ fn nginx_reads_the_client_address_from_procgates_header() {
         );
         return;
     }
-    let app = App::from_procfiles("nginx-proxy");
-    let base = common::free_base_port(1, 1).to_string();
-    let mut running = app.spawn(&["start", "-p", &base]);
-    let line = running.wait_for("gateway tcp://");
-    let addr: SocketAddr = line.split("gateway tcp://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    running.wait_for("201 app connected tcp.1");
-    let client = connect_from("127.0.0.9".parse().unwrap(), addr);
-    assert_eq!(first_line(&client), format!("nginx read {}", client.local_addr().unwrap()));
+    for version in ["v2", "v1"] {
+        let app = App::from_procfiles("nginx-proxy");
+        app.write("procgate.toml", &format!("[types.tcp]\nproxy_protocol = \"{version}\"\n"));
+        let base = common::free_base_port(1, 1).to_string();
+        let mut running = app.spawn(&["start", "-p", &base]);
+        let line = running.wait_for("gateway tcp://");
+        let addr: SocketAddr = line.split("gateway tcp://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        running.wait_for("201 app connected tcp.1");
+        let client = connect_from("127.0.0.9".parse().unwrap(), addr);
+        assert_eq!(first_line(&client), format!("nginx read {}", client.local_addr().unwrap()), "{version}");
+    }
 }
 
 #[test]
