@@ -281,3 +281,37 @@ fn a_client_that_leaves_while_waiting_for_an_instance_is_let_go_at_once() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn past_the_descriptor_budget_clients_are_refused_and_procgate_stays_manageable() {
+    let app = echo_app();
+    let base = free_base_port(1, 1);
+    // 160 descriptors: 64 kept for procgate, so room for (160 - 64) / 2 = 48 proxied clients.
+    let script = format!(
+        "ulimit -n 160 && exec {} start -p {base} --tcp-listen 127.0.0.1:0 --web-listen 127.0.0.1:0",
+        common::BIN
+    );
+    let child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(app.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running::watch(child);
+    running.wait_for("open files limit 160: room for about 48 proxied connections");
+    let line = running.wait_for("tcp.1 | url=tcp://");
+    let addr: SocketAddr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    running.wait_for("201 app connected tcp.1");
+    let clients: Vec<Option<Client>> = (0..60)
+        .map(|_| {
+            let mut client = Client::connect(addr).unwrap();
+            client.greeting().map(|_| client)
+        })
+        .collect();
+    let served = clients.iter().filter(|c| c.is_some()).count();
+    assert_eq!(served, 48, "the budget, then closed at once");
+    running.wait_for("H11 too many connections: 48 open, all the open-files limit allows");
+    assert_eq!(common::ps(&app).instances[0].connections, Some(48), "the control socket still answers");
+}

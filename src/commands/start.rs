@@ -40,7 +40,9 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
     let routes: Vec<Arc<Route>> =
         bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), policy(&config, r), failures.clone()))).collect();
-    let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), gateway_settings(&args))?;
+    fit_names(&config, &output);
+    let settings = gateway_settings(&args, client_budget());
+    let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), settings)?;
     let control_routes = routes.clone();
     let stopper = gateway.stopper();
     let release = release_of(&config, &bound)?;
@@ -56,8 +58,6 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         close_gateway: Box::new(move || stopper.stop_accepting()),
         load_release: release_loader(&args, config.base_port, bound.clone()),
     };
-    fit_names(&scheduler);
-    report_open_files_limit();
     tracing::info!("{}", summary(&config, &bound));
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
@@ -77,12 +77,13 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn fit_names(scheduler: &SchedulerConfig) {
-    for spec in &scheduler.instances {
-        scheduler.output.fit(&spec.name);
+/// Widens the name column for every instance of the plan before the first line is printed.
+fn fit_names(config: &Config, output: &Output) {
+    for spec in &config.plan {
+        output.fit(&spec.name());
     }
-    if scheduler.release.release_step.is_some() {
-        scheduler.output.fit(&format!("{RELEASE}.1"));
+    if config.release.is_some() {
+        output.fit(&format!("{RELEASE}.1"));
     }
 }
 
@@ -196,17 +197,22 @@ fn cycling(args: &StartArgs) -> Option<Cycling> {
     }
 }
 
-fn report_open_files_limit() {
+/// Raises the open-files limit; returns how many clients the gateway may hold at once.
+fn client_budget() -> usize {
     match gateway::raise_open_files_limit() {
         Ok(limit) => {
             let connections = limit.saturating_sub(RESERVED_FILES) / 2;
             tracing::info!("open files limit {limit}: room for about {connections} proxied connections");
+            usize::try_from(connections).unwrap_or(usize::MAX)
         }
-        Err(err) => tracing::warn!("cannot raise the open files limit: {err}"),
+        Err(err) => {
+            tracing::warn!("cannot raise the open files limit: {err}");
+            usize::MAX
+        }
     }
 }
 
-fn gateway_settings(args: &StartArgs) -> GatewaySettings {
+fn gateway_settings(args: &StartArgs, budget: usize) -> GatewaySettings {
     GatewaySettings {
         wait: args.wait,
         connect_timeout: args.connect_timeout,
@@ -215,6 +221,7 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
         request_timeout: args.request_timeout,
         router_log: !args.no_access_log,
         router_idle_timeout: args.router_idle_timeout,
+        budget: gateway::budget::Budget::new(budget),
     }
 }
 

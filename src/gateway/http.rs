@@ -5,6 +5,7 @@
 
 use super::admit::admit;
 use super::assign::{assign, Unassigned};
+use super::budget::Place;
 use super::proxy_protocol::Prefixed;
 use super::route::{Backend, OpenConnection, Route};
 use super::GatewaySettings;
@@ -64,8 +65,11 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, peer, port, route.clone(), settings.clone()));
+                    // Over the descriptor budget the client is closed at once (dropped).
+                    if let Some(place) = settings.budget.enter() {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(connection(stream, peer, port, route.clone(), settings.clone(), place));
+                    }
                 }
                 Err(err) => {
                     tracing::warn!("accept on the {} router failed: {err}", route.type_name);
@@ -83,6 +87,7 @@ async fn connection(
     port: u16,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
+    _place: Place,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
     let io = TokioIo::new(Prefixed::new(std::mem::take(&mut admitted.rest), stream));

@@ -6,6 +6,7 @@
 
 pub mod admit;
 pub mod assign;
+pub mod budget;
 pub mod clients;
 pub mod http;
 pub mod proxy_protocol;
@@ -37,6 +38,8 @@ pub struct GatewaySettings {
     pub router_log: bool,
     /// How long an instance may send nothing in the middle of a response before H15.
     pub router_idle_timeout: Duration,
+    /// The clients held at once over every route, from the open-files limit.
+    pub budget: Arc<budget::Budget>,
 }
 
 /// The running data plane; dropping it stops accepting (the threads end with the process).

@@ -3,6 +3,7 @@
 
 use super::admit::admit;
 use super::assign::{assign, Unassigned};
+use super::budget::Place;
 use super::proxy_protocol;
 use super::pump::{self, Ending, Traffic};
 use super::route::{Backend, Route};
@@ -30,7 +31,10 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
-                    tokio::spawn(handle(client, peer, route.clone(), settings.clone()));
+                    // Over the descriptor budget the client is closed at once (dropped).
+                    if let Some(place) = settings.budget.enter() {
+                        tokio::spawn(handle(client, peer, route.clone(), settings.clone(), place));
+                    }
                 }
                 Err(err) => {
                     tracing::warn!("accept on the {} route failed: {err}", route.type_name);
@@ -42,7 +46,13 @@ pub async fn serve(
     }
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, route: Arc<Route>, settings: Arc<GatewaySettings>) {
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    settings: Arc<GatewaySettings>,
+    _place: Place,
+) {
     let _ = client.set_nodelay(true);
     // Admission and assignment run boxed: their state is freed before the relay, so a held
     // connection's task is only as large as the relay needs (memory per held connection).

@@ -106,7 +106,7 @@ impl Finished {
 }
 
 impl Running {
-    fn watch(mut child: Child) -> Running {
+    pub fn watch(mut child: Child) -> Running {
         let (tx, lines) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
