@@ -2,16 +2,20 @@
 //!
 //! # Layout
 //! - [`cli`]: clap definitions of the subcommands and flags.
-//! - [`config`]: flags, Procfile and env files turned into one validated [`config::Config`].
+//! - [`config`]: flags, Procfile, env files and procgate.toml turned into one validated [`config::Config`].
+//! - [`settings`]: the optional `procgate.toml` (per-type routes, checks, limits, PROXY protocol).
 //! - [`procfile`]: the ordered, strict Procfile parser.
 //! - [`env`]: env files (dotenvy iterator API) and each instance's environment.
 //! - [`formation`]: the formation (`web=2`) and the port plan.
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.
 //! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself.
-//! - [`platform`]: the control plane's actors: the Scheduler and its pure state machine.
+//! - [`platform`]: the control plane's actors (Scheduler, HealthChecker, Balancer), their pure
+//!   state machines (instance lifecycle, rollouts, backoff, health hysteresis) and the specs.
+//! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
+//! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): server and client.
 //! - [`signals`]: procgate's own SIGINT/SIGTERM/SIGHUP.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events.
-//! - [`commands`]: `start`, `check`, `run`.
+//! - [`commands`]: `start`, `check`, `run`, `ps`, `scale`, `restart`, `deploy`, `stop`.
 
 pub mod cli;
 pub mod commands;
