@@ -5,7 +5,7 @@
 //! - [`config`]: flags, Procfile, env files and procgate.toml turned into one validated [`config::Config`].
 //! - [`settings`]: the optional `procgate.toml` (per-type routes, checks, limits, PROXY protocol).
 //! - [`procfile`]: the ordered, strict Procfile parser.
-//! - [`env`]: env files (dotenvy iterator API) and each instance's environment.
+//! - [`env`](mod@env): env files (dotenvy iterator API) and each instance's environment.
 //! - [`formation`]: the formation (`web=2`) and the port plan.
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.
 //! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself.
