@@ -23,6 +23,7 @@
 //! ```
 //! Unknown keys and bad values are errors naming the file, the line and the key.
 
+use crate::gateway::proxy_protocol::ProxyVersion;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,7 +72,7 @@ pub struct TypeSettings {
     /// Connections open at once per client IP [default: no limit].
     pub max_per_client: Option<usize>,
     /// `"v1"`, `"v2"` or `"off"`: the PROXY header written to instances [default: off].
-    pub proxy_protocol: Option<crate::gateway::proxy_protocol::ProxyVersion>,
+    pub proxy_protocol: Option<ProxyVersion>,
     /// Clients (a load balancer in front) send a PROXY header first [default: false].
     pub accept_proxy: Option<bool>,
 }
@@ -89,6 +90,13 @@ pub enum SettingsError {
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
     crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+impl TypeSettings {
+    /// The PROXY header version written to the type's instances; `"off"` is no header.
+    pub fn proxy_version(&self) -> Option<ProxyVersion> {
+        self.proxy_protocol.filter(|v| *v != ProxyVersion::Off)
+    }
 }
 
 fn statuses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<std::ops::RangeInclusive<u16>>, D::Error> {
@@ -114,8 +122,7 @@ impl Settings {
             line: err.span().map_or(1, |span| line_at(text, span.start)),
             message: err.message().to_string(),
         })?;
-        let web_proxy = settings.of(crate::config::WEB_TYPE).proxy_protocol;
-        if web_proxy.is_some_and(|v| v != crate::gateway::proxy_protocol::ProxyVersion::Off) {
+        if settings.of(crate::config::WEB_TYPE).proxy_version().is_some() {
             let line = text.lines().position(|l| l.trim_start().starts_with("proxy_protocol")).map_or(1, |i| i + 1);
             let message =
                 "proxy_protocol applies to TCP types; web instances get the client address in X-Forwarded-For".into();

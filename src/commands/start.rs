@@ -7,7 +7,6 @@ use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources, WEB_TYPE};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
 use crate::gateway::clients::ClientLimits;
-use crate::gateway::proxy_protocol::ProxyVersion;
 use crate::gateway::route::{Limits, Policy, Route};
 use crate::gateway::{self, Gateway, GatewaySettings};
 use crate::logs::Output;
@@ -126,11 +125,7 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
             tcp_url: tcp_url(&process.name, bound, config.tcp_listen),
             probe: routed.then(|| probe_settings(&sources.settings.of(&process.name), process.name == WEB_TYPE)),
             block_start: u16::try_from(block).ok(),
-            proxy_protocol: sources
-                .settings
-                .of(&process.name)
-                .proxy_protocol
-                .filter(|v| routed && *v != ProxyVersion::Off),
+            proxy_protocol: sources.settings.of(&process.name).proxy_version().filter(|_| routed),
         }));
     }
     let release_step = config.release.as_ref().map(|release| {
@@ -184,7 +179,7 @@ fn policy(config: &Config, route: &RouteSpec) -> Policy {
         queue_timeout: settings.queue_timeout,
     };
     let clients = ClientLimits { rate: settings.rate, burst: settings.burst, max_open: settings.max_per_client };
-    let proxy_protocol = settings.proxy_protocol.filter(|v| *v != ProxyVersion::Off);
+    let proxy_protocol = settings.proxy_version();
     Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy: settings.accept_proxy.unwrap_or(false) }
 }
 
@@ -238,7 +233,7 @@ fn probe_settings(settings: &crate::settings::TypeSettings, http: bool) -> Probe
             path: settings.health_path.clone().unwrap_or(check.path),
             statuses: settings.health_status.clone().unwrap_or(check.statuses),
         }),
-        proxy: settings.proxy_protocol.filter(|v| *v != ProxyVersion::Off),
+        proxy: settings.proxy_version(),
     }
 }
 
