@@ -6,18 +6,17 @@
 use super::admit::admit;
 use super::assign::{assign, Unassigned};
 use super::budget::Place;
+use super::header_values;
+use super::pool;
 use super::proxy_protocol::Prefixed;
 use super::route::{Backend, OpenConnection, Route};
 use super::GatewaySettings;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,16 +29,22 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Headers that concern one hop only and are not forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The header that carries the router's error code on its error pages.
 const CODE_HEADER: &str = "x-procgate-code";
-
-thread_local! {
-    /// Idle connections to instances, per instance address, for this data-plane thread.
-    static POOL: RefCell<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>> = RefCell::new(HashMap::new());
-}
 
 type RouterBody = Either<Logged, Full<Bytes>>;
 
@@ -91,10 +96,10 @@ async fn connection(
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
     let io = TokioIo::new(Prefixed::new(std::mem::take(&mut admitted.rest), stream));
-    let (address, port) = (HeaderValue::from(0u16), HeaderValue::from(port));
-    let address = HeaderValue::try_from(admitted.client.ip().to_string()).unwrap_or(address);
+    let (address, port) = (header_values::address(admitted.client.ip()), HeaderValue::from(port));
     let client = Arc::new(Client { peer: admitted.client, route, settings, address, port });
-    let service = hyper::service::service_fn(move |request| proxy(request, client.clone()));
+    // Boxed: hyper moves the service's future around, and `proxy`'s is a few kilobytes.
+    let service = hyper::service::service_fn(move |request| Box::pin(proxy(request, client.clone())));
     let _ =
         hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).with_upgrades().await;
     drop(admitted);
@@ -134,7 +139,7 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     let mut line = Line {
         method: request.method().clone(),
         path: request.uri().path_and_query().cloned(),
-        host: request.headers().get(hyper::header::HOST).cloned(),
+        host: request.headers().get(header::HOST).cloned(),
         request_id: request_id(&request),
         fwd: client.peer.ip(),
         dyno: None,
@@ -145,7 +150,7 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     forward_headers(&mut request, &client, &line.request_id, upgrade);
     let settings = &client.settings;
-    let get_sender = |backend: Arc<Backend>| sender(backend.addr, settings.connect_timeout, upgrade);
+    let get_sender = |backend: Arc<Backend>| pool::sender(backend.addr, settings.connect_timeout, upgrade);
     let (open, mut sender) = match assign(&client.route, settings.wait, get_sender, std::future::pending()).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance | Unassigned::Abandoned) => {
@@ -187,16 +192,14 @@ const MAX_REQUEST_ID: usize = 200;
 
 /// The client's `X-Request-Id`, or a new one (32 random hex digits).
 fn request_id(request: &Request<Incoming>) -> HeaderValue {
-    let given = request.headers().get("x-request-id").filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID);
-    given
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::try_from(format!("{:032x}", rand::random::<u128>())).expect("hex digits"))
+    let given = request.headers().get(X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID);
+    given.cloned().unwrap_or_else(header_values::new_request_id)
 }
 
 /// Sends the request; when a pooled connection turns out closed before the request left, it
 /// goes once more on a new connection (nothing was sent, so it is safe).
 async fn send(
-    sender: &mut SendRequest<Incoming>,
+    sender: &mut pool::Sender,
     request: Request<Incoming>,
     addr: SocketAddr,
     timeout: Duration,
@@ -206,77 +209,36 @@ async fn send(
         Err(failed) => failed,
     };
     let Some(request) = failed.take_message() else { return Err(failed.into_error()) };
-    let Some(mut fresh) = sender_new(addr, timeout).await else { return Err(failed.into_error()) };
+    let Some(mut fresh) = pool::connect(addr, timeout).await else { return Err(failed.into_error()) };
     let response = fresh.send_request(request).await;
     *sender = fresh;
     response
 }
 
 fn is_upgrade(request: &Request<Incoming>) -> bool {
-    let connection = request.headers().get(hyper::header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    request.headers().contains_key(hyper::header::UPGRADE) && connection.to_ascii_lowercase().contains("upgrade")
+    let connection = request.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    request.headers().contains_key(header::UPGRADE) && connection.to_ascii_lowercase().contains("upgrade")
 }
 
 /// Drops hop-by-hop headers (but an upgrade's) and adds the router's own.
 fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id: &HeaderValue, upgrade: bool) {
     let headers = request.headers_mut();
-    for name in HOP_BY_HOP {
-        if !(upgrade && (name == "connection" || name == "upgrade")) {
-            headers.remove(name);
-        }
-    }
-    let earlier = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let appended = earlier.and_then(|earlier| HeaderValue::try_from(format!("{earlier}, {}", client.peer.ip())).ok());
-    headers.insert(HeaderName::from_static("x-forwarded-for"), appended.unwrap_or_else(|| client.address.clone()));
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
-    headers.insert(HeaderName::from_static("x-forwarded-port"), client.port.clone());
-    headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
-    headers.insert(hyper::header::VIA, HeaderValue::from_static("1.1 procgate"));
-}
-
-/// An idle pooled connection to `addr`, or a new one (a new one always for an upgrade).
-async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Option<SendRequest<Incoming>> {
-    if !upgrade {
-        if let Some(pooled) = take_pooled(addr).await {
-            return Some(pooled);
-        }
-    }
-    sender_new(addr, timeout).await
-}
-
-async fn sender_new(addr: SocketAddr, timeout: Duration) -> Option<SendRequest<Incoming>> {
-    let stream = super::tcp::connect(addr, timeout).await?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    Some(sender)
-}
-
-/// A pooled connection to `addr` that is ready for a request; closed ones are dropped, busy
-/// ones (their last response still finishing) stay.
-async fn take_pooled(addr: SocketAddr) -> Option<SendRequest<Incoming>> {
-    std::future::poll_fn(|cx| {
-        Poll::Ready(POOL.with_borrow_mut(|pool| {
-            let idle = pool.get_mut(&addr)?;
-            let mut index = idle.len();
-            while index > 0 {
-                index -= 1;
-                match idle[index].poll_ready(cx) {
-                    Poll::Ready(Ok(())) => return Some(idle.swap_remove(index)),
-                    Poll::Ready(Err(_)) => drop(idle.swap_remove(index)),
-                    Poll::Pending => {}
-                }
+    // One pass over the few headers a request has is cheaper than seven lookups.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            if !(upgrade && (name == header::CONNECTION || name == header::UPGRADE)) {
+                headers.remove(name);
             }
-            None
-        }))
-    })
-    .await
-}
-
-/// Puts a connection back in the pool (its response is done).
-fn give_back(addr: SocketAddr, sender: SendRequest<Incoming>) {
-    POOL.with_borrow_mut(|pool| pool.entry(addr).or_default().push(sender));
+        }
+    }
+    let earlier = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let appended = earlier.and_then(|earlier| HeaderValue::try_from(format!("{earlier}, {}", client.peer.ip())).ok());
+    headers.reserve(5);
+    headers.insert(X_FORWARDED_FOR, appended.unwrap_or_else(|| client.address.clone()));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PORT, client.port.clone());
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    headers.insert(header::VIA, HeaderValue::from_static("1.1 procgate"));
 }
 
 /// After a `101`, relays bytes between the client and the instance until both close.
@@ -300,7 +262,7 @@ fn error_page(line: &Line, code: &str, desc: &str) -> Response<RouterBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(html))));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
-    headers.insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(HeaderName::from_static(CODE_HEADER), HeaderValue::from_str(code).expect("a code is ASCII"));
     response
 }
@@ -333,7 +295,7 @@ struct Logged {
     /// Armed the first time the instance makes the body wait.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection it came on, back to the pool when the body is done.
-    pooled: Option<(SocketAddr, SendRequest<Incoming>)>,
+    pooled: Option<(SocketAddr, pool::Sender)>,
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -346,9 +308,9 @@ impl Body for Logged {
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
-                let deadline = Instant::now() + self.window;
+                let window = self.window;
                 if let Some(idle) = self.idle.as_mut() {
-                    idle.as_mut().reset(deadline);
+                    idle.as_mut().reset(Instant::now() + window);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -389,7 +351,7 @@ impl Drop for Logged {
     fn drop(&mut self) {
         self.open.take();
         if let Some((addr, sender)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
-            give_back(addr, sender);
+            pool::give_back(addr, sender);
         }
         if self.log {
             tracing::info!("at=info {}", self.line.format(self.status, self.bytes));

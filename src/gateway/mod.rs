@@ -8,7 +8,9 @@ pub mod admit;
 pub mod assign;
 pub mod budget;
 pub mod clients;
+pub mod header_values;
 pub mod http;
+pub mod pool;
 pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
@@ -110,7 +112,7 @@ async fn serve_all(
             Err(err) => tracing::error!("the {} route cannot accept on this thread: {err}", route.type_name),
         }
     }
-    std::future::pending::<()>().await
+    pool::sweep_forever().await
 }
 
 impl Drop for Gateway {

@@ -98,16 +98,20 @@ pub async fn read_header(stream: &mut TcpStream, timeout: Duration) -> Result<Re
     tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(BadHeader::Timeout(timeout)))
 }
 
-/// A stream that yields `prefix` before the stream's own bytes (the data read with a header).
+/// A router client's stream: yields `prefix` (the data read with a header) before the stream's
+/// own bytes, and skips the `shutdown` call once the client has closed its side: closing the
+/// socket then sends the same FIN (nothing unread can turn it into a reset), one system call
+/// less per connection.
 pub struct Prefixed {
     prefix: Vec<u8>,
     read: usize,
+    client_closed: bool,
     pub stream: TcpStream,
 }
 
 impl Prefixed {
     pub fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
-        Prefixed { prefix, read: 0, stream }
+        Prefixed { prefix, read: 0, client_closed: false, stream }
     }
 }
 
@@ -124,7 +128,12 @@ impl tokio::io::AsyncRead for Prefixed {
             self.read += take;
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() == before && buf.remaining() > 0 {
+            self.client_closed = true;
+        }
+        read
     }
 }
 
@@ -138,6 +147,9 @@ impl tokio::io::AsyncWrite for Prefixed {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.client_closed {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

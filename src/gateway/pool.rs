@@ -1,0 +1,139 @@
+//! The router's idle connections to instances, per data-plane thread and instance address:
+//! a request takes a ready one or opens a new one, and gives it back when its response is done.
+//! Once a second each thread sweeps its pool: connections the instance closed are dropped, and
+//! those idle for `IDLE_LIMIT` are closed, so an instance is not held open by a router that no
+//! longer needs them (Heroku's router keeps idle connections 90 s).
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a connection may stay idle in the pool.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// How often each thread sweeps its pool.
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// A connection to an instance that carries one request at a time.
+pub type Sender = SendRequest<Incoming>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+thread_local! {
+    static POOL: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// An idle connection to `addr`, or a new one (always a new one for an upgrade, which keeps it).
+pub async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Option<Sender> {
+    if !upgrade {
+        if let Some(pooled) = take(addr).await {
+            return Some(pooled);
+        }
+    }
+    connect(addr, timeout).await
+}
+
+/// A new connection to `addr`, driven by a task of its own.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Option<Sender> {
+    let stream = super::tcp::connect(addr, timeout).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    Some(sender)
+}
+
+/// A pooled connection to `addr` that is ready for a request; closed ones are dropped, busy
+/// ones (their last response still finishing) stay.
+async fn take(addr: SocketAddr) -> Option<Sender> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(POOL.with_borrow_mut(|pool| {
+            let idle = pool.get_mut(&addr)?;
+            let mut index = idle.len();
+            while index > 0 {
+                index -= 1;
+                match idle[index].sender.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => return Some(idle.swap_remove(index).sender),
+                    Poll::Ready(Err(_)) => drop(idle.swap_remove(index)),
+                    Poll::Pending => {}
+                }
+            }
+            None
+        }))
+    })
+    .await
+}
+
+/// Puts a connection back in the pool (its response is done).
+pub fn give_back(addr: SocketAddr, sender: Sender) {
+    POOL.with_borrow_mut(|pool| pool.entry(addr).or_default().push(Idle { sender, since: Instant::now() }));
+}
+
+/// Drops this thread's pooled connections that are closed or idle since `IDLE_LIMIT` before `now`.
+pub fn sweep(now: Instant) {
+    POOL.with_borrow_mut(|pool| {
+        for idle in pool.values_mut() {
+            idle.retain(|conn| !conn.sender.is_closed() && now.duration_since(conn.since) < IDLE_LIMIT);
+        }
+        pool.retain(|_, idle| !idle.is_empty());
+    });
+}
+
+/// Sweeps this thread's pool every `SWEEP_PERIOD`, for ever. Also keeps a timer due within a
+/// second on the thread: tokio wakes its driver (a system call) when a new timer is due before
+/// every pending one, which without it every request's 30 s timeout would be.
+pub async fn sweep_forever() {
+    loop {
+        tokio::time::sleep(SWEEP_PERIOD).await;
+        sweep(Instant::now());
+    }
+}
+
+/// Connections in this thread's pool to `addr`.
+#[cfg(test)]
+fn pooled(addr: SocketAddr) -> usize {
+    POOL.with_borrow(|pool| pool.get(&addr).map_or(0, Vec::len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_connections_are_closed_after_the_limit_and_closed_ones_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first = connect(addr, Duration::from_secs(1)).await.unwrap();
+        let (mut instance_side, _) = listener.accept().await.unwrap();
+        give_back(addr, first);
+        sweep(Instant::now() + IDLE_LIMIT - Duration::from_secs(1));
+        assert_eq!(pooled(addr), 1, "kept while under the limit");
+        sweep(Instant::now() + IDLE_LIMIT);
+        assert_eq!(pooled(addr), 0, "dropped at the limit");
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), instance_side.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "the instance sees the connection closed: {read:?}");
+
+        let second = connect(addr, Duration::from_secs(1)).await.unwrap();
+        let (instance_side, _) = listener.accept().await.unwrap();
+        give_back(addr, second);
+        drop(instance_side);
+        let closed = async {
+            while POOL.with_borrow(|pool| pool[&addr].iter().any(|conn| !conn.sender.is_closed())) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("hyper notices the close");
+        sweep(Instant::now());
+        assert_eq!(pooled(addr), 0, "a connection the instance closed is dropped at the next sweep");
+    }
+}
