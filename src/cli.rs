@@ -199,7 +199,7 @@ pub struct RunArgs {
     pub source: SourceArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
-    /// The command; one argument runs through `/bin/sh -c`, several are executed as given
+    /// The command; one argument runs through `bash -c` (`sh` without bash), several are executed as given
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
 }

@@ -3,7 +3,7 @@
 //! We do not use the `procfile` crate: it loses the order, drops names with dashes and picks a
 //! random winner among duplicates. Rules: names are `[A-Za-z0-9_-]+`; blank lines and `#`
 //! comments are skipped; `\r\n` is accepted; spaces around the name and the command are trimmed;
-//! the command is kept as one string for `/bin/sh -c`.
+//! the command is kept as one string for `bash -c` (see `process::shell`).
 
 use std::path::{Path, PathBuf};
 

@@ -19,7 +19,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let vars = PlatformVars { dyno: ONE_OFF_NAME.into(), port: None, tcp_url, proxy_protocol: None };
     let mut command = match args.command.as_slice() {
         [line] => {
-            let mut shell = Command::new("/bin/sh");
+            let mut shell = Command::new(crate::process::shell());
             shell.arg("-c").arg(line);
             shell
         }

@@ -1,6 +1,6 @@
 //! The keeper: one small process per instance that owns the app's process tree.
 //!
-//! procgate runs itself as `procgate __keeper -- /bin/sh -c COMMAND` with a Unix socket as stdin.
+//! procgate runs itself as `procgate __keeper -- bash -c COMMAND` with a Unix socket as stdin.
 //! The keeper is a child subreaper, starts the app as the leader of a new process group, and:
 //! - forwards procgate's orders (`signal N`, `kill`) to the whole group and to any descendant that
 //!   escaped it (orphans are re-parented to the keeper, so it sees them);

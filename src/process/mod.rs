@@ -16,6 +16,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+/// The shell that runs Procfile commands: bash, as on Heroku, else `/bin/sh`. bash `exec`s a
+/// command line's last simple command, so the app itself is the instance's main process and
+/// gets SIGTERM first hand (dash stays as its parent, dies at once and hides the app's status).
+pub fn shell() -> &'static str {
+    static SHELL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    SHELL.get_or_init(|| if std::path::Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" })
+}
+
 /// What to run for one instance.
 pub struct Launch {
     pub command: String,
@@ -65,7 +73,7 @@ pub fn spawn(
     command
         .arg("__keeper")
         .arg("--")
-        .args(["/bin/sh", "-c", &launch.command])
+        .args([shell(), "-c", &launch.command])
         .current_dir(&launch.root)
         .envs(&launch.env)
         .stdin(Stdio::from(OwnedFd::from(theirs)))
