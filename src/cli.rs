@@ -34,6 +34,9 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Stop the procgate running in the app root, as SIGINT would; returns when it is done.
     Stop(RootArgs),
+    /// Check that a type's app shuts down gracefully: one instance, held clients, SIGTERM, a graded checklist.
+    #[command(name = "test-shutdown")]
+    TestShutdown(TestShutdownArgs),
     /// Internal: the per-instance keeper that owns a process group (see process::keeper).
     #[command(name = "__keeper", hide = true)]
     Keeper {
@@ -202,4 +205,36 @@ pub struct RunArgs {
     /// The command; one argument runs through `bash -c` (`sh` without bash), several are executed as given
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestShutdownArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// The type to test (`tcp`, `web`, `socket`...)
+    #[arg(value_name = "TYPE")]
+    pub type_name: String,
+    /// Client connections held on the instance at SIGTERM
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    pub clients: u16,
+    /// A line each TCP client sends once connected (a command of your protocol) [default: none]
+    #[arg(long)]
+    pub send: Option<String>,
+    /// For web: a request your app answers slowly, sent just before SIGTERM; it must still be answered
+    #[arg(long = "slow-path")]
+    pub slow_path: Option<String>,
+    /// Time between SIGTERM and SIGKILL
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
+    pub grace: Duration,
+    /// How long the instance may take to answer before the test gives up
+    #[arg(long = "boot-timeout", default_value = "60s", value_parser = crate::duration::parse)]
+    pub boot_timeout: Duration,
+    /// The instance's PORT [default: a free port]
+    #[arg(short = 'p', long)]
+    pub port: Option<u16>,
+    /// Print the checklist as JSON on stdout (the app's output and procgate's lines go to stderr)
+    #[arg(long)]
+    pub json: bool,
 }

@@ -15,7 +15,8 @@
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): server and client.
 //! - [`signals`]: procgate's own SIGINT/SIGTERM/SIGHUP.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events.
-//! - [`commands`]: `start`, `check`, `run`, `ps`, `scale`, `restart`, `deploy`, `stop`.
+//! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
+//! - [`commands`]: `start`, `check`, `run`, `ps`, `scale`, `restart`, `deploy`, `stop`, `test-shutdown`.
 
 pub mod cli;
 pub mod commands;
@@ -30,4 +31,5 @@ pub mod platform;
 pub mod process;
 pub mod procfile;
 pub mod settings;
+pub mod shutdown;
 pub mod signals;

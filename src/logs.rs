@@ -27,6 +27,10 @@ pub struct Output {
 struct Inner {
     width: AtomicUsize,
     colour: bool,
+    /// Lines go to stderr instead of stdout (when stdout carries a report).
+    to_stderr: bool,
+    /// Instance lines written so far.
+    instance_lines: AtomicUsize,
 }
 
 impl Output {
@@ -36,8 +40,23 @@ impl Output {
         Output::with_colour(std::io::stdout().is_terminal() && !no_colour)
     }
 
+    /// The same lines on stderr, never coloured: stdout is kept for a report (`--json`).
+    pub fn to_stderr() -> Output {
+        Output::build(false, true)
+    }
+
     fn with_colour(colour: bool) -> Output {
-        Output { inner: Arc::new(Inner { width: AtomicUsize::new(MIN_NAME_WIDTH), colour }) }
+        Output::build(colour, false)
+    }
+
+    fn build(colour: bool, to_stderr: bool) -> Output {
+        let width = AtomicUsize::new(MIN_NAME_WIDTH);
+        Output { inner: Arc::new(Inner { width, colour, to_stderr, instance_lines: AtomicUsize::new(0) }) }
+    }
+
+    /// How many instance lines were written so far.
+    pub fn instance_lines(&self) -> usize {
+        self.inner.instance_lines.load(Ordering::Relaxed)
     }
 
     /// Widens the name column so `name` fits.
@@ -48,12 +67,21 @@ impl Output {
     /// One line of an instance's output; `colour_index` is its type's position.
     pub fn instance_line(&self, name: &str, colour_index: usize, text: &str) {
         let colour = self.inner.colour.then(|| COLOURS[colour_index % COLOURS.len()]);
-        write(&self.format(name, colour, text));
+        self.inner.instance_lines.fetch_add(1, Ordering::Relaxed);
+        self.write(&self.format(name, colour, text));
     }
 
     /// One of procgate's own lines.
     pub fn system(&self, text: &str) {
-        write(&self.format("system", None, text));
+        self.write(&self.format("system", None, text));
+    }
+
+    /// One `write` per line; a closed stdout (e.g. `procgate start | head`) must not stop the platform.
+    fn write(&self, line: &str) {
+        let _ = match self.inner.to_stderr {
+            true => std::io::stderr().lock().write_all(line.as_bytes()),
+            false => std::io::stdout().lock().write_all(line.as_bytes()),
+        };
     }
 
     fn format(&self, name: &str, colour: Option<u8>, text: &str) -> String {
@@ -64,11 +92,6 @@ impl Output {
             None => format!("{time} {name:<width$} | {text}\n"),
         }
     }
-}
-
-/// One `write` per line; a closed stdout (e.g. `procgate start | head`) must not stop the platform.
-fn write(line: &str) {
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
 impl Default for Output {

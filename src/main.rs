@@ -11,7 +11,10 @@ use procgate::{commands, process};
 
 fn main() {
     let cli = Cli::parse();
-    let output = Output::new();
+    let output = match &cli.command {
+        Command::TestShutdown(args) if args.json => Output::to_stderr(),
+        _ => Output::new(),
+    };
     if !matches!(cli.command, Command::Keeper { .. }) {
         logs::init_tracing(output.clone());
     }
@@ -25,6 +28,7 @@ fn main() {
         Command::Restart(args) => commands::roll::restart(args),
         Command::Deploy(args) => commands::roll::deploy(args),
         Command::Stop(args) => commands::stop::run(args),
+        Command::TestShutdown(args) => commands::test_shutdown::run(args, output),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -40,6 +44,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
     err.downcast_ref::<ConfigError>().is_some()
         || err.downcast_ref::<FormationError>().is_some()
         || err.downcast_ref::<commands::scale::BadScale>().is_some()
+        || err.downcast_ref::<commands::test_shutdown::NotLongRunning>().is_some()
         || matches!(err.downcast_ref(), Some(ControlError::AlreadyRunning { .. }))
         || matches!(err.downcast_ref(), Some(ControlError::Refused { status: 400, .. }))
 }

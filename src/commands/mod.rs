@@ -7,3 +7,4 @@ pub mod run;
 pub mod scale;
 pub mod start;
 pub mod stop;
+pub mod test_shutdown;

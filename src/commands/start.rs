@@ -13,7 +13,6 @@ use crate::logs::Output;
 use crate::platform::balancer::Balancer;
 use crate::platform::health::{HealthChecker, ProbeSettings};
 use crate::platform::lifecycle::Timing;
-use crate::platform::probe::HttpCheck;
 use crate::platform::scheduler::{Cycling, Release, ReleaseLoader, Scheduler, SchedulerConfig};
 use crate::platform::spec::TypeTemplate;
 use crate::procfile::RELEASE;
@@ -123,7 +122,8 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
             command: process.command.clone(),
             env: env.clone(),
             tcp_url: tcp_url(&process.name, bound, config.tcp_listen),
-            probe: routed.then(|| probe_settings(&sources.settings.of(&process.name), process.name == WEB_TYPE)),
+            probe: routed
+                .then(|| ProbeSettings::for_type(&sources.settings.of(&process.name), process.name == WEB_TYPE)),
             block_start: u16::try_from(block).ok(),
             proxy_protocol: sources.settings.of(&process.name).proxy_version().filter(|_| routed),
         }));
@@ -221,22 +221,6 @@ fn gateway_settings(args: &StartArgs, budget: usize) -> GatewaySettings {
 }
 
 /// A type's probe from procgate.toml: an HTTP check for `web`, a TCP handshake for the others.
-fn probe_settings(settings: &crate::settings::TypeSettings, http: bool) -> ProbeSettings {
-    let defaults = ProbeSettings::default();
-    let check = HttpCheck::default();
-    ProbeSettings {
-        interval: settings.health_interval.unwrap_or(defaults.interval),
-        timeout: settings.health_timeout.unwrap_or(defaults.timeout),
-        rise: settings.rise.unwrap_or(defaults.rise),
-        fall: settings.fall.unwrap_or(defaults.fall),
-        http: http.then(|| HttpCheck {
-            path: settings.health_path.clone().unwrap_or(check.path),
-            statuses: settings.health_status.clone().unwrap_or(check.statuses),
-        }),
-        proxy: settings.proxy_version(),
-    }
-}
-
 /// `starting app in ./demo: release=1,tcp=2 on ports from 5000; gateway tcp://127.0.0.1:20003 for tcp`.
 fn summary(config: &Config, bound: &[RouteSpec]) -> String {
     let root = config.sources.root.display();

@@ -33,6 +33,26 @@ pub struct ProbeSettings {
     pub proxy: Option<ProxyVersion>,
 }
 
+impl ProbeSettings {
+    /// A type's probe from its `procgate.toml` settings: an HTTP check when `http` (web), else a
+    /// TCP handshake, with a `LOCAL` PROXY header when its instances expect one.
+    pub fn for_type(settings: &crate::settings::TypeSettings, http: bool) -> ProbeSettings {
+        let defaults = ProbeSettings::default();
+        let check = HttpCheck::default();
+        ProbeSettings {
+            interval: settings.health_interval.unwrap_or(defaults.interval),
+            timeout: settings.health_timeout.unwrap_or(defaults.timeout),
+            rise: settings.rise.unwrap_or(defaults.rise),
+            fall: settings.fall.unwrap_or(defaults.fall),
+            http: http.then(|| HttpCheck {
+                path: settings.health_path.clone().unwrap_or(check.path),
+                statuses: settings.health_status.clone().unwrap_or(check.statuses),
+            }),
+            proxy: settings.proxy_version(),
+        }
+    }
+}
+
 impl Default for ProbeSettings {
     fn default() -> Self {
         ProbeSettings {

@@ -11,6 +11,7 @@
 //!
 //! It also gives the app a fresh `TMPDIR`, removed when the instance is gone.
 
+use super::procfs::{self, ProcessInfo};
 use super::protocol::{ExitReason, Order, Report};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
@@ -123,42 +124,18 @@ impl Tree {
     }
 }
 
-/// A process as /proc shows it.
-#[derive(Clone, Copy)]
-struct ProcessInfo {
-    pid: i32,
-    ppid: i32,
-    pgid: i32,
-}
-
 /// Every live descendant of this keeper (orphans of the tree are re-parented to it).
 fn descendants() -> Vec<ProcessInfo> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let all: Vec<ProcessInfo> = entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(process_info)
-        .collect();
+    let all = procfs::processes();
     let mut ours = vec![std::process::id() as i32];
     let mut found = Vec::new();
     while let Some(parent) = ours.pop() {
         for process in all.iter().filter(|p| p.ppid == parent) {
             ours.push(process.pid);
-            found.push(*process);
+            found.push(process.clone());
         }
     }
     found
-}
-
-fn process_info(pid: i32) -> Option<ProcessInfo> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after the last ')':
-    // state, ppid, pgrp, ...
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(1);
-    let ppid = fields.next()?.parse().ok()?;
-    let pgid = fields.next()?.parse().ok()?;
-    Some(ProcessInfo { pid, ppid, pgid })
 }
 
 fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>) {

@@ -3,6 +3,7 @@
 
 pub mod keeper;
 pub mod output;
+pub mod procfs;
 pub mod protocol;
 
 use crate::env::EnvMap;

@@ -1,0 +1,79 @@
+//! `procgate test-shutdown TYPE`: runs one instance of TYPE, holds clients on it, sends SIGTERM
+//! and prints the graded checklist (text, or JSON with `--json`); status 0 only when all pass.
+
+use crate::cli::TestShutdownArgs;
+use crate::config::{tcp_url, Config, Sources, WEB_TYPE};
+use crate::env::{instance_env, PlatformVars};
+use crate::logs::Output;
+use crate::platform::health::ProbeSettings;
+use crate::procfile::RELEASE;
+use crate::shutdown::clients::{Protocol, Target};
+use crate::shutdown::grade::{Report, Setup};
+use crate::shutdown::{self, Scenario};
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// `release` runs once and has no port: there is nothing to stop.
+#[derive(Debug, thiserror::Error)]
+#[error("`release` is a one-off step, not a long-running type; name a type that listens on $PORT")]
+pub struct NotLongRunning;
+
+pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
+    if args.type_name == RELEASE {
+        return Err(NotLongRunning.into());
+    }
+    let sources = Sources::load(&args.source)?;
+    let config = Config::build(sources, &Default::default(), &args.listen, std::slice::from_ref(&args.type_name))?;
+    let sources = &config.sources;
+    let process = sources.procfile.get(&args.type_name).expect("Config::build checked the type");
+    let settings = sources.settings.of(&args.type_name);
+    let web = args.type_name == WEB_TYPE;
+    let probe = ProbeSettings::for_type(&settings, web);
+    let port = match args.port {
+        Some(port) => port,
+        None => std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port(),
+    };
+    let name = format!("{}.1", args.type_name);
+    let vars = PlatformVars {
+        dyno: name.clone(),
+        port: Some(port),
+        tcp_url: tcp_url(&args.type_name, &config.routes, config.tcp_listen),
+        proxy_protocol: probe.proxy.map(|version| version.as_str()),
+    };
+    let protocol = match web {
+        true => Protocol::Http,
+        false => Protocol::Tcp { line: args.send.clone() },
+    };
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    output.fit(&name);
+    let scenario = Scenario {
+        name: name.clone(),
+        command: process.command.clone(),
+        root: sources.root.clone(),
+        env: instance_env(&sources.env, &vars),
+        target: Target { addr: address, proxy: probe.proxy, protocol },
+        http_check: probe.http,
+        clients: usize::from(args.clients),
+        slow_path: args.slow_path.clone(),
+        grace: args.grace,
+        boot_timeout: args.boot_timeout,
+        keeper_exe: std::env::current_exe()?,
+        output,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let findings = runtime.block_on(shutdown::run(&scenario))?;
+    let setup = Setup {
+        instance: &name,
+        command: &process.command,
+        address,
+        clients: usize::from(args.clients),
+        grace: args.grace,
+        web,
+        slow_path: args.slow_path.as_deref(),
+    };
+    let report = Report::new(&setup, &findings);
+    match args.json {
+        true => println!("{}", serde_json::to_string_pretty(&report)?),
+        false => print!("{}", report.text()),
+    }
+    Ok(if report.passed { 0 } else { 1 })
+}
