@@ -319,3 +319,26 @@ fn tally(not_held: Vec<String>, endings: &[Ending], held: usize, term: Instant, 
     closes.left_open += held - endings.len();
     closes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endings_are_sorted_by_when_they_came_against_sigterm_and_sigkill() {
+        let start = Instant::now();
+        let (term, kill) = (start + Duration::from_secs(1), start + Duration::from_secs(6));
+        let at = |secs: f64| start + Duration::from_secs_f64(secs);
+        let endings = [
+            Ending::Fin(at(0.5)),
+            Ending::Fin(at(1.1)),
+            Ending::Reset(at(1.2)),
+            Ending::Fin(at(6.0)),
+            Ending::Reset(at(6.1)),
+            Ending::Open,
+        ];
+        let closes = tally(vec!["refused".into()], &endings, endings.len() + 1, term, Some(kill));
+        let expected = Closes { not_held: vec!["refused".into()], closed_before: 1, fin: 1, reset: 1, left_open: 4 };
+        assert_eq!(closes, expected, "two closed by SIGKILL, one still open, one not reported in time");
+    }
+}

@@ -1,0 +1,162 @@
+//! `procgate test-shutdown` through the binary, on real apps: graceful ones pass every check,
+//! each bad one fails with its own reason, `--json` keeps stdout for the report, bad input exits 2.
+
+mod common;
+use common::{repo, App, BIN, DEADLINE};
+use serde_json::Value;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// A sample app's path in the repository.
+fn sample(path: &str) -> String {
+    repo().join("sample-apps").join(path).display().to_string()
+}
+
+/// `procgate test-shutdown ARGS --json` in `app`: its status, its report, and its stderr.
+fn grade(app: &App, args: &[&str]) -> (i32, Value, String) {
+    let mut child = Command::new(BIN)
+        .arg("test-shutdown")
+        .args(args)
+        .arg("--json")
+        .args(["--grace", "3s", "--boot-timeout", "20s"].chunks(2).filter(|flag| !args.contains(&flag[0])).flatten())
+        .current_dir(app.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            panic!("test-shutdown {args:?} still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let report = serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("not JSON ({err}):\n{stdout}\n{stderr}"));
+    (status.code().expect("an exit status"), report, stderr)
+}
+
+/// The status of each check, in order: `came_up=pass stopped_accepting=pass ...`.
+fn statuses(report: &Value) -> String {
+    let checks = report["checks"].as_array().expect("checks");
+    checks
+        .iter()
+        .map(|c| format!("{}={}", c["check"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"].as_array().unwrap().iter().find(|c| c["check"] == name).unwrap()
+}
+
+const ALL_PASS_TCP: &str = "came_up=pass stopped_accepting=pass closed_clients=pass in_flight_request=skip \
+     exited_in_time=pass exit_status=pass no_leftover_processes=pass logged_shutdown=pass";
+
+#[test]
+fn a_graceful_tcp_app_passes_every_check() {
+    let app = App::new(&format!("tcp: exec python3 {}\n", sample("python/echo_server.py")));
+    let (code, report, stderr) = grade(&app, &["tcp", "--send", "whoami"]);
+    assert_eq!(statuses(&report), ALL_PASS_TCP, "{report:#}\n{stderr}");
+    assert_eq!(code, 0);
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["instance"], "tcp.1");
+    assert!(check(&report, "closed_clients")["detail"].as_str().unwrap().contains("all 20 connections"));
+    // The app's own lines went to stderr, prefixed as under `start`, so stdout held only the report.
+    assert!(stderr.contains("tcp.1  | SIGTERM received: closing "), "{stderr}");
+}
+
+#[test]
+fn the_text_report_lists_each_check_and_the_fix_under_each_failure() {
+    let app = App::new(&format!("tcp: exec python3 {}\n", sample("python/ignore_term.py")));
+    let finished = app.run(&["test-shutdown", "tcp", "--clients", "3", "--grace", "1s"]);
+    assert_eq!(finished.code(), Some(1), "{}", finished.text());
+    let text = finished.text();
+    assert!(
+        finished.has(
+            "FAIL  exited in time         it was still running at the end of the grace (1.00 s) and was SIGKILLed"
+        ),
+        "{text}"
+    );
+    let failure = finished.position("FAIL  closed clients");
+    assert!(finished.lines[failure + 1].contains("fix: your app did not close its 3 client connections"), "{text}");
+    assert!(finished.has("FAILED: 5 of 8 checks failed, 2 skipped"), "{text}");
+}
+
+#[test]
+fn an_app_that_ignores_sigterm_fails_on_its_clients_its_exit_and_its_silence() {
+    let app = App::new(&format!("tcp: exec python3 {}\n", sample("python/ignore_term.py")));
+    let (code, report, _) = grade(&app, &["tcp", "--clients", "5"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        statuses(&report),
+        "came_up=pass stopped_accepting=fail closed_clients=fail in_flight_request=skip exited_in_time=fail \
+         exit_status=fail no_leftover_processes=skip logged_shutdown=fail"
+    );
+    assert!(check(&report, "closed_clients")["detail"].as_str().unwrap().contains("5 left open until SIGKILL"));
+}
+
+#[test]
+fn a_child_left_running_after_the_app_exits_is_named_and_killed() {
+    // bash runs the Procfile line: a child that ignores SIGTERM, then the graceful server.
+    let line = format!("tcp: (trap '' TERM; exec sleep 1000) & exec python3 {}\n", sample("python/echo_server.py"));
+    let app = App::new(&line);
+    let (code, report, stderr) = grade(&app, &["tcp", "--clients", "2"]);
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    let leftovers = check(&report, "no_leftover_processes");
+    assert_eq!(leftovers["status"], "fail", "{report:#}");
+    let detail = leftovers["detail"].as_str().unwrap();
+    assert!(detail.contains("1 process(es) of its group") && detail.contains("(sleep)"), "{detail}");
+    assert_eq!(check(&report, "exit_status")["status"], "pass");
+    let pid: i32 = detail.split(": ").last().unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(!common::alive(pid), "the leftover {pid} was killed");
+}
+
+#[test]
+fn an_app_that_never_listens_fails_to_come_up_and_the_rest_is_skipped() {
+    let app = App::new("tcp: echo 'listening on the wrong port'; exec sleep 1000\n");
+    let (code, report, _) = grade(&app, &["tcp", "--boot-timeout", "1s"]);
+    assert_eq!(code, 1);
+    let came_up = check(&report, "came_up");
+    assert_eq!(came_up["status"], "fail");
+    assert!(came_up["detail"].as_str().unwrap().contains("never accepted a connection"), "{came_up}");
+    assert_eq!(statuses(&report).matches("=skip").count(), 7);
+}
+
+#[test]
+fn an_app_that_exits_before_listening_says_how() {
+    let app = App::new("tcp: echo 'missing config'; exit 3\n");
+    let (code, report, _) = grade(&app, &["tcp"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        check(&report, "came_up")["detail"].as_str().unwrap().split(" before").next(),
+        Some("it exited with code 3")
+    );
+}
+
+#[test]
+fn an_unknown_type_or_release_is_bad_input() {
+    let app = App::new("release: echo migrate\ntcp: exec sleep 100\n");
+    let unknown = app.run(&["test-shutdown", "chat"]);
+    assert_eq!(unknown.code(), Some(2), "{}", unknown.text());
+    assert!(unknown.has("the Procfile has no type `chat`; its types are: release, tcp"), "{}", unknown.text());
+    let release = app.run(&["test-shutdown", "release"]);
+    assert_eq!(release.code(), Some(2), "{}", release.text());
+    assert!(release.has("`release` is a one-off step"), "{}", release.text());
+}
