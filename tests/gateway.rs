@@ -187,9 +187,11 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
 
 #[test]
 fn redis_works_through_the_gateway_with_its_own_clients() {
-    if which("redis-server").is_none() || which("redis-benchmark").is_none() {
-        eprintln!("SKIPPED: redis-server or redis-benchmark is not installed (.ci/run installs them)");
-        return;
+    for (program, package) in [("redis-server", "redis-server"), ("redis-benchmark", "redis-tools")] {
+        assert!(
+            which(program).is_some(),
+            "`{program}` is not installed: apt-get install {package} (.ci/run installs it)"
+        );
     }
     let app = App::from_procfiles("redis");
     let base = free_base_port(1, 1).to_string();

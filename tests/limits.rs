@@ -59,12 +59,10 @@ fn an_app_sees_the_real_client_address_with_v1_and_v2() {
 
 #[test]
 fn nginx_reads_the_client_address_from_procgates_header() {
-    if !std::path::Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").exists() {
-        eprintln!(
-            "SKIPPED: nginx with its stream module is not installed (.ci/run installs nginx and libnginx-mod-stream)"
-        );
-        return;
-    }
+    assert!(
+        std::path::Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").exists(),
+        "nginx with its stream module is not installed: apt-get install nginx libnginx-mod-stream (.ci/run installs them)"
+    );
     for version in ["v2", "v1"] {
         let app = App::from_procfiles("nginx-proxy");
         app.write("procgate.toml", &format!("[types.tcp]\nproxy_protocol = \"{version}\"\n"));
