@@ -10,7 +10,9 @@ GET /drop        -> closes the connection without an answer
 GET /cut         -> sends its headers and part of the body, then closes the connection
 Upgrade: echo    -> 101, then a line protocol on the raw connection: `whoami` gets
                     `$DYNO $PID`, anything else is echoed (like a WebSocket echo, kept simple)
-On SIGTERM it stops accepting, finishes the requests in flight and exits 0.
+On SIGTERM it prints `SIGTERM received: finishing N requests in flight, closing idle connections`,
+stops accepting, closes the idle keep-alive connections (a FIN each), lets the requests in flight
+finish and answer (with `Connection: close`), then prints `stopped` and exits 0.
 """
 import os
 import signal
@@ -22,6 +24,12 @@ from urllib.parse import parse_qs, urlparse
 
 DYNO = os.environ.get("DYNO", "web")
 broken = threading.Event()
+stopping = threading.Event()
+# Open connections, and those with a request being answered; the others wait for a request.
+# (Handler threads are daemon threads, which server_close() does not wait for: main() waits.)
+state = threading.Condition()
+connections = set()
+busy = set()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -30,11 +38,38 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with state:
+            connections.add(self.connection)
+
+    def finish(self):
+        with state:
+            connections.discard(self.connection)
+        super().finish()
+
+    def parse_request(self):  # the request line is in: busy until answered
+        with state:
+            busy.add(self.connection)
+        return super().parse_request()
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        finally:
+            with state:
+                busy.discard(self.connection)
+                state.notify_all()
+        if stopping.is_set():
+            self.close_connection = True
+
     def reply(self, status, body):
         data = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(data)))
+        if stopping.is_set():
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -76,6 +111,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "Upgrade")
         self.end_headers()
         self.wfile.flush()
+        with state:  # a raw connection now: closed at shutdown like an idle one
+            busy.discard(self.connection)
         for line in self.rfile:
             answer = f"{DYNO} {os.getpid()}\n".encode() if line.strip() == b"whoami" else line
             self.wfile.write(answer)
@@ -86,10 +123,25 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+
+    def on_sigterm(*_):
+        stopping.set()
+        print(f"SIGTERM received: finishing {len(busy)} requests in flight, closing idle connections", flush=True)
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     print(f"{DYNO} serving HTTP on 127.0.0.1:{os.environ['PORT']}", flush=True)
-    server.serve_forever()
-    server.server_close()
+    server.serve_forever(poll_interval=0.1)
+    server.server_close()  # the listener: new connections are refused from now on
+    with state:
+        idle = connections - busy
+    for connection in idle:  # a FIN, and its handler thread wakes up and closes it
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    with state:  # the busy ones close themselves once answered (close_connection)
+        state.wait_for(lambda: not busy, timeout=4)
     print("stopped", flush=True)
 
 

@@ -2,6 +2,8 @@
 //! output read line by line, free ports, process checks. Every wait has a deadline.
 #![allow(dead_code)]
 
+pub mod shutdown;
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,3 @@
+module procgate.local/samples
+
+go 1.19
