@@ -14,6 +14,8 @@ fn a_graceful_tcp_app_passes_every_check() {
     assert_eq!(report["passed"], true);
     assert_eq!(report["instance"], "tcp.1");
     assert!(check(&report, "closed_clients")["detail"].as_str().unwrap().contains("all 20 connections"));
+    let refused_after = check(&report, "stopped_accepting")["seconds"].as_f64().expect("seconds");
+    assert!(refused_after < 1.0, "{refused_after}");
     // The app's own lines went to stderr, prefixed as under `start`, so stdout held only the report.
     assert!(stderr.contains("tcp.1  | SIGTERM received: closing "), "{stderr}");
 }

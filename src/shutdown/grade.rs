@@ -27,6 +27,16 @@ pub struct Check {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The time the check measured (to come up, to refuse, to exit), for scripts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+impl Check {
+    fn timed(mut self, measured: Duration) -> Check {
+        self.seconds = Some((measured.as_secs_f64() * 1000.0).round() / 1000.0);
+        self
+    }
 }
 
 /// What was tested, and the checklist.
@@ -56,7 +66,7 @@ impl Report {
     pub fn new(setup: &Setup, findings: &Findings) -> Report {
         let checks = match &findings.up {
             Ok(after) => vec![
-                pass("came_up", format!("it answered on {} {} after start", setup.address, secs(*after))),
+                pass("came_up", format!("it answered on {} {} after start", setup.address, secs(*after))).timed(*after),
                 stopped_accepting(findings.stopped_accepting),
                 closed_clients(&findings.closes),
                 in_flight(setup, findings.in_flight.as_ref()),
@@ -116,15 +126,15 @@ impl Report {
 }
 
 fn pass(check: &'static str, detail: String) -> Check {
-    Check { check, status: Status::Pass, detail, fix: None }
+    Check { check, status: Status::Pass, detail, fix: None, seconds: None }
 }
 
 fn fail(check: &'static str, detail: String, fix: &str) -> Check {
-    Check { check, status: Status::Fail, detail, fix: Some(fix.to_string()) }
+    Check { check, status: Status::Fail, detail, fix: Some(fix.to_string()), seconds: None }
 }
 
 fn skip(check: &'static str, detail: String) -> Check {
-    Check { check, status: Status::Skip, detail, fix: None }
+    Check { check, status: Status::Skip, detail, fix: None, seconds: None }
 }
 
 fn secs(duration: Duration) -> String {
@@ -149,9 +159,11 @@ fn stopped_accepting(refused: Option<Duration>) -> Check {
     match refused {
         Some(after) if after <= STOP_ACCEPTING_LIMIT => {
             pass("stopped_accepting", format!("new connections were refused {} after SIGTERM", secs(after)))
+                .timed(after)
         }
         Some(after) => {
-            fail("stopped_accepting", format!("it still accepted new connections {} after SIGTERM", secs(after)), fix)
+            let detail = format!("it still accepted new connections {} after SIGTERM", secs(after));
+            fail("stopped_accepting", detail, fix).timed(after)
         }
         None => fail("stopped_accepting", "it still accepted new connections when the test ended".into(), fix),
     }
@@ -214,9 +226,11 @@ fn exited_in_time(exit: Option<&Exit>, grace: Duration) -> Check {
             "exited_in_time",
             format!("it was still running at the end of the grace ({}) and was SIGKILLed", secs(grace)),
             "handle SIGTERM: stop accepting, close clients, exit; the platform SIGKILLs after the grace (30 s on Heroku and Scalingo)",
-        ),
+        )
+        .timed(exit.after),
         Some(exit) => {
-            pass("exited_in_time", format!("it exited {} after SIGTERM (grace {})", secs(exit.after), secs(grace)))
+            let detail = format!("it exited {} after SIGTERM (grace {})", secs(exit.after), secs(grace));
+            pass("exited_in_time", detail).timed(exit.after)
         }
     }
 }
@@ -344,5 +358,14 @@ mod tests {
         assert_eq!(json["checks"][0]["check"], "came_up");
         assert_eq!(json["checks"][0]["status"], "fail");
         assert_eq!(json["passed"], false);
+        assert!(json["checks"][0].get("seconds").is_none(), "no time when it never came up");
+    }
+
+    #[test]
+    fn timed_checks_carry_their_seconds_for_scripts() {
+        let json = serde_json::to_value(Report::new(&setup(), &graceful())).unwrap();
+        let seconds = |index: usize| json["checks"][index]["seconds"].as_f64();
+        assert_eq!((seconds(0), seconds(1), seconds(4)), (Some(0.3), Some(0.01), Some(0.05)));
+        assert_eq!(seconds(2), None);
     }
 }
