@@ -98,3 +98,15 @@ fn an_unknown_type_or_release_is_bad_input() {
     assert_eq!(release.code(), Some(2), "{}", release.text());
     assert!(release.has("`release` is a one-off step"), "{}", release.text());
 }
+
+#[test]
+fn clients_and_probes_send_the_proxy_header_the_type_is_configured_for() {
+    let app = App::new(&format!("tcp: exec python3 {}\n", sample("python/proxy_echo.py")));
+    app.write("procgate.toml", "[types.tcp]\nproxy_protocol = \"v2\"\n");
+    let (code, report, stderr) = grade(&app, &["tcp", "--clients", "5"]);
+    assert_eq!(statuses(&report), ALL_PASS_TCP, "{report:#}\n{stderr}");
+    assert_eq!(code, 0);
+    // The app read a header on every connection: no error, and one line after SIGTERM.
+    assert!(!stderr.contains("Traceback"), "{stderr}");
+    assert_eq!(check(&report, "logged_shutdown")["detail"], "1 line(s) of output after SIGTERM");
+}

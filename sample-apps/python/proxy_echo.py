@@ -33,21 +33,31 @@ async def main():
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    clients = {}  # writer -> its handler task
+
     async def serve(reader, writer):
+        clients[writer] = asyncio.current_task()
         try:
             writer.write(f"hello {dyno}, you are {await client_address(reader)}\n".encode())
             while line := await reader.readline():
                 writer.write(line)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, IndexError):
             pass
         finally:
+            clients.pop(writer, None)
             writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", int(os.environ["PORT"]))
     print(f"{dyno} reading PROXY {os.environ.get('PROXY_PROTOCOL', 'v1')} headers on {os.environ['PORT']}", flush=True)
     await stop.wait()
+    print(f"SIGTERM received: closing {len(clients)} clients", flush=True)
     server.close()
+    handlers = list(clients.values())
+    for writer in list(clients):
+        writer.write(b"bye\n")
+        writer.close()
+    await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), timeout=10)
 
 
 asyncio.run(main())

@@ -151,7 +151,7 @@ async fn observe(scenario: &Scenario, controller: Controller, mut events: Events
     let lines_before = scenario.output.instance_lines();
     controller.signal(Signal::SIGTERM);
     let term = Instant::now();
-    let accepting = tokio::spawn(refused_after(scenario.target.addr, term));
+    let accepting = tokio::spawn(refused_after(scenario.target.clone(), term));
     let (exit, killed_at) = await_exit(scenario, &controller, &mut events, term, pgid, &mut findings.leftovers).await;
     findings.exit = exit;
     // The instance is gone, its sockets closed: the clients get a moment to read the last of them.
@@ -234,15 +234,14 @@ async fn put_in_flight(
     Ok(handle)
 }
 
-/// How long after `term` a new connection was first refused.
-async fn refused_after(addr: std::net::SocketAddr, term: Instant) -> Duration {
-    loop {
-        let attempt = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await;
-        if !matches!(attempt, Ok(Ok(_))) {
-            return term.elapsed();
-        }
+/// How long after `term` a new connection was first not accepted (refused, or no handshake
+/// within `PROBE_TIMEOUT`). The tries are the health check's: with a `LOCAL` PROXY header when the
+/// type expects one, so the app sees procgate's own connections, not clients without a header.
+async fn refused_after(target: Target, term: Instant) -> Duration {
+    while probe(target.addr, None, target.proxy, PROBE_TIMEOUT).await {
         tokio::time::sleep(ACCEPT_PROBE_PERIOD).await;
     }
+    term.elapsed()
 }
 
 /// Waits for the main process to exit, SIGKILLing it at the end of the grace, and what is left of
