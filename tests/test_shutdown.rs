@@ -110,3 +110,14 @@ fn clients_and_probes_send_the_proxy_header_the_type_is_configured_for() {
     assert!(!stderr.contains("Traceback"), "{stderr}");
     assert_eq!(check(&report, "logged_shutdown")["detail"], "1 line(s) of output after SIGTERM");
 }
+
+#[test]
+fn connections_the_app_closes_at_once_are_not_counted_as_closed_at_sigterm() {
+    // nginx's stream `return` answers each connection with one line and closes it.
+    let app = App::from_procfiles("nginx-proxy");
+    let (code, report, stderr) = grade(&app, &["tcp", "--clients", "5"]);
+    let clients = check(&report, "closed_clients");
+    assert_eq!(clients["status"], "skip", "{report:#}\n{stderr}");
+    assert_eq!(clients["detail"], "no connection was open at SIGTERM (5 closed by the app before SIGTERM)");
+    assert_eq!(code, 0, "{report:#}");
+}

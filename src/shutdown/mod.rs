@@ -30,6 +30,9 @@ const BOOT_PROBE_PERIOD: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long opening the held connections may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the held connections are watched before SIGTERM, so those the app closes at once
+/// (a greeting and goodbye protocol) count as closed before the signal, not after.
+const HOLD_SETTLE: Duration = Duration::from_millis(100);
 /// How long the slow request is in flight before SIGTERM.
 const IN_FLIGHT_LEAD: Duration = Duration::from_millis(200);
 /// How often new connections are tried after SIGTERM.
@@ -144,6 +147,7 @@ async fn observe(scenario: &Scenario, controller: Controller, mut events: Events
     }
     let (stop, stopped) = watch::channel(false);
     let (held, not_held) = hold_clients(scenario, &stopped).await;
+    tokio::time::sleep(HOLD_SETTLE).await;
     let slow = match (&scenario.slow_path, &scenario.target.protocol) {
         (Some(path), Protocol::Http) => Some(put_in_flight(&scenario.target, path, &stopped).await),
         _ => None,
