@@ -121,3 +121,13 @@ fn connections_the_app_closes_at_once_are_not_counted_as_closed_at_sigterm() {
     assert_eq!(clients["detail"], "no connection was open at SIGTERM (5 closed by the app before SIGTERM)");
     assert_eq!(code, 0, "{report:#}");
 }
+
+#[test]
+fn a_thousand_clients_are_opened_without_overflowing_the_apps_backlog_and_all_seen_closed() {
+    // asyncio's listen backlog is 100: opened all at once, most would never be accepted.
+    let app = App::new(&format!("tcp: exec python3 {}\n", sample("python/chat_server.py")));
+    let (code, report, stderr) = grade(&app, &["tcp", "--clients", "1000"]);
+    assert_eq!(statuses(&report), ALL_PASS_TCP, "{report:#}\n{stderr}");
+    assert_eq!(code, 0);
+    assert_eq!(check(&report, "closed_clients")["detail"], "all 1000 connections held were closed by the app (FIN)");
+}

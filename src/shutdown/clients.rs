@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// How long a TCP client waits for the app's first bytes (a greeting) before it counts as held.
-const GREETING_WAIT: Duration = Duration::from_millis(500);
+/// How long the first TCP client waits for the app's first bytes (a greeting) before it counts
+/// as held; the others wait as long only when the app greeted the first.
+pub const GREETING_WAIT: Duration = Duration::from_millis(500);
 /// The longest response head or body a client reads.
 const MAX_RESPONSE: usize = 1024 * 1024;
 
@@ -57,30 +58,32 @@ pub enum InFlight {
     Waiting,
 }
 
-/// Opens one held connection and shows its traffic; `Err` when the app did not take it.
-pub async fn open(target: &Target) -> io::Result<TcpStream> {
+/// Opens one held connection and shows its traffic; `Err` when the app did not take it. A TCP
+/// client waits up to `greeting_wait` for the app's first bytes; the flag says whether they came.
+pub async fn open(target: &Target, greeting_wait: Duration) -> io::Result<(TcpStream, bool)> {
     let mut stream = TcpStream::connect(target.addr).await?;
     if let Some(version) = target.proxy {
         stream.write_all(&proxy_protocol::header(version, stream.local_addr()?, target.addr)).await?;
     }
-    match &target.protocol {
+    let spoke = match &target.protocol {
         Protocol::Tcp { line } => {
             if let Some(line) = line {
                 stream.write_all(format!("{line}\n").as_bytes()).await?;
             }
             let mut first = [0u8; 4096];
-            if let Ok(read) = tokio::time::timeout(GREETING_WAIT, stream.read(&mut first)).await {
-                if read? == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the app closed it at once"));
-                }
+            match tokio::time::timeout(greeting_wait, stream.read(&mut first)).await {
+                Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the app closed it at once")),
+                Ok(read) => read.map(|_| true)?,
+                Err(_) => false,
             }
         }
         Protocol::Http => {
             stream.write_all(get_request(target.addr, "/").as_bytes()).await?;
             read_response(&mut stream).await?;
+            true
         }
-    }
-    Ok(stream)
+    };
+    Ok((stream, spoke))
 }
 
 /// Reads (and drops) what the app sends until it closes the connection or `stop` flips.

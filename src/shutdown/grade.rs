@@ -68,7 +68,7 @@ impl Report {
             Ok(after) => vec![
                 pass("came_up", format!("it answered on {} {} after start", setup.address, secs(*after))).timed(*after),
                 stopped_accepting(findings.stopped_accepting),
-                closed_clients(&findings.closes),
+                closed_clients(&findings.closes, findings.exit.as_ref().is_some_and(|exit| exit.killed)),
                 in_flight(setup, findings.in_flight.as_ref()),
                 exited_in_time(findings.exit.as_ref(), setup.grace),
                 exit_status(findings.exit.as_ref()),
@@ -169,7 +169,8 @@ fn stopped_accepting(refused: Option<Duration>) -> Check {
     }
 }
 
-fn closed_clients(closes: &Closes) -> Check {
+/// `killed`: the app was SIGKILLed at the end of the grace (else it exited by itself).
+fn closed_clients(closes: &Closes, killed: bool) -> Check {
     let held = closes.fin + closes.reset + closes.left_open;
     let mut aside = Vec::new();
     if !closes.not_held.is_empty() {
@@ -185,13 +186,18 @@ fn closed_clients(closes: &Closes) -> Check {
     if closes.reset == 0 && closes.left_open == 0 {
         return pass("closed_clients", format!("all {held} connections held were closed by the app (FIN){aside}"));
     }
+    let open = match killed {
+        true => "left open until SIGKILL",
+        false => "still open after it exited (never accepted by it, or held by another process)",
+    };
     let detail = format!(
-        "of {held} connections held, {} closed (FIN), {} reset, {} left open until SIGKILL{aside}",
+        "of {held} connections held, {} closed (FIN), {} reset, {} {open}{aside}",
         closes.fin, closes.reset, closes.left_open
     );
-    let fix = match closes.left_open {
-        0 => "read what clients sent before closing (unread data turns a close into a reset, and the client loses your goodbye), or shut down the write side first".to_string(),
-        open => format!("your app did not close its {open} client connections; close them in your SIGTERM handler (write a goodbye, shut down the write side, close): the platform drops them at SIGKILL and clients wait for a timeout"),
+    let fix = match (closes.left_open, killed) {
+        (0, _) => "read what clients sent before closing (unread data turns a close into a reset, and the client loses your goodbye), or shut down the write side first".to_string(),
+        (open, true) => format!("your app did not close its {open} client connections; close them in your SIGTERM handler (write a goodbye, shut down the write side, close): the platform drops them at SIGKILL and clients wait for a timeout"),
+        (open, false) => format!("{open} connections were never closed by your app: accept every connection (a listen backlog as large as your bursts of clients) and close each in your SIGTERM handler"),
     };
     fail("closed_clients", detail, &fix)
 }
@@ -322,8 +328,19 @@ mod tests {
     }
 
     #[test]
-    fn clients_left_open_fail_with_their_count_and_a_fix() {
+    fn clients_still_open_after_the_app_exited_by_itself_are_not_blamed_on_sigkill() {
         let findings = Findings { closes: Closes { fin: 5, left_open: 15, ..Closes::default() }, ..graceful() };
+        let report = Report::new(&setup(), &findings);
+        let check = report.checks.iter().find(|c| c.check == "closed_clients").unwrap();
+        assert!(check.detail.contains("15 still open after it exited"), "{}", check.detail);
+        assert!(check.fix.as_ref().unwrap().contains("accept every connection"));
+    }
+
+    #[test]
+    fn clients_left_open_fail_with_their_count_and_a_fix() {
+        let killed = Exit { after: Duration::from_secs(5), reason: ExitReason::Signal(9), killed: true };
+        let closes = Closes { fin: 5, left_open: 15, ..Closes::default() };
+        let findings = Findings { closes, exit: Some(killed), ..graceful() };
         let report = Report::new(&setup(), &findings);
         assert!(!report.passed);
         let check = report.checks.iter().find(|c| c.check == "closed_clients").unwrap();

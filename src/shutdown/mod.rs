@@ -19,8 +19,9 @@ use crate::process::{self, procfs, Controller, Launch, ProcessEvent};
 use clients::{Ending, InFlight, Protocol, Target};
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -28,7 +29,9 @@ use tokio::time::Instant;
 const BOOT_PROBE_PERIOD: Duration = Duration::from_millis(100);
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long opening the held connections may take.
+/// How many held connections are being opened at once.
+const OPEN_CONCURRENCY: usize = 64;
+/// How long opening one held connection may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the held connections are watched before SIGTERM, so those the app closes at once
 /// (a greeting and goodbye protocol) count as closed before the signal, not after.
@@ -204,24 +207,45 @@ async fn wait_up(scenario: &Scenario, events: &mut Events, pgid: &mut Option<i32
     }
 }
 
-/// Opens the held connections; returns their watchers and the errors of those not taken.
+/// Opens the held connections, the first alone (does the app speak first?), then at most
+/// `OPEN_CONCURRENCY` at a time, as clients trickle in rather than overflow the app's listen
+/// backlog; returns their watchers and the errors of those not taken.
 async fn hold_clients(
     scenario: &Scenario,
     stopped: &watch::Receiver<bool>,
 ) -> (Vec<tokio::task::JoinHandle<Ending>>, Vec<String>) {
-    let mut opening = JoinSet::new();
-    for _ in 0..scenario.clients {
-        let target = scenario.target.clone();
-        opening.spawn(async move { tokio::time::timeout(OPEN_TIMEOUT, clients::open(&target)).await });
-    }
     let (mut held, mut not_held) = (Vec::new(), Vec::new());
-    while let Some(opened) = opening.join_next().await {
-        match opened {
-            Ok(Ok(Ok(stream))) => held.push(tokio::spawn(clients::watch_end(stream, stopped.clone()))),
-            Ok(Ok(Err(err))) => not_held.push(err.to_string()),
-            Ok(Err(_)) => not_held.push(format!("not answered within {OPEN_TIMEOUT:?}")),
-            Err(err) => not_held.push(err.to_string()),
+    let mut keep = |opened: Result<std::io::Result<(tokio::net::TcpStream, bool)>, _>| match opened {
+        Ok(Ok((stream, spoke))) => {
+            held.push(tokio::spawn(clients::watch_end(stream, stopped.clone())));
+            spoke
         }
+        Ok(Err(err)) => {
+            not_held.push(err.to_string());
+            false
+        }
+        Err(_) => {
+            not_held.push(format!("not answered within {OPEN_TIMEOUT:?}"));
+            false
+        }
+    };
+    if scenario.clients == 0 {
+        return (held, not_held);
+    }
+    let target = &scenario.target;
+    let spoke = keep(tokio::time::timeout(OPEN_TIMEOUT, clients::open(target, clients::GREETING_WAIT)).await);
+    let greeting_wait = if spoke { clients::GREETING_WAIT } else { Duration::ZERO };
+    let slots = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
+    let mut opening = JoinSet::new();
+    for _ in 1..scenario.clients {
+        let (target, slots) = (target.clone(), slots.clone());
+        opening.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            tokio::time::timeout(OPEN_TIMEOUT, clients::open(&target, greeting_wait)).await
+        });
+    }
+    while let Some(opened) = opening.join_next().await {
+        keep(opened.unwrap_or_else(|panicked| Ok(Err(std::io::Error::other(panicked.to_string())))));
     }
     (held, not_held)
 }
