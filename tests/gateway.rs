@@ -317,3 +317,54 @@ fn past_the_descriptor_budget_clients_are_refused_and_procgate_stays_manageable(
     running.wait_for("H11 too many connections: 48 open, all the open-files limit allows");
     assert_eq!(common::ps(&app).instances[0].connections, Some(48), "the control socket still answers");
 }
+
+/// A TCP app that sends `partial`, waits for a line, then resets the connection (SO_LINGER 0);
+/// and reports a client's reset as `client reset`.
+const RESETTING_APP: &str = r#"
+import os, socket, struct, threading
+listener = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+print("listening", flush=True)
+def serve(conn):
+    conn.sendall(b"partial\n")
+    try:
+        if conn.recv(100) == b"reset me\n":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            while conn.recv(100):
+                pass
+    except ConnectionResetError:
+        print("client reset", flush=True)
+    conn.close()
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+#[test]
+fn a_reset_is_passed_on_as_a_reset_both_ways() {
+    let app = App::new("tcp: echo url=$TCP_URL; exec python3 resetting.py\n");
+    app.write("resetting.py", RESETTING_APP);
+    let (mut running, addr) = start(&app, 1, &[]);
+    wait_routed(&mut running, 1);
+
+    // The instance resets: the client gets a reset too, not an end of file after a cut reply.
+    let mut client = Client::connect(addr).unwrap();
+    assert_eq!(client.line(), "partial");
+    client.send("reset me");
+    let mut rest = Vec::new();
+    let read = client.reader.read_to_end(&mut rest);
+    assert_eq!(read.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "{rest:?}");
+
+    // The client resets: the instance sees a reset.
+    let client = Client::connect(addr).unwrap();
+    let mut client = client;
+    assert_eq!(client.line(), "partial");
+    nix::sys::socket::setsockopt(
+        client.reader.get_ref(),
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger { l_onoff: 1, l_linger: 0 },
+    )
+    .unwrap();
+    drop(client);
+    running.wait_for("tcp.1  | client reset");
+}

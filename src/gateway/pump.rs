@@ -3,7 +3,9 @@
 //! Buffers are on demand: each read goes into the worker thread's one buffer and is written out
 //! at once; only when the receiver is slow is the unsent rest copied to the heap, and freed when
 //! sent. So an idle connection holds no buffer at all, and memory per held connection stays small.
-//! End of file on one side shuts down writing on the other; the other direction goes on.
+//! End of file on one side shuts down writing on the other; the other direction goes on. A reset
+//! from one side is passed on as a reset to the other (not as a plain close, which would make a
+//! cut reply look whole to a client that reads until end of file).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -62,9 +64,30 @@ pub enum Ending {
     Closed,
     /// No byte either way for the idle timeout.
     Idle,
+    /// This side reset the connection; the other is to be reset in turn.
+    Reset(Side),
 }
 
-/// Relays until both directions are closed, an error, or `idle` passes with no traffic.
+/// One end of a relayed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Instance,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Instance => "instance",
+        }
+    }
+}
+
+/// An error of the relay, with the side whose socket it came from.
+type SideError = (Side, io::Error);
+
+/// Relays until both directions are closed, a reset, an error, or `idle` passes with no traffic.
 pub async fn relay(
     client: &mut TcpStream,
     instance: &mut TcpStream,
@@ -74,19 +97,40 @@ pub async fn relay(
     let (client_read, client_write) = client.split();
     let (instance_read, instance_write) = instance.split();
     let watch_idle = idle.is_some();
+    let to_instance = Direction { from: Side::Client, to: Side::Instance, moved: &traffic.to_instance };
+    let to_client = Direction { from: Side::Instance, to: Side::Client, moved: &traffic.to_client };
     let both = async {
         tokio::try_join!(
-            one_way(client_read, instance_write, &traffic.to_instance, watch_idle.then_some(traffic)),
-            one_way(instance_read, client_write, &traffic.to_client, watch_idle.then_some(traffic)),
+            one_way(client_read, instance_write, to_instance, watch_idle.then_some(traffic)),
+            one_way(instance_read, client_write, to_client, watch_idle.then_some(traffic)),
         )
     };
-    match idle {
+    let ended = match idle {
         None => both.await.map(|_| Ending::Closed),
         Some(limit) => tokio::select! {
             result = both => result.map(|_| Ending::Closed),
             () = idle_for(limit, traffic) => Ok(Ending::Idle),
         },
+    };
+    match ended {
+        Ok(ending) => Ok(ending),
+        Err((side, err)) if err.kind() == io::ErrorKind::ConnectionReset => Ok(Ending::Reset(side)),
+        Err((_, err)) => Err(err),
     }
+}
+
+/// Resets `stream` when it is dropped (SO_LINGER 0: close sends a RST, not a FIN).
+pub fn reset_on_close(stream: &TcpStream) {
+    let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+    let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::Linger, &linger);
+}
+
+/// Which way bytes go, and their counter.
+#[derive(Clone, Copy)]
+struct Direction<'a> {
+    from: Side,
+    to: Side,
+    moved: &'a AtomicU64,
 }
 
 /// Resolves once `limit` has passed since the last traffic.
@@ -100,36 +144,37 @@ async fn idle_for(limit: Duration, traffic: &Traffic) {
     }
 }
 
-/// Copies `source` to `sink` until end of file, then shuts down `sink`'s write side.
+/// Copies `source` to `sink` until end of file, then shuts down `sink`'s write side. Errors
+/// carry the side whose socket failed.
 async fn one_way(
     mut source: impl AsyncRead + Unpin,
     mut sink: impl AsyncWrite + Unpin,
-    moved: &AtomicU64,
+    way: Direction<'_>,
     activity: Option<&Traffic>,
-) -> io::Result<()> {
+) -> Result<(), SideError> {
     let mut backlog: Vec<u8> = Vec::new();
     loop {
         let read = poll_fn(|cx| {
             BUFFER.with_borrow_mut(|buffer| {
                 let mut read_buf = ReadBuf::new(buffer);
-                ready!(Pin::new(&mut source).poll_read(cx, &mut read_buf))?;
+                ready!(Pin::new(&mut source).poll_read(cx, &mut read_buf)).map_err(|err| (way.from, err))?;
                 let data = read_buf.filled();
-                let sent = write_now(&mut sink, cx, data)?;
+                let sent = write_now(&mut sink, cx, data).map_err(|err| (way.to, err))?;
                 backlog.extend_from_slice(&data[sent..]);
-                Poll::Ready(Ok::<usize, io::Error>(data.len()))
+                Poll::Ready(Ok::<usize, SideError>(data.len()))
             })
         })
         .await?;
         if read == 0 {
-            sink.shutdown().await?;
+            sink.shutdown().await.map_err(|err| (way.to, err))?;
             return Ok(());
         }
-        moved.store(moved.load(Relaxed) + read as u64, Relaxed);
+        way.moved.store(way.moved.load(Relaxed) + read as u64, Relaxed);
         if let Some(traffic) = activity {
             traffic.touch();
         }
         if !backlog.is_empty() {
-            sink.write_all(&backlog).await?;
+            sink.write_all(&backlog).await.map_err(|err| (way.to, err))?;
             backlog = Vec::new();
         }
     }

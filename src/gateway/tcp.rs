@@ -5,7 +5,7 @@ use super::admit::admit;
 use super::assign::{assign, Unassigned};
 use super::budget::Place;
 use super::proxy_protocol;
-use super::pump::{self, Ending, Traffic};
+use super::pump::{self, Ending, Side, Traffic};
 use super::route::{Backend, Route};
 use super::GatewaySettings;
 use std::net::SocketAddr;
@@ -89,10 +89,16 @@ async fn handle(
     let traffic = Traffic::new();
     traffic.to_instance.store(early as u64, std::sync::atomic::Ordering::Relaxed);
     let ending = pump::relay(&mut client, &mut instance, settings.idle_timeout, &traffic).await;
+    match ending {
+        Ok(Ending::Reset(Side::Instance)) => pump::reset_on_close(&client),
+        Ok(Ending::Reset(Side::Client)) => pump::reset_on_close(&instance),
+        _ => {}
+    }
     if settings.access_log || ending.as_ref().is_ok_and(|e| *e == Ending::Idle) {
         let how = match ending {
             Ok(Ending::Closed) => "closed".to_string(),
             Ok(Ending::Idle) => "closed idle".to_string(),
+            Ok(Ending::Reset(side)) => format!("reset by the {} (passed on)", side.name()),
             Err(err) => format!("closed on error ({err})"),
         };
         let bytes_in = traffic.to_instance.load(std::sync::atomic::Ordering::Relaxed);
