@@ -61,10 +61,7 @@ pub enum InFlight {
 /// Opens one held connection and shows its traffic; `Err` when the app did not take it. A TCP
 /// client waits up to `greeting_wait` for the app's first bytes; the flag says whether they came.
 pub async fn open(target: &Target, greeting_wait: Duration) -> io::Result<(TcpStream, bool)> {
-    let mut stream = TcpStream::connect(target.addr).await?;
-    if let Some(version) = target.proxy {
-        stream.write_all(&proxy_protocol::header(version, stream.local_addr()?, target.addr)).await?;
-    }
+    let mut stream = connect(target).await?;
     let spoke = match &target.protocol {
         Protocol::Tcp { line } => {
             if let Some(line) = line {
@@ -105,10 +102,7 @@ pub async fn watch_end(mut stream: TcpStream, mut stop: watch::Receiver<bool>) -
 /// Sends `GET path` on a new connection; the caller signals once it is sent, then waits for
 /// the response (or `stop`).
 pub async fn send_slow_request(target: &Target, path: &str) -> io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(target.addr).await?;
-    if let Some(version) = target.proxy {
-        stream.write_all(&proxy_protocol::header(version, stream.local_addr()?, target.addr)).await?;
-    }
+    let mut stream = connect(target).await?;
     stream.write_all(get_request(target.addr, path).as_bytes()).await?;
     Ok(stream)
 }
@@ -122,6 +116,15 @@ pub async fn await_response(mut stream: TcpStream, mut stop: watch::Receiver<boo
         },
         _ = stop.wait_for(|stopped| *stopped) => InFlight::Waiting,
     }
+}
+
+/// A connection to the instance, past the PROXY header its type expects (as the gateway's).
+async fn connect(target: &Target) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(target.addr).await?;
+    if let Some(version) = target.proxy {
+        stream.write_all(&proxy_protocol::header(version, stream.local_addr()?, target.addr)).await?;
+    }
+    Ok(stream)
 }
 
 fn get_request(addr: SocketAddr, path: &str) -> String {

@@ -10,6 +10,17 @@ use std::time::Duration;
 /// New connections must be refused this soon after SIGTERM.
 pub const STOP_ACCEPTING_LIMIT: Duration = Duration::from_secs(1);
 
+/// The checks after `came_up`, in order: skipped when the app never came up.
+const AFTER_COMING_UP: [&str; 7] = [
+    "stopped_accepting",
+    "closed_clients",
+    "in_flight_request",
+    "exited_in_time",
+    "exit_status",
+    "no_leftover_processes",
+    "logged_shutdown",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -77,9 +88,7 @@ impl Report {
             ],
             Err(why) => {
                 let mut checks = vec![not_up(setup, why)];
-                let rest = ["stopped_accepting", "closed_clients", "in_flight_request", "exited_in_time"];
-                let more = ["exit_status", "no_leftover_processes", "logged_shutdown"];
-                checks.extend(rest.iter().chain(&more).map(|id| skip(id, "the app never came up".into())));
+                checks.extend(AFTER_COMING_UP.iter().map(|id| skip(id, "the app never came up".into())));
                 checks
             }
         };

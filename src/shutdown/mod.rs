@@ -159,8 +159,8 @@ async fn observe(scenario: &Scenario, controller: Controller, mut events: Events
     controller.signal(Signal::SIGTERM);
     let term = Instant::now();
     let accepting = tokio::spawn(refused_after(scenario.target.clone(), term));
-    let (exit, killed_at) = await_exit(scenario, &controller, &mut events, term, pgid, &mut findings.leftovers).await;
-    findings.exit = exit;
+    let Stopped { exit, killed_at, leftovers } = await_exit(scenario, &controller, &mut events, term, pgid).await;
+    (findings.exit, findings.leftovers) = (exit, leftovers);
     // The instance is gone, its sockets closed: the clients get a moment to read the last of them.
     let held_count = held.len();
     let mut endings = Vec::new();
@@ -272,18 +272,28 @@ async fn refused_after(target: Target, term: Instant) -> Duration {
     term.elapsed()
 }
 
+/// How the instance went after SIGTERM.
+struct Stopped {
+    /// `None` when its main process exited before SIGTERM.
+    exit: Option<Exit>,
+    /// When a SIGKILL went, if one did.
+    killed_at: Option<Instant>,
+    /// What of its group outlived its main process: `pid (name)`.
+    leftovers: Vec<String>,
+}
+
 /// Waits for the main process to exit, SIGKILLing it at the end of the grace, and what is left of
-/// its group `LEFTOVER_SETTLE` after it exited; returns how it exited and when a SIGKILL went.
+/// its group `LEFTOVER_SETTLE` after it exited.
 async fn await_exit(
     scenario: &Scenario,
     controller: &Controller,
     events: &mut Events,
     term: Instant,
     pgid: Option<i32>,
-    leftovers: &mut Vec<String>,
-) -> (Option<Exit>, Option<Instant>) {
+) -> Stopped {
     let mut leader_exited = None;
     let mut killed_at = None;
+    let mut leftovers = Vec::new();
     loop {
         let wake = match (leader_exited, killed_at) {
             (_, Some(kill)) => kill + KILL_WAIT,
@@ -297,18 +307,18 @@ async fn await_exit(
                     let exited_at = leader_exited.unwrap_or(at);
                     let killed = killed_at.is_some_and(|kill| exited_at >= kill);
                     let exit = (exited_at >= term).then(|| Exit { after: exited_at - term, reason, killed });
-                    return (exit, killed_at);
+                    return Stopped { exit, killed_at, leftovers };
                 }
                 Some((ProcessEvent::Started { .. }, _)) => {}
-                None => return (None, killed_at),
+                None => return Stopped { exit: None, killed_at, leftovers },
             },
             () = tokio::time::sleep_until(wake) => {
                 if killed_at.is_some() {
-                    return (None, killed_at);
+                    return Stopped { exit: None, killed_at, leftovers };
                 }
                 if leader_exited.is_some() {
                     let members = pgid.map(procfs::group_members).unwrap_or_default();
-                    *leftovers = members.iter().map(|p| format!("{} ({})", p.pid, p.name)).collect();
+                    leftovers = members.iter().map(|p| format!("{} ({})", p.pid, p.name)).collect();
                 }
                 killed_at = Some(Instant::now());
                 controller.kill();
