@@ -4,38 +4,16 @@
 //! the new instance, and procgate logs the coded lines; the web app answers through the router.
 
 mod common;
+use common::line_client::Client;
 use common::{free_base_port, repo, App, Running, DEADLINE};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 /// The address after `what://` for `kind` in procgate's `starting app in` line.
 fn route(line: &str, what: &str, kind: &str) -> SocketAddr {
     let part = line.split("; ").find(|part| part.ends_with(&format!(" for {kind}"))).unwrap();
     part.strip_prefix(&format!("{what}://")).unwrap().split(' ').next().unwrap().parse().unwrap()
-}
-
-/// A client like `nc`: reads lines with a deadline.
-struct Nc {
-    reader: BufReader<TcpStream>,
-}
-
-impl Nc {
-    fn connect(addr: SocketAddr) -> Nc {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Nc { reader: BufReader::new(stream) }
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        line.trim_end().to_string()
-    }
-
-    fn say(&mut self, text: &str) {
-        self.reader.get_mut().write_all(format!("{text}\n").as_bytes()).unwrap();
-    }
 }
 
 #[test]
@@ -48,7 +26,7 @@ fn the_chat_demo_survives_a_restart_as_the_readme_shows() {
     procgate.wait_for("201 app connected tcp.1 ");
     procgate.wait_for("201 app connected web.1 ");
 
-    let mut alice = Nc::connect(gateway);
+    let mut alice = Client::connect(gateway).unwrap();
     assert!(alice.line().starts_with("welcome to chat on tcp.1, you are guest-"));
     let mut client = Command::new("python3")
         .arg(repo().join("sample-apps/python/chat_client.py"))
@@ -63,7 +41,7 @@ fn the_chat_demo_survives_a_restart_as_the_readme_shows() {
     let welcome = bob.wait_for("welcome to chat on tcp.1, you are guest-");
     let bob_name = welcome.rsplit(' ').next().unwrap().to_string();
 
-    alice.say("hi bob");
+    alice.send("hi bob");
     bob.wait_for(": hi bob");
     writeln!(bob_says, "hi alice, a restart is coming").unwrap();
     assert_eq!(alice.line(), format!("{bob_name}: hi alice, a restart is coming"));
@@ -95,7 +73,7 @@ fn the_chat_demo_survives_a_restart_as_the_readme_shows() {
         procgate.wait_for(line);
     }
 
-    let mut web = Nc::connect(router);
+    let mut web = Client::connect(router).unwrap();
     web.reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     web.reader.read_to_string(&mut response).unwrap();

@@ -2,10 +2,11 @@
 //! passive failover, R10, H10, half-close, idle timeout, and a real server (Redis) behind it.
 
 mod common;
+use common::line_client::Client;
 use common::{free_base_port, App, Running, DEADLINE};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -21,35 +22,6 @@ fn start(app: &App, instances: u16, extra: &[&str]) -> (Running, SocketAddr) {
 fn wait_routed(running: &mut Running, instances: u16) {
     for i in 1..=instances {
         running.wait_for(&format!("201 app connected tcp.{i} "));
-    }
-}
-
-/// A client connection with line reads and a deadline.
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> std::io::Result<Client> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(DEADLINE))?;
-        Ok(Client { reader: BufReader::new(stream) })
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        line.trim_end().to_string()
-    }
-
-    fn send(&mut self, text: &str) {
-        self.reader.get_mut().write_all(format!("{text}\n").as_bytes()).unwrap();
-    }
-
-    /// The instance named in the greeting `hello tcp.2 PID`.
-    fn greeting(&mut self) -> Option<String> {
-        let line = self.line();
-        line.strip_prefix("hello ").map(|rest| rest.to_string())
     }
 }
 

@@ -2,6 +2,7 @@
 //! output read line by line, free ports, process checks. Every wait has a deadline.
 #![allow(dead_code)]
 
+pub mod line_client;
 pub mod shutdown;
 
 use std::collections::hash_map::RandomState;
