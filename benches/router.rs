@@ -7,7 +7,7 @@
 //! each metric and the ratios procgate/HAProxy and procgate/nginx. See bench/README.md.
 //!
 //! `cargo bench --bench router`; knobs: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_HAPROXY`,
-//! `BENCH_NGINX`. Run without `--bench` (as `cargo test --benches` does), it does nothing.
+//! `BENCH_NGINX`, `BENCH_SAME_HEADERS`. Run without `--bench` (as `cargo test --benches` does), it does nothing.
 //! What it shares with the gateway bench is in benches/common/.
 
 #[path = "router/backend.rs"]
@@ -36,6 +36,8 @@ use std::time::Instant;
 const DEFAULT_SECONDS: f64 = 2.0;
 /// Where nginx is unless `BENCH_NGINX` says.
 const DEFAULT_NGINX: &str = "/usr/sbin/nginx";
+/// Whether HAProxy and nginx add the headers procgate adds, unless `BENCH_SAME_HEADERS` says.
+const DEFAULT_SAME_HEADERS: bool = true;
 
 fn main() -> ExitCode {
     common::main("router", &backend::BACKENDS, backend::connection, run)
@@ -45,25 +47,26 @@ fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let knobs = Knobs::from_env(DEFAULT_SECONDS)?;
     let nginx: PathBuf = knobs::var("BENCH_NGINX", PathBuf::from(DEFAULT_NGINX))?;
+    let same_headers: bool = knobs::var("BENCH_SAME_HEADERS", DEFAULT_SAME_HEADERS)?;
     let fd_limit = common::procfs::raise_open_files_limit()?;
     let connections = format!("{CONCURRENCY} client connections");
     common::print_header::<rounds::Load, CONTENDERS>("router", &knobs, &connections, fd_limit);
     let dir = tempfile::tempdir()?;
     let [ports] = Ports::find([CONTENDERS])?;
     let procgate = proxies::start_procgate(dir.path(), ports)?;
-    let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports);
-    let (nginx, nginx_version) = proxies::start_nginx(&nginx, dir.path(), ports, fd_limit);
+    let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports, same_headers);
+    let (nginx, nginx_version) = proxies::start_nginx(&nginx, dir.path(), ports, fd_limit, same_headers);
     let mut contenders = [procgate, haproxy, nginx];
     let plan = Plan::new(&knobs)?;
     let mut samples = Samples::default();
     common::rounds::run_rounds::<rounds::Load, CONTENDERS>(&plan, &mut contenders, &mut samples);
     rounds::measure_rss(&mut contenders, &mut samples);
     let versions = [haproxy_version.as_str(), nginx_version.as_str()];
-    common::rounds::finish(started, &samples, &mut contenders, || print_notes(versions, ports, fd_limit));
+    common::rounds::finish(started, &samples, &mut contenders, || print_notes(versions, ports, fd_limit, same_headers));
     Ok(())
 }
 
-fn print_notes(versions: [&str; 2], ports: Ports, fd_limit: u64) {
+fn print_notes(versions: [&str; 2], ports: Ports, fd_limit: u64, same_headers: bool) {
     println!(
         "  loads on 127.0.0.1, same client for all: {CONCURRENCY} connections each sending `GET /` sequentially \
          (keep-alive, latency of every request); {CONCURRENCY} loops connect/GET/read/close (new connection)"
@@ -82,6 +85,12 @@ fn print_notes(versions: [&str; 2], ports: Ports, fd_limit: u64) {
     );
     println!("  haproxy: {}; {}", versions[0], proxies::HAPROXY_SUMMARY);
     println!("  nginx: {}; {}", versions[1], proxies::nginx_summary(fd_limit));
+    match same_headers {
+        true => println!(
+            "  headers: haproxy and nginx add the same five as procgate (option forwardfor /              $proxy_add_x_forwarded_for, X-Forwarded-Proto, X-Forwarded-Port, X-Request-Id unless sent, Via);              BENCH_SAME_HEADERS=false for none"
+        ),
+        false => println!("  headers: BENCH_SAME_HEADERS=false: haproxy and nginx add none, procgate its five"),
+    }
     println!(
         "  CPU per request: utime+stime of the proxy during a round / requests completed (procgate: its main \
          process; haproxy: its process; nginx: master + workers)"

@@ -32,13 +32,23 @@ defaults
 frontend bench
     bind {FRONTEND}
     maxconn 20000
-    default_backend web
+{HEADERS}    default_backend web
 
 backend web
     balance leastconn
     option httpchk GET /
     server web1 {BACKEND1} check inter 2s
     server web2 {BACKEND2} check inter 2s
+";
+/// What HAProxy adds to each request, as procgate does: the client's address appended to
+/// `X-Forwarded-For`, the scheme and port, a random request id unless the client sent one, and
+/// its `Via` entry.
+const HAPROXY_HEADERS: &str = "\
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Port %[dst_port]
+    http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
+    http-request add-header Via \"1.1 haproxy\"
 ";
 /// One line for the report's notes.
 pub const HAPROXY_SUMMARY: &str = "mode http, balance leastconn, nbthread 2, option http-keep-alive, http-reuse \
@@ -77,6 +87,11 @@ http {
         keepalive_timeout 30s;
     }
 
+    map $http_x_request_id $forwarded_request_id {
+        \"\" $request_id;
+        default $http_x_request_id;
+    }
+
     server {
         listen {FRONTEND};
         location / {
@@ -84,9 +99,18 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
             proxy_connect_timeout 1s;
-        }
+{HEADERS}        }
     }
 }
+";
+
+/// What nginx adds to each request, as procgate does (`$request_id`: 32 random hex digits).
+const NGINX_HEADERS: &str = "\
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Port $server_port;
+            proxy_set_header X-Request-Id $forwarded_request_id;
+            proxy_set_header Via \"1.1 nginx\";
 ";
 
 /// One line for the report's notes.
@@ -106,17 +130,27 @@ pub fn start_procgate(dir: &Path, ports: Ports) -> anyhow::Result<Contender> {
     proxies::start_procgate(dir, &procgate, &BACKENDS, &args)
 }
 
-/// HAProxy in HTTP mode, or why it is out; and its version line.
-pub fn start_haproxy(knobs: &Knobs, dir: &Path, ports: Ports) -> (Contender, String) {
-    proxies::start_haproxy(&knobs.haproxy, dir, ports, HAPROXY_CONFIG)
+/// HAProxy in HTTP mode, adding procgate's headers when `same_headers`, or why it is out; and
+/// its version line.
+pub fn start_haproxy(knobs: &Knobs, dir: &Path, ports: Ports, same_headers: bool) -> (Contender, String) {
+    let config = HAPROXY_CONFIG.replace("{HEADERS}", if same_headers { HAPROXY_HEADERS } else { "" });
+    proxies::start_haproxy(&knobs.haproxy, dir, ports, &config)
 }
 
 /// nginx as the third contender, started in the foreground (master and workers) in front of the
-/// backends with its prefix, pid file and temporary files in `dir`, once it listens; or why it
-/// is out. And its version line (`nginx version: nginx/1.22.1`).
-pub fn start_nginx(executable: &Path, dir: &Path, ports: Ports, fd_limit: u64) -> (Contender, String) {
+/// backends with its prefix, pid file and temporary files in `dir`, adding procgate's headers
+/// when `same_headers`, once it listens; or why it is out. And its version line (`nginx version:
+/// nginx/1.22.1`).
+pub fn start_nginx(
+    executable: &Path,
+    dir: &Path,
+    ports: Ports,
+    fd_limit: u64,
+    same_headers: bool,
+) -> (Contender, String) {
     proxies::start_contender("nginx", proxies::version(executable, "BENCH_NGINX"), || {
         let config = proxies::fill(NGINX_CONFIG, ports.frontend(NGINX_INDEX), ports)
+            .replace("{HEADERS}", if same_headers { NGINX_HEADERS } else { "" })
             .replace("{NOFILE}", &fd_limit.to_string())
             .replace("{WORKER_CONNECTIONS}", &NGINX_WORKER_CONNECTIONS.to_string())
             .replace("{DIR}", &dir.display().to_string());
