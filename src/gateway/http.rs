@@ -53,7 +53,8 @@ struct Client {
     peer: SocketAddr,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
-    /// The client's address and the router's port, as header values made once per connection.
+    /// The client's address (made once per connection) and the router's port (once per
+    /// listener), as header values.
     address: HeaderValue,
     port: HeaderValue,
 }
@@ -65,7 +66,7 @@ pub async fn serve(
     settings: Arc<GatewaySettings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let port = listener.local_addr().map_or(0, |a| a.port());
+    let port = HeaderValue::from(listener.local_addr().map_or(0, |a| a.port()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -73,7 +74,7 @@ pub async fn serve(
                     // Over the descriptor budget the client is closed at once (dropped).
                     if let Some(place) = settings.budget.enter() {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(connection(stream, peer, port, route.clone(), settings.clone(), place));
+                        tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
                     }
                 }
                 Err(err) => {
@@ -89,19 +90,20 @@ pub async fn serve(
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    port: u16,
+    port: HeaderValue,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
     _place: Place,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
     let io = TokioIo::new(Prefixed::new(std::mem::take(&mut admitted.rest), stream));
-    let (address, port) = (header_values::address(admitted.client.ip()), HeaderValue::from(port));
+    let address = header_values::address(admitted.client.ip());
     let client = Arc::new(Client { peer: admitted.client, route, settings, address, port });
     // Boxed: hyper moves the service's future around, and `proxy`'s is a few kilobytes.
     let service = hyper::service::service_fn(move |request| Box::pin(proxy(request, client.clone())));
-    let _ =
-        hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).with_upgrades().await;
+    // Boxed: hyper's connection state is large, and the task's future is moved as it is spawned.
+    let serving = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
+    let _ = Box::pin(serving.with_upgrades()).await;
     drop(admitted);
 }
 
@@ -216,8 +218,12 @@ async fn send(
 }
 
 fn is_upgrade(request: &Request<Incoming>) -> bool {
-    let connection = request.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    request.headers().contains_key(header::UPGRADE) && connection.to_ascii_lowercase().contains("upgrade")
+    let headers = request.headers();
+    // Most requests have no `Upgrade`: one lookup for them.
+    headers.contains_key(header::UPGRADE) && {
+        let connection = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        connection.to_ascii_lowercase().contains("upgrade")
+    }
 }
 
 /// Drops hop-by-hop headers (but an upgrade's) and adds the router's own.

@@ -8,7 +8,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::task::Poll;
 use std::time::Duration;
@@ -27,8 +26,17 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections per instance address. A list, not a hash map: a type has few instances,
+/// and comparing a few addresses is cheaper than hashing one.
+type Pool = Vec<(SocketAddr, Vec<Idle>)>;
+
 thread_local! {
-    static POOL: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<Pool> = const { RefCell::new(Vec::new()) };
+}
+
+/// The idle connections to `addr` in `pool`, if any.
+fn idle_to(pool: &mut Pool, addr: SocketAddr) -> Option<&mut Vec<Idle>> {
+    pool.iter_mut().find(|(to, _)| *to == addr).map(|(_, idle)| idle)
 }
 
 /// An idle connection to `addr`, or a new one (always a new one for an upgrade, which keeps it).
@@ -56,7 +64,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Option<Sender> {
 async fn take(addr: SocketAddr) -> Option<Sender> {
     std::future::poll_fn(|cx| {
         Poll::Ready(POOL.with_borrow_mut(|pool| {
-            let idle = pool.get_mut(&addr)?;
+            let idle = idle_to(pool, addr)?;
             let mut index = idle.len();
             while index > 0 {
                 index -= 1;
@@ -74,16 +82,20 @@ async fn take(addr: SocketAddr) -> Option<Sender> {
 
 /// Puts a connection back in the pool (its response is done).
 pub fn give_back(addr: SocketAddr, sender: Sender) {
-    POOL.with_borrow_mut(|pool| pool.entry(addr).or_default().push(Idle { sender, since: Instant::now() }));
+    let conn = Idle { sender, since: Instant::now() };
+    POOL.with_borrow_mut(|pool| match idle_to(pool, addr) {
+        Some(idle) => idle.push(conn),
+        None => pool.push((addr, vec![conn])),
+    });
 }
 
 /// Drops this thread's pooled connections that are closed or idle since `IDLE_LIMIT` before `now`.
 pub fn sweep(now: Instant) {
     POOL.with_borrow_mut(|pool| {
-        for idle in pool.values_mut() {
+        for (_, idle) in pool.iter_mut() {
             idle.retain(|conn| !conn.sender.is_closed() && now.duration_since(conn.since) < IDLE_LIMIT);
         }
-        pool.retain(|_, idle| !idle.is_empty());
+        pool.retain(|(_, idle)| !idle.is_empty());
     });
 }
 
@@ -100,7 +112,7 @@ pub async fn sweep_forever() {
 /// Connections in this thread's pool to `addr`.
 #[cfg(test)]
 fn pooled(addr: SocketAddr) -> usize {
-    POOL.with_borrow(|pool| pool.get(&addr).map_or(0, Vec::len))
+    POOL.with_borrow_mut(|pool| idle_to(pool, addr).map_or(0, |idle| idle.len()))
 }
 
 #[cfg(test)]
@@ -128,7 +140,9 @@ mod tests {
         give_back(addr, second);
         drop(instance_side);
         let closed = async {
-            while POOL.with_borrow(|pool| pool[&addr].iter().any(|conn| !conn.sender.is_closed())) {
+            while POOL.with_borrow_mut(|pool| {
+                idle_to(pool, addr).is_some_and(|idle| idle.iter().any(|c| !c.sender.is_closed()))
+            }) {
                 tokio::task::yield_now().await;
             }
         };
