@@ -87,15 +87,18 @@ fn requests_spread_over_three_instances_with_forwarded_headers_and_a_log_line() 
         [10, 10, 10],
         "per request, over one kept-alive connection: {served:?}"
     );
-    let headers = http.get("/headers", "X-Request-Id: given-id-1\r\nX-Forwarded-For: 10.0.0.9\r\n").body;
-    assert!(headers.contains("x-forwarded-for: 10.0.0.9, 127.0.0.1"), "{headers}");
+    let given =
+        "X-Request-Id: given-id-1\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-For: 10.0.0.10\r\nVia: 1.0 corp\r\n";
+    let headers = http.get("/headers", given).body;
+    assert!(headers.contains("x-forwarded-for: 10.0.0.9, 10.0.0.10, 127.0.0.1"), "{headers}");
+    assert!(headers.contains("via: 1.0 corp, 1.1 procgate"), "{headers}");
     assert!(headers.contains("x-request-id: given-id-1"), "{headers}");
     assert!(
         headers.contains("x-forwarded-proto: http") && headers.contains(&format!("x-forwarded-port: {}", addr.port())),
         "{headers}"
     );
-    assert!(headers.contains("via: 1.1 procgate"), "{headers}");
     let made = http.get("/headers", "").body;
+    assert!(made.contains("via: 1.1 procgate\n") && made.contains("x-forwarded-for: 127.0.0.1\n"), "{made}");
     let id = made.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap();
     assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "a request id is made: {id}");
     let line = running.wait_for("request_id=given-id-1");

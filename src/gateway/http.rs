@@ -237,14 +237,34 @@ fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id:
             }
         }
     }
-    let earlier = headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    let appended = earlier.and_then(|earlier| HeaderValue::try_from(format!("{earlier}, {}", client.peer.ip())).ok());
+    let forwarded_for = appended(headers, X_FORWARDED_FOR, &client.address);
+    let via = appended(headers, header::VIA, &HeaderValue::from_static(VIA));
     headers.reserve(5);
-    headers.insert(X_FORWARDED_FOR, appended.unwrap_or_else(|| client.address.clone()));
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     headers.insert(X_FORWARDED_PORT, client.port.clone());
     headers.insert(X_REQUEST_ID, request_id.clone());
-    headers.insert(header::VIA, HeaderValue::from_static("1.1 procgate"));
+    headers.insert(header::VIA, via);
+}
+
+/// The router's entry in `Via`.
+const VIA: &str = "1.1 procgate";
+
+/// The request's `name` list with `value` at its end, as a proxy extends `X-Forwarded-For` and
+/// `Via` (RFC 9110 §7.6.3): the earlier values, all lines of them, then `value`.
+fn appended(headers: &hyper::HeaderMap, name: HeaderName, value: &HeaderValue) -> HeaderValue {
+    let mut earlier = headers.get_all(name).iter().peekable();
+    if earlier.peek().is_none() {
+        return value.clone();
+    }
+    let mut list = Vec::new();
+    for entry in earlier {
+        list.extend_from_slice(entry.as_bytes());
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(value.as_bytes());
+    // Header values joined with ", " are a header value.
+    HeaderValue::from_maybe_shared(Bytes::from(list)).unwrap_or_else(|_| value.clone())
 }
 
 /// After a `101`, relays bytes between the client and the instance until both close.
