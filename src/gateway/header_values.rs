@@ -20,7 +20,13 @@ pub fn address(ip: IpAddr) -> HeaderValue {
         }
         IpAddr::V6(v6) => v6.to_string().into_bytes(),
     };
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).expect("an address is ASCII")
+    shared(text)
+}
+
+/// `text` as a header value whose clones share it without allocating (a value made from a
+/// `Vec` allocates again at its first clone, and the router clones each of these once).
+fn shared<T: AsRef<[u8]> + Send + 'static>(text: T) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).expect("written as ASCII")
 }
 
 fn push_decimal(text: &mut Vec<u8>, n: u8) {
@@ -41,7 +47,7 @@ pub fn new_request_id() -> HeaderValue {
     for (index, digit) in text.iter_mut().enumerate() {
         *digit = HEX[(random >> (4 * (31 - index)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&text).expect("hex digits")
+    shared(text)
 }
 
 #[cfg(test)]
