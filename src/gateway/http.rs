@@ -73,7 +73,6 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     // Over the descriptor budget the client is closed at once (dropped).
                     if let Some(place) = settings.budget.enter() {
-                        let _ = stream.set_nodelay(true);
                         tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
                     }
                 }

@@ -53,7 +53,6 @@ async fn handle(
     settings: Arc<GatewaySettings>,
     _place: Place,
 ) {
-    let _ = client.set_nodelay(true);
     // Admission and assignment run boxed: their state is freed before the relay, so a held
     // connection's task is only as large as the relay needs (memory per held connection).
     let Some(admitted) = Box::pin(admit(&mut client, peer, &route, &settings)).await else { return };
