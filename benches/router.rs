@@ -69,7 +69,10 @@ fn run() -> anyhow::Result<()> {
 fn print_notes(versions: [&str; 2], ports: Ports, fd_limit: u64, same_headers: bool) {
     println!(
         "  loads on 127.0.0.1, same client for all: {CONCURRENCY} connections each sending `GET /` sequentially \
-         (keep-alive, latency of every request); {CONCURRENCY} loops connect/GET/read/close (new connection)"
+         (keep-alive, latency of every request); {CONCURRENCY} loops connect/GET/read/close (new connection); \
+         {} connections each sending `GET /bulk` ({} B responses) sequentially (bulk; MB = 10^6 B)",
+        load::BULK_CONNECTIONS,
+        backend::BULK_BYTES
     );
     println!(
         "  backends: 2 hyper HTTP/1.1 servers on 127.0.0.1:{} and :{} (procgate's web instances, {} B body), \

@@ -1,8 +1,8 @@
 //! The router bench's backends: the bench binary as an HTTP server (procgate's `web` instances).
 //!
-//! Started with `ROUTER_BENCH_BACKEND=1`, it answers every request `200` with a small fixed body
-//! (hyper adds its Content-Length), keeping connections alive; the listening and accepting are
-//! in common/backend.rs.
+//! Started with `ROUTER_BENCH_BACKEND=1`, it answers every request `200` with a small fixed body,
+//! or `GET /bulk` with `BULK_BYTES` (hyper adds the Content-Length), keeping connections alive;
+//! the listening and accepting are in common/backend.rs.
 
 use crate::common::backend::Backends;
 use bytes::Bytes;
@@ -21,8 +21,12 @@ pub const BACKENDS: Backends = Backends {
     what: "HTTP backends",
     part: "router",
 };
-/// The body of every response.
+/// The body of every response but `/bulk`'s.
 pub const BODY: &[u8] = b"hello, world\n";
+/// Bytes of the `/bulk` body.
+pub const BULK_BYTES: usize = 1 << 20;
+/// The `/bulk` body.
+static BULK: [u8; BULK_BYTES] = [b'.'; BULK_BYTES];
 
 /// Serves the requests of one connection, HTTP/1.1 with keep-alive, until the peer closes.
 pub async fn connection(stream: TcpStream) {
@@ -34,6 +38,7 @@ pub async fn connection(stream: TcpStream) {
         .await;
 }
 
-async fn hello(_request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(BODY))))
+async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = if request.uri().path() == "/bulk" { &BULK[..] } else { BODY };
+    Ok(Response::new(Full::new(Bytes::from_static(body))))
 }

@@ -1,4 +1,5 @@
-//! The router bench's client loads: `GET /` on kept-alive connections and on new connections.
+//! The router bench's client loads: `GET /` on kept-alive connections and on new connections,
+//! and `GET /bulk` (1 MiB responses) on a few kept-alive connections.
 //!
 //! The same code for the three proxies, over raw TCP connections to a proxy's frontend on
 //! 127.0.0.1, each response read by a minimal HTTP/1.1 parser (status line, headers, a
@@ -14,13 +15,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// The request, the same on every connection (HTTP/1.1: the connection stays open after it).
+/// The request of the keep-alive and new-connection loads (HTTP/1.1: the connection stays open
+/// after it).
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
-/// Bytes read from the socket at a time.
+/// The request of the bulk load.
+const BULK_REQUEST: &[u8] = b"GET /bulk HTTP/1.1\r\nHost: bench\r\n\r\n";
+/// Kept-alive connections of the bulk load, each fetching `/bulk` again and again.
+pub const BULK_CONNECTIONS: usize = 4;
+/// Bytes read from the socket at a time for a response head or a small body.
 const READ_CHUNK: usize = 4096;
+/// At most this many at a time for a large body.
+const BODY_CHUNK: usize = 64 * 1024;
 /// Longest response head accepted (status line and headers).
 const MAX_HEAD: usize = 16 * 1024;
-/// Longest response body accepted (the backends send 13 bytes).
+/// Longest response body accepted (the backends send 13 bytes, or 1 MiB for `/bulk`).
 const MAX_BODY: usize = 1024 * 1024;
 /// Longest time to open the keep-alive load's connections.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,13 +47,7 @@ pub struct KeepAlive {
 /// `CONCURRENCY` kept-alive connections, each sending `GET /` and reading the response, again
 /// and again; a connection the proxy closes is opened again.
 pub async fn keep_alive(addr: SocketAddr, duration: Duration) -> io::Result<KeepAlive> {
-    let connections = client::open(addr, CONCURRENCY, OPEN_TIMEOUT, open_and_get).await?;
-    let loops = connections.into_iter().enumerate();
-    let (rate, latencies) =
-        client::run_loops(loops, duration, REPLY, move |(index, connection), deadline, tally, latencies| {
-            Box::pin(request_loop(client::source(index), addr, connection, deadline, tally, latencies))
-        })
-        .await;
+    let (rate, latencies) = kept_alive(addr, CONCURRENCY, REQUEST, duration).await?;
     let mut latencies: Vec<Duration> = latencies.concat();
     latencies.sort_unstable();
     let percentile = |p: usize| {
@@ -55,7 +57,32 @@ pub async fn keep_alive(addr: SocketAddr, duration: Duration) -> io::Result<Keep
     Ok(KeepAlive { p50_us: percentile(50), p99_us: percentile(99), rate })
 }
 
+/// `BULK_CONNECTIONS` kept-alive connections, each sending `GET /bulk` and reading its 1 MiB
+/// response, again and again.
+pub async fn bulk(addr: SocketAddr, duration: Duration) -> io::Result<Rate> {
+    Ok(kept_alive(addr, BULK_CONNECTIONS, BULK_REQUEST, duration).await?.0)
+}
+
+/// `count` kept-alive connections, each running `request_loop` with `request`: the rate and
+/// each connection's latencies.
+async fn kept_alive(
+    addr: SocketAddr,
+    count: usize,
+    request: &'static [u8],
+    duration: Duration,
+) -> io::Result<(Rate, Vec<Vec<Duration>>)> {
+    let connections = client::open(addr, count, OPEN_TIMEOUT, open_and_get).await?;
+    let loops = connections.into_iter().enumerate();
+    let looped = client::run_loops(loops, duration, REPLY, move |(index, connection), deadline, tally, latencies| {
+        Box::pin(request_loop(request, client::source(index), addr, connection, deadline, tally, latencies))
+    });
+    Ok(looped.await)
+}
+
+/// Sends `request` on one kept-alive connection and reads the response, again and again until
+/// `deadline`, recording each latency; opens the connection again when the proxy closes it.
 async fn request_loop(
+    request: &'static [u8],
     source: Ipv4Addr,
     addr: SocketAddr,
     first: Connection,
@@ -77,7 +104,7 @@ async fn request_loop(
             },
         };
         let sent = Instant::now();
-        match connection.get().await {
+        match connection.get(request).await {
             Ok(keep_alive) => {
                 latencies.push(sent.elapsed());
                 tally.completed += 1;
@@ -101,7 +128,7 @@ pub async fn new_connections(addr: SocketAddr, duration: Duration) -> Rate {
 
 async fn open_and_get(source: Ipv4Addr, addr: SocketAddr) -> io::Result<Connection> {
     let mut connection = Connection::open(source, addr).await?;
-    connection.get().await?;
+    connection.get(REQUEST).await?;
     Ok(connection)
 }
 
@@ -124,10 +151,10 @@ impl Connection {
         Ok(Connection { stream, received: BytesMut::with_capacity(READ_CHUNK) })
     }
 
-    /// Sends `GET /` and reads the whole `200` response; false when the proxy closes the
-    /// connection after it.
-    async fn get(&mut self) -> io::Result<bool> {
-        self.stream.write_all(REQUEST).await?;
+    /// Sends `request` and reads the whole `200` response, its body dropped as it comes; false
+    /// when the proxy closes the connection after it.
+    async fn get(&mut self, request: &[u8]) -> io::Result<bool> {
+        self.stream.write_all(request).await?;
         let head_length = loop {
             if let Some(end) = self.received.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
@@ -135,20 +162,26 @@ impl Connection {
             if self.received.len() > MAX_HEAD {
                 return Err(invalid(format!("response head longer than {MAX_HEAD} bytes")));
             }
-            self.receive().await?;
+            self.receive(READ_CHUNK).await?;
         };
         let head = parse_head(&self.received[..head_length])?;
-        let length = head_length + head.content_length;
-        while self.received.len() < length {
-            self.receive().await?;
+        self.received.advance(head_length);
+        let mut body_left = head.content_length;
+        loop {
+            let here = body_left.min(self.received.len());
+            self.received.advance(here);
+            body_left -= here;
+            if body_left == 0 {
+                return Ok(head.keep_alive);
+            }
+            self.receive(body_left.clamp(READ_CHUNK, BODY_CHUNK)).await?;
         }
-        self.received.advance(length);
-        Ok(head.keep_alive)
     }
 
-    /// Reads what the socket has into `received`; an end of stream here cuts a response.
-    async fn receive(&mut self) -> io::Result<()> {
-        self.received.reserve(READ_CHUNK);
+    /// Reads what the socket has into `received`, with room for `room` bytes at least; an end
+    /// of stream here cuts a response.
+    async fn receive(&mut self, room: usize) -> io::Result<()> {
+        self.received.reserve(room);
         match self.stream.read_buf(&mut self.received).await? {
             0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the proxy closed the connection mid-response")),
             _ => Ok(()),

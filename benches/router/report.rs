@@ -16,8 +16,10 @@ pub enum Metric {
     KeepAliveP50,
     KeepAliveP99,
     NewConnectionRate,
+    BulkRate,
     KeepAliveCpu,
     NewConnectionCpu,
+    BulkCpu,
     Rss,
 }
 
@@ -27,8 +29,10 @@ impl report::Metric for Metric {
         Metric::KeepAliveP50,
         Metric::KeepAliveP99,
         Metric::NewConnectionRate,
+        Metric::BulkRate,
         Metric::KeepAliveCpu,
         Metric::NewConnectionCpu,
+        Metric::BulkCpu,
         Metric::Rss,
     ];
     const WIDTHS: Widths = Widths { name: 29, value: 11, ratio: 17 };
@@ -46,24 +50,29 @@ impl report::Metric for Metric {
             Metric::NewConnectionRate => "new-connection req/s",
             Metric::KeepAliveCpu => "CPU per keep-alive req (us)",
             Metric::NewConnectionCpu => "CPU per new-conn req (us)",
+            Metric::BulkRate => "bulk MB/s",
+            Metric::BulkCpu => "CPU per bulk MB (us)",
             Metric::Rss => "RSS after the rounds (MB)",
         }
     }
 
     fn better(self) -> Better {
         match self {
-            Metric::KeepAliveRate | Metric::NewConnectionRate => Better::Higher,
+            Metric::KeepAliveRate | Metric::NewConnectionRate | Metric::BulkRate => Better::Higher,
             Metric::KeepAliveP50
             | Metric::KeepAliveP99
             | Metric::KeepAliveCpu
             | Metric::NewConnectionCpu
+            | Metric::BulkCpu
             | Metric::Rss => Better::Lower,
         }
     }
 
     fn format(self, value: f64) -> String {
         match self {
-            Metric::KeepAliveCpu | Metric::NewConnectionCpu | Metric::Rss => format!("{value:.1}"),
+            Metric::KeepAliveCpu | Metric::NewConnectionCpu | Metric::BulkRate | Metric::BulkCpu | Metric::Rss => {
+                format!("{value:.1}")
+            }
             Metric::KeepAliveRate | Metric::NewConnectionRate | Metric::KeepAliveP50 | Metric::KeepAliveP99 => {
                 format!("{value:.0}")
             }

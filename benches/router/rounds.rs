@@ -1,7 +1,8 @@
-//! The router bench's measurements: its two loads per round, then each proxy's memory.
+//! The router bench's measurements: its three loads per round, then each proxy's memory.
 //!
 //! common/rounds.rs runs the rounds, each load on procgate, then HAProxy, then nginx.
 
+use crate::backend::BULK_BYTES;
 use crate::common::process::Proxy;
 use crate::common::procfs;
 use crate::common::rounds::{self, Contender, Plan};
@@ -19,6 +20,7 @@ const MEGABYTE: f64 = 1e6;
 pub enum Load {
     KeepAlive,
     NewConnections,
+    Bulk,
 }
 
 impl Load {
@@ -27,18 +29,20 @@ impl Load {
         match self {
             Load::KeepAlive => (Metric::KeepAliveRate, Metric::KeepAliveCpu),
             Load::NewConnections => (Metric::NewConnectionRate, Metric::NewConnectionCpu),
+            Load::Bulk => (Metric::BulkRate, Metric::BulkCpu),
         }
     }
 }
 
 impl rounds::Load for Load {
     type Metric = Metric;
-    const ALL: &'static [Load] = &[Load::KeepAlive, Load::NewConnections];
+    const ALL: &'static [Load] = &[Load::KeepAlive, Load::NewConnections, Load::Bulk];
 
     fn label(self) -> &'static str {
         match self {
             Load::KeepAlive => "keep-alive",
             Load::NewConnections => "new connections",
+            Load::Bulk => "bulk",
         }
     }
 
@@ -47,6 +51,9 @@ impl rounds::Load for Load {
             println!("  {} warm-up: {err}", proxy.name);
         }
         plan.runtime.block_on(load::new_connections(proxy.addr, WARM_UP));
+        if let Err(err) = plan.runtime.block_on(load::bulk(proxy.addr, WARM_UP)) {
+            println!("  {} bulk warm-up: {err}", proxy.name);
+        }
     }
 
     fn measure(self, plan: &Plan, proxy: &Proxy) -> anyhow::Result<Figures> {
@@ -59,10 +66,16 @@ impl rounds::Load for Load {
                 Ok((measured.rate, values))
             }
             Load::NewConnections => Ok((runtime.block_on(load::new_connections(proxy.addr, seconds)), Vec::new())),
+            Load::Bulk => Ok((runtime.block_on(load::bulk(proxy.addr, seconds))?, Vec::new())),
         })?;
         let (rate_metric, cpu_metric) = self.metrics();
-        values.push((rate_metric, rate.per_second()));
-        values.extend(rate.per_completed(cpu_us).map(|cpu_us| (cpu_metric, cpu_us)));
+        // Bulk figures per megabyte of response bodies, the others per request.
+        let per = match self {
+            Load::Bulk => BULK_BYTES as f64 / MEGABYTE,
+            Load::KeepAlive | Load::NewConnections => 1.0,
+        };
+        values.push((rate_metric, rate.per_second() * per));
+        values.extend(rate.per_completed(cpu_us).map(|cpu_us| (cpu_metric, cpu_us / per)));
         Ok(Figures { values, remark: rate.tally.remark() })
     }
 }

@@ -52,7 +52,9 @@ pub async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Optio
 /// A new connection to `addr`, driven by a task of its own.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Option<Sender> {
     let stream = super::tcp::connect(addr, timeout).await?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    builder.max_buf_size(super::http::MAX_BUFFER);
+    let (sender, connection) = builder.handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(async move {
         let _ = connection.with_upgrades().await;
     });
