@@ -1,5 +1,5 @@
 //! The HTTP router for `web` through the binary: HTTP health checks, balancing per request,
-//! forwarded headers, upgrades kept on their instance, H10/H12, the router log line, restarts
+//! forwarded headers, the request head limit, upgrades kept on their instance, H10/H12, the router log line, restarts
 //! of web without a lost request, and R16 for an app that stops answering.
 
 mod common;
@@ -97,6 +97,11 @@ fn requests_spread_over_three_instances_with_forwarded_headers_and_a_log_line() 
         headers.contains("x-forwarded-proto: http") && headers.contains(&format!("x-forwarded-port: {}", addr.port())),
         "{headers}"
     );
+    let large = format!("X-Large: {}\r\n", "a".repeat(60_000));
+    assert_eq!(Http::connect(addr).get("/", &large).status, 200, "a 60 KB head goes through");
+    // Four lines the app would take (each under its 64 KiB line limit), 200 KB in all.
+    let too_large: String = (0..4).map(|i| format!("X-Large-{i}: {}\r\n", "a".repeat(50_000))).collect();
+    assert_eq!(Http::connect(addr).get("/", &too_large).status, 431, "over the router's 128 KiB buffer");
     let made = http.get("/headers", "").body;
     assert!(made.contains("via: 1.1 procgate\n") && made.contains("x-forwarded-for: 127.0.0.1\n"), "{made}");
     let id = made.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap();
