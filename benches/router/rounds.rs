@@ -69,13 +69,13 @@ impl rounds::Load for Load {
             Load::Bulk => Ok((runtime.block_on(load::bulk(proxy.addr, seconds))?, Vec::new())),
         })?;
         let (rate_metric, cpu_metric) = self.metrics();
-        // Bulk figures per megabyte of response bodies, the others per request.
-        let per = match self {
+        // Bulk figures count megabytes of response bodies, the others requests.
+        let units_per_exchange = match self {
             Load::Bulk => BULK_BYTES as f64 / MEGABYTE,
             Load::KeepAlive | Load::NewConnections => 1.0,
         };
-        values.push((rate_metric, rate.per_second() * per));
-        values.extend(rate.per_completed(cpu_us).map(|cpu_us| (cpu_metric, cpu_us / per)));
+        values.push((rate_metric, rate.per_second() * units_per_exchange));
+        values.extend(rate.per_completed(cpu_us).map(|cpu_us| (cpu_metric, cpu_us / units_per_exchange)));
         Ok(Figures { values, remark: rate.tally.remark() })
     }
 }
