@@ -82,6 +82,13 @@ impl Side {
             Side::Instance => "instance",
         }
     }
+
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Instance,
+            Side::Instance => Side::Client,
+        }
+    }
 }
 
 /// An error of the relay, with the side whose socket it came from.
@@ -97,8 +104,8 @@ pub async fn relay(
     let (client_read, client_write) = client.split();
     let (instance_read, instance_write) = instance.split();
     let watch_idle = idle.is_some();
-    let to_instance = Direction { from: Side::Client, to: Side::Instance, moved: &traffic.to_instance };
-    let to_client = Direction { from: Side::Instance, to: Side::Client, moved: &traffic.to_client };
+    let to_instance = Direction { from: Side::Client, moved: &traffic.to_instance };
+    let to_client = Direction { from: Side::Instance, moved: &traffic.to_client };
     let both = async {
         tokio::try_join!(
             one_way(client_read, instance_write, to_instance, watch_idle.then_some(traffic)),
@@ -125,11 +132,10 @@ pub fn reset_on_close(stream: &TcpStream) {
     let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::Linger, &linger);
 }
 
-/// Which way bytes go, and their counter.
+/// Which way bytes go (from one side to the other), and their counter.
 #[derive(Clone, Copy)]
 struct Direction<'a> {
     from: Side,
-    to: Side,
     moved: &'a AtomicU64,
 }
 
@@ -159,14 +165,14 @@ async fn one_way(
                 let mut read_buf = ReadBuf::new(buffer);
                 ready!(Pin::new(&mut source).poll_read(cx, &mut read_buf)).map_err(|err| (way.from, err))?;
                 let data = read_buf.filled();
-                let sent = write_now(&mut sink, cx, data).map_err(|err| (way.to, err))?;
+                let sent = write_now(&mut sink, cx, data).map_err(|err| (way.from.other(), err))?;
                 backlog.extend_from_slice(&data[sent..]);
                 Poll::Ready(Ok::<usize, SideError>(data.len()))
             })
         })
         .await?;
         if read == 0 {
-            sink.shutdown().await.map_err(|err| (way.to, err))?;
+            sink.shutdown().await.map_err(|err| (way.from.other(), err))?;
             return Ok(());
         }
         way.moved.store(way.moved.load(Relaxed) + read as u64, Relaxed);
@@ -174,7 +180,7 @@ async fn one_way(
             traffic.touch();
         }
         if !backlog.is_empty() {
-            sink.write_all(&backlog).await.map_err(|err| (way.to, err))?;
+            sink.write_all(&backlog).await.map_err(|err| (way.from.other(), err))?;
             backlog = Vec::new();
         }
     }
