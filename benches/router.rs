@@ -82,7 +82,7 @@ fn print_notes(versions: [&str; 2], ports: Ports, fd_limit: u64, same_headers: b
         backend::BODY.len()
     );
     println!(
-        "  procgate: start -m web=2 --web-listen 127.0.0.1:{} --grace 1s --no-access-log; least outstanding \
+        "  procgate: start -m web=2 --web-listen 127.0.0.1:{} --grace 1s --access-log none; least outstanding \
          requests; adds X-Forwarded-For/-Proto/-Port, X-Request-Id, Via",
         ports.procgate()
     );

@@ -5,10 +5,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The signals procgate reacts to, for `--version` and `start --help` (src/signals.rs).
+macro_rules! signals {
+    () => {
+        "Signals: SIGINT, SIGTERM and SIGHUP stop gracefully (instances leave routing, get SIGTERM, \
+         and SIGKILL after --grace); a second one of them SIGKILLs every instance at once. SIGPIPE \
+         is ignored; other signals keep their default action."
+    };
+}
+pub const SIGNALS: &str = signals!();
+
 #[derive(Debug, Parser)]
 #[command(
     name = "procgate",
     version,
+    long_version = concat!(env!("CARGO_PKG_VERSION"), "\n", signals!()),
     about = "Run a Procfile like a mini-PaaS: supervised instances, a TCP gateway and an HTTP router"
 )]
 pub struct Cli {
@@ -18,7 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the formation in the foreground until SIGINT/SIGTERM (a second one skips the grace).
+    /// Run the formation in the foreground until SIGINT, SIGTERM or SIGHUP (a second one skips the grace).
+    #[command(after_help = SIGNALS)]
     Start(StartArgs),
     /// Validate the Procfile, env files and formation; print types, ports and env names.
     Check(CheckArgs),
@@ -106,16 +118,18 @@ pub struct StartArgs {
     /// Close proxied connections idle (no byte either way) this long [default: never]
     #[arg(long = "idle-timeout", value_parser = crate::duration::parse)]
     pub idle_timeout: Option<Duration>,
-    /// Log every proxied TCP connection (202 assigned, 203 closed)
-    #[arg(long = "access-log")]
-    pub access_log: bool,
+    /// Which routes log a line per connection (tcp: 202 and 203) or request (web: Heroku's router
+    /// line): `tcp`, `web`, `tcp,web` (alone: `--access-log`) or `none`
+    #[arg(long = "access-log", value_name = "ROUTES", num_args = 0..=1, default_value = "web",
+          default_missing_value = "tcp,web", value_parser = parse_access_log)]
+    pub access_log: AccessLog,
     /// How long the HTTP router waits for an instance's response before H12
     #[arg(long = "request-timeout", default_value = "30s", value_parser = crate::duration::parse)]
     pub request_timeout: Duration,
     /// How long an instance may send nothing in the middle of a response before H15 (Heroku's 55s)
     #[arg(long = "router-idle-timeout", default_value = "55s", value_parser = crate::duration::parse)]
     pub router_idle_timeout: Duration,
-    /// Do not log Heroku's router line for each HTTP request
+    /// No router line per HTTP request: the old spelling of leaving `web` out of --access-log
     #[arg(long = "no-access-log")]
     pub no_access_log: bool,
     /// Replace each instance after this long (daily cycling, as Heroku), or `off`
@@ -126,6 +140,28 @@ pub struct StartArgs {
     pub cycle_jitter: Option<Duration>,
     /// Run only these types (others get 0)
     pub types: Vec<String>,
+}
+
+/// `--access-log`: which kinds of route log each connection or request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessLog {
+    /// A `202` and a `203` line per proxied TCP connection.
+    pub tcp: bool,
+    /// Heroku's router line per HTTP request.
+    pub web: bool,
+}
+
+fn parse_access_log(text: &str) -> Result<AccessLog, String> {
+    let mut log = AccessLog { tcp: false, web: false };
+    for word in text.split(',').map(str::trim) {
+        match word {
+            "tcp" => log.tcp = true,
+            "web" | "http" => log.web = true,
+            "none" | "off" => {}
+            other => return Err(format!("`{other}` is not a route kind; give `tcp`, `web`, `tcp,web` or `none`")),
+        }
+    }
+    Ok(log)
 }
 
 /// `--cycle`: a period, or off.
@@ -188,12 +224,21 @@ pub struct RestartArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// The new release's app directory [default: where the running one came from]
-    #[arg(long)]
-    pub root: Option<PathBuf>,
-    /// The app directory of the running procgate (where its control socket is)
-    #[arg(short = 'a', long = "app", default_value = ".")]
-    pub app: PathBuf,
+    /// The app directory of the running procgate, as in every command (`-a/--app`, the old
+    /// spelling, still works; the new release's directory is `--from`)
+    #[arg(short = 'd', long = "root", short_alias = 'a', alias = "app", default_value = ".")]
+    pub root: PathBuf,
+    /// The new release's app directory [default: the running one's]
+    #[arg(long = "from", value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// The new release's Procfile [default: the one procgate was started with, in --from DIR if
+    /// it was inside the app directory]
+    #[arg(short = 'f', long = "procfile")]
+    pub procfile: Option<PathBuf>,
+    /// The new release's env files, comma separated [default: those procgate was started with,
+    /// in --from DIR if they were inside the app directory]
+    #[arg(short = 'e', long = "env")]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -237,4 +282,34 @@ pub struct TestShutdownArgs {
     /// Print the checklist as JSON on stdout (the app's output and procgate's lines go to stderr)
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access_log(args: &[&str]) -> (AccessLog, bool) {
+        let cli = Cli::try_parse_from([&["procgate", "start"], args].concat()).unwrap();
+        let Command::Start(start) = cli.command else { unreachable!() };
+        (start.access_log, start.no_access_log)
+    }
+
+    #[test]
+    fn access_log_is_web_by_default_and_both_alone_as_the_old_flag_was() {
+        assert_eq!(access_log(&[]).0, AccessLog { tcp: false, web: true });
+        assert_eq!(access_log(&["--access-log"]).0, AccessLog { tcp: true, web: true });
+        assert_eq!(access_log(&["--access-log", "tcp"]).0, AccessLog { tcp: true, web: false });
+        assert_eq!(access_log(&["--access-log=none"]).0, AccessLog { tcp: false, web: false });
+        assert_eq!(access_log(&["--no-access-log"]), (AccessLog { tcp: false, web: true }, true));
+        let bad = Cli::try_parse_from(["procgate", "start", "--access-log", "udp"]).unwrap_err().to_string();
+        assert!(bad.contains("`udp` is not a route kind"), "{bad}");
+    }
+
+    #[test]
+    fn deploy_takes_root_for_the_running_app_and_from_for_the_release() {
+        let cli = Cli::try_parse_from(["procgate", "deploy", "-a", "app", "--from", "v2", "-e", "a.env"]).unwrap();
+        let Command::Deploy(deploy) = cli.command else { unreachable!() };
+        assert_eq!((deploy.root, deploy.from), (PathBuf::from("app"), Some(PathBuf::from("v2"))));
+        assert_eq!(deploy.env.as_deref(), Some("a.env"));
+    }
 }

@@ -108,6 +108,44 @@ impl Sources {
     }
 }
 
+/// Where `deploy` reads a new release; what it leaves out comes from how the app was started.
+/// Paths are absolute (the `deploy` command resolves them in its own directory).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseSource {
+    /// The new release's app directory [default: the running one's].
+    pub from: Option<PathBuf>,
+    pub procfile: Option<PathBuf>,
+    /// Env files, comma separated, as `-e`.
+    pub env: Option<String>,
+}
+
+impl ReleaseSource {
+    /// The sources of the new release: given paths win; the started ones are kept, moved into
+    /// the new directory when they were inside the old one (`-e config/prod.env` stays
+    /// `config/prod.env` of the new release, `-e /etc/app.env` stays as it is).
+    pub fn over(&self, started: &SourceArgs, started_root: &Path) -> SourceArgs {
+        let moved = |path: &Path| match (&self.from, relative_to(path, started_root)) {
+            (Some(from), Some(inside)) => from.join(inside),
+            _ => path.to_path_buf(),
+        };
+        let env = started.env.as_deref().map(|list| {
+            let files = list.split(',').map(str::trim).filter(|p| !p.is_empty());
+            files.map(|p| moved(Path::new(p)).display().to_string()).collect::<Vec<_>>().join(",")
+        });
+        SourceArgs {
+            procfile: self.procfile.clone().or_else(|| started.procfile.as_deref().map(moved)),
+            env: self.env.clone().or(env),
+            root: self.from.clone().or_else(|| started.root.clone()),
+        }
+    }
+}
+
+/// `path` relative to `root` when it is inside it (both resolved on disk).
+fn relative_to(path: &Path, root: &Path) -> Option<PathBuf> {
+    let (path, root) = (path.canonicalize().ok()?, root.canonicalize().ok()?);
+    path.strip_prefix(root).ok().map(Path::to_path_buf)
+}
+
 /// A process type the gateway serves, and the address its clients connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSpec {

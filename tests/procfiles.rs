@@ -2,22 +2,14 @@
 //! client: Mosquitto with mosquitto_sub and mosquitto_pub (MQTT), an HTTP/2 service with curl
 //! and node (h2c, GOAWAY on stop), and an app written for Heroku's Ruppell's Sockets on the `socket` route. Each
 //! then stops cleanly: its instance exits 0 within the grace and procgate exits 0. A missing tool
-//! fails its test with the Debian package to install (`.ci/run` installs them).
+//! skips its test with the Debian package to install (`common::needs`; `.ci/run` installs them).
 
 mod common;
+use common::needs::needs;
 use common::{free_base_port, App, Finished, Running, DEADLINE};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-
-/// Fails unless `program` is on the PATH (or in /usr/sbin, where Debian puts servers and a
-/// user's PATH does not reach), naming the Debian package that has it.
-fn require(program: &str, package: &str) {
-    let mut dirs = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect::<Vec<_>>();
-    dirs.push("/usr/sbin".into());
-    let found = dirs.iter().any(|dir| dir.join(program).is_file());
-    assert!(found, "`{program}` is not installed: apt-get install {package} (.ci/run installs it)");
-}
 
 /// Starts the app on free ports and returns procgate with the address of `kind`'s route, once
 /// `kind.1` has joined it.
@@ -51,10 +43,11 @@ fn client(program: &str, args: &[&str]) -> Running {
 
 #[test]
 fn mosquitto_delivers_a_published_message_to_a_subscriber_through_the_gateway() {
-    require("mosquitto", "mosquitto");
-    require("mosquitto_sub", "mosquitto-clients");
-    require("mosquitto_pub", "mosquitto-clients");
-    require("stdbuf", "coreutils");
+    let mqtt =
+        [("mosquitto", "mosquitto"), ("mosquitto_sub", "mosquitto-clients"), ("mosquitto_pub", "mosquitto-clients")];
+    if !needs(&mqtt) {
+        return;
+    }
     let app = App::from_procfiles("mqtt");
     let (running, addr) = start(&app, "tcp");
     let port = addr.port().to_string();
@@ -76,8 +69,9 @@ fn mosquitto_delivers_a_published_message_to_a_subscriber_through_the_gateway() 
 
 #[test]
 fn an_http2_service_answers_curl_and_multiplexes_streams_through_the_gateway() {
-    require("node", "nodejs");
-    require("curl", "curl");
+    if !needs(&[("node", "nodejs"), ("curl", "curl")]) {
+        return;
+    }
     let app = App::from_procfiles("http2");
     let (running, addr) = start(&app, "tcp");
     let url = format!("http://{addr}/");
@@ -103,7 +97,6 @@ fn an_http2_service_answers_curl_and_multiplexes_streams_through_the_gateway() {
 
 #[test]
 fn a_ruppells_sockets_app_runs_unchanged_on_the_socket_route() {
-    require("python3", "python3");
     let app = App::from_procfiles("ruppells");
     // No flag sets the listen address of a type other than `tcp`: a free port in the copy's file.
     let toml = std::fs::read_to_string(app.path().join("procgate.toml")).unwrap();

@@ -213,7 +213,7 @@ fn a_deploy_that_never_binds_is_rolled_back_and_a_good_one_goes_live() {
     let old = pids_of(&app, "tcp");
     let broken = tempfile::tempdir().unwrap();
     std::fs::write(broken.path().join("Procfile"), "tcp: exec sleep 60\n").unwrap();
-    let deploy = app.run(&["deploy", "--root", broken.path().to_str().unwrap()]);
+    let deploy = app.run(&["deploy", "--from", broken.path().to_str().unwrap()]);
     assert_eq!(deploy.code(), Some(1), "{}", deploy.text());
     assert!(
         deploy.has("failed: deploy failed: tcp.1 (pid") && deploy.has("the old instances keep serving"),
@@ -224,7 +224,7 @@ fn a_deploy_that_never_binds_is_rolled_back_and_a_good_one_goes_live() {
 
     let invalid = tempfile::tempdir().unwrap();
     std::fs::write(invalid.path().join("Procfile"), "tcp exec sleep\n").unwrap();
-    let refused = app.run(&["deploy", "--root", invalid.path().to_str().unwrap()]);
+    let refused = app.run(&["deploy", "--from", invalid.path().to_str().unwrap()]);
     assert_ne!(refused.code(), Some(0));
     assert!(refused.has("Procfile:1: `tcp exec sleep` is not a `name: command` line"), "{}", refused.text());
 
@@ -232,7 +232,7 @@ fn a_deploy_that_never_binds_is_rolled_back_and_a_good_one_goes_live() {
     let good = tempfile::tempdir().unwrap();
     let procfile = format!("release: echo migrating v2\ntcp: exec python3 {}\nworker: exec sleep 60\n", echo.display());
     std::fs::write(good.path().join("Procfile"), procfile).unwrap();
-    let deploy = app.run(&["deploy", "--root", good.path().to_str().unwrap()]);
+    let deploy = app.run(&["deploy", "--from", good.path().to_str().unwrap()]);
     assert_eq!(deploy.code(), Some(0), "{}", deploy.text());
     running.wait_for("release.1 | migrating v2");
     running.wait_for("worker.1 replacement starting");
@@ -240,5 +240,28 @@ fn a_deploy_that_never_binds_is_rolled_back_and_a_good_one_goes_live() {
     let types: HashSet<String> =
         ps(&app).instances.iter().filter(|i| i.state != "draining").map(|i| i.type_name.clone()).collect();
     assert_eq!(types, HashSet::from(["tcp".to_string(), "worker".to_string()]), "clock was removed, worker added");
+    stop(running);
+}
+
+#[test]
+fn a_deploy_from_a_new_directory_keeps_the_procfile_and_env_files_procgate_was_started_with() {
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let procfile = format!("tcp: echo greeting=$GREETING; echo url=$TCP_URL; exec python3 {}\n", echo.display());
+    let write_release = |dir: &std::path::Path, greeting: &str| {
+        std::fs::write(dir.join("Procfile"), "tcp: echo the default Procfile; exec sleep 60\n").unwrap();
+        std::fs::write(dir.join("Procfile.alt"), &procfile).unwrap();
+        std::fs::create_dir_all(dir.join("config")).unwrap();
+        std::fs::write(dir.join("config/prod.env"), format!("GREETING={greeting}\n")).unwrap();
+    };
+    let app = App::new("");
+    write_release(app.path(), "v1");
+    let (mut running, _) = start(&app, "tcp=1", &["-f", "Procfile.alt", "-e", "config/prod.env"]);
+    running.wait_for("tcp.1 | greeting=v1");
+    let release = tempfile::tempdir().unwrap();
+    write_release(release.path(), "v2");
+    let deploy = app.run(&["deploy", "--from", release.path().to_str().unwrap()]);
+    assert_eq!(deploy.code(), Some(0), "{}", deploy.text());
+    running.wait_for("tcp.1 | greeting=v2");
+    assert!(!running.seen.iter().any(|l| l.contains("the default Procfile")), "{}", running.seen.join("\n"));
     stop(running);
 }

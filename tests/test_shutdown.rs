@@ -2,6 +2,7 @@
 //! each bad one fails with its own reason, `--json` keeps stdout for the report, bad input exits 2.
 
 mod common;
+use common::needs::{needs, NGINX_STREAM};
 use common::shutdown::{check, grade, sample, statuses, ALL_PASS_TCP};
 use common::App;
 
@@ -114,6 +115,9 @@ fn clients_and_probes_send_the_proxy_header_the_type_is_configured_for() {
 #[test]
 fn connections_the_app_closes_at_once_are_not_counted_as_closed_at_sigterm() {
     // nginx's stream `return` answers each connection with one line and closes it.
+    if !needs(NGINX_STREAM) {
+        return;
+    }
     let app = App::from_procfiles("nginx-proxy");
     let (code, report, stderr) = grade(&app, &["tcp", "--clients", "5"]);
     let clients = check(&report, "closed_clients");

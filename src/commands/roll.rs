@@ -1,22 +1,41 @@
-//! `procgate restart [TARGET]` and `procgate deploy [--root DIR]`: ask for a zero-downtime
+//! `procgate restart [TARGET]` and `procgate deploy [--from DIR]`: ask for a zero-downtime
 //! rollout, print its progress, and exit 0 only if it ended with `ok:`.
 
 use crate::cli::{DeployArgs, RestartArgs};
-use crate::control::{client, DeployRequest, RestartRequest};
-use std::path::Path;
+use crate::control::{client, ControlError, DeployRequest, RestartRequest};
+use std::path::{Path, PathBuf};
 
 pub fn restart(args: RestartArgs) -> anyhow::Result<i32> {
     let body = serde_json::to_string(&RestartRequest { target: args.target })?;
     roll(&args.root.root, "/restart", body)
 }
 
+/// The new release's paths are resolved here, in the directory `deploy` runs in.
 pub fn deploy(args: DeployArgs) -> anyhow::Result<i32> {
-    let root = args
-        .root
-        .map(|dir| dir.canonicalize().map_err(|err| anyhow::anyhow!("{}: {err}", dir.display())))
-        .transpose()?;
-    let body = serde_json::to_string(&DeployRequest { root })?;
-    roll(&args.app, "/deploy", body)
+    let env = match &args.env {
+        Some(list) => Some(list.split(',').map(|p| absolute(Path::new(p.trim()))).collect::<Result<Vec<_>, _>>()?),
+        None => None,
+    };
+    let request = DeployRequest {
+        from: args.from.as_deref().map(absolute).transpose()?,
+        procfile: args.procfile.as_deref().map(absolute).transpose()?,
+        env: env.map(|files| files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(",")),
+    };
+    let body = serde_json::to_string(&request)?;
+    roll(&args.root, "/deploy", body).map_err(|err| match (err.downcast_ref(), &args.from) {
+        (Some(ControlError::NotRunning { .. }), None) if args.root != Path::new(".") => err.context(format!(
+            "`deploy --root DIR` names the running app, as in every command; to roll out the release in \
+             {} to the app running in another directory, use `procgate deploy --from {} -d APP_DIR`",
+            args.root.display(),
+            args.root.display()
+        )),
+        _ => err,
+    })
+}
+
+/// `path` from the current directory, or the reason it does not exist.
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    path.canonicalize().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
 }
 
 fn roll(app: &Path, path: &str, body: String) -> anyhow::Result<i32> {

@@ -2,8 +2,8 @@
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
 //! data plane serves.
 
-use crate::cli::{Cycle, ListenArgs, PlanArgs, SourceArgs, StartArgs};
-use crate::config::{tcp_url, Config, ConfigError, RouteSpec, Sources, WEB_TYPE};
+use crate::cli::{Cycle, ListenArgs, PlanArgs, StartArgs};
+use crate::config::{tcp_url, Config, ConfigError, ReleaseSource, RouteSpec, Sources, WEB_TYPE};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
 use crate::gateway::clients::ClientLimits;
@@ -19,6 +19,7 @@ use crate::procfile::RELEASE;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Descriptors procgate keeps for itself (logs, keepers' pipes...) when counting connections.
@@ -54,7 +55,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         keeper_exe: std::env::current_exe()?,
         output,
         close_gateway: Box::new(move || stopper.stop_accepting()),
-        load_release: release_loader(&args, config.base_port, bound.clone()),
+        load_release: release_loader(&args, config.sources.root.clone(), config.base_port, bound.clone()),
     };
     tracing::info!("{}", summary(&config, &bound));
     let system = actix_rt::System::new();
@@ -143,14 +144,12 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
     Ok(Release { templates, release_step, root: sources.root.clone() })
 }
 
-/// How `deploy` reads a new release: the same flags (or `--root DIR`), the running base port.
-fn release_loader(args: &StartArgs, base_port: u16, bound: Vec<RouteSpec>) -> ReleaseLoader {
-    let (source, listen) = (args.source.clone(), args.listen.clone());
-    Box::new(move |root| {
-        let source = match root {
-            Some(root) => SourceArgs { procfile: None, env: None, root: Some(root) },
-            None => source.clone(),
-        };
+/// How `deploy` reads a new release: the flags it was given over those of `start` (README:
+/// `deploy`), the running base port.
+fn release_loader(args: &StartArgs, root: PathBuf, base_port: u16, bound: Vec<RouteSpec>) -> ReleaseLoader {
+    let (started, listen) = (args.source.clone(), args.listen.clone());
+    Box::new(move |deploy: ReleaseSource| {
+        let source = deploy.over(&started, &root);
         let plan = PlanArgs { formation: None, port: Some(base_port) };
         let load = || -> Result<Release, ConfigError> {
             let config = Config::build(Sources::load(&source)?, &plan, &listen_for(&listen, &bound), &[])?;
@@ -212,9 +211,9 @@ fn gateway_settings(args: &StartArgs, budget: usize) -> GatewaySettings {
         wait: args.wait,
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
-        access_log: args.access_log,
+        access_log: args.access_log.tcp,
         request_timeout: args.request_timeout,
-        router_log: !args.no_access_log,
+        router_log: args.access_log.web && !args.no_access_log,
         router_idle_timeout: args.router_idle_timeout,
         budget: gateway::budget::Budget::new(budget),
     }

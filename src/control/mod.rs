@@ -80,11 +80,8 @@ pub struct RestartRequest {
     pub target: Option<String>,
 }
 
-/// The body of `POST /deploy`: where the new release is (default: where it was).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeployRequest {
-    pub root: Option<PathBuf>,
-}
+/// The body of `POST /deploy`: where the new release is (what it leaves out: as started).
+pub type DeployRequest = crate::config::ReleaseSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -133,7 +133,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
         (&Method::POST, "/deploy") => match read_json::<DeployRequest>(request).await {
-            Ok(body) => stream(|client| Roll::Deploy { root: body.root, client }, &shared),
+            Ok(source) => stream(|client| Roll::Deploy { source, client }, &shared),
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
         (&Method::POST, "/stop") => {

@@ -10,6 +10,7 @@ use super::health::{HealthChecker, Unwatch, Watch};
 use super::lifecycle::{Effect, Event, Level, Lifecycle, NewPair, SlotId, SlotInit, State, Timing};
 use super::rollout::RolloutKind;
 use super::spec::{port_for, SlotSpec, TypeTemplate};
+use crate::config::ReleaseSource;
 use crate::control::InstanceStatus;
 use crate::gateway::route::Backend;
 use crate::logs::Output;
@@ -33,7 +34,7 @@ pub struct Cycling {
 }
 
 /// Where a deploy finds the new release.
-pub type ReleaseLoader = Box<dyn Fn(Option<PathBuf>) -> Result<Release, String>>;
+pub type ReleaseLoader = Box<dyn Fn(ReleaseSource) -> Result<Release, String>>;
 
 /// A release: the templates of its types (Procfile order) and its `release` step, if any.
 pub struct Release {
@@ -61,7 +62,7 @@ pub struct SchedulerConfig {
 /// A rollout asked for while another runs.
 enum Pending {
     Restart { target: Option<String>, client: Client },
-    Deploy { root: Option<PathBuf>, client: Client },
+    Deploy { source: ReleaseSource, client: Client },
     Cycle { slot: SlotId },
 }
 
@@ -237,7 +238,7 @@ impl Scheduler {
         }
         let (result, client) = match pending {
             Pending::Restart { target, client } => (self.begin_restart(target), client),
-            Pending::Deploy { root, client } => (self.begin_deploy(root), client),
+            Pending::Deploy { source, client } => (self.begin_deploy(source), client),
             Pending::Cycle { slot } => (self.begin_cycle(slot), None),
         };
         match result {
@@ -369,8 +370,8 @@ impl Scheduler {
 
     /// `deploy`: a new release replaces every instance; added types start with one instance,
     /// removed types drain. The release step, if any, runs first.
-    fn begin_deploy(&mut self, root: Option<PathBuf>) -> Result<Vec<Effect>, String> {
-        let release = (self.config.load_release)(root)?;
+    fn begin_deploy(&mut self, source: ReleaseSource) -> Result<Vec<Effect>, String> {
+        let release = (self.config.load_release)(source)?;
         let current: Vec<(SlotId, String, usize)> =
             self.current().into_iter().map(|(id, s)| (id, s.template.type_name.clone(), s.number)).collect();
         let mut olds = Vec::new();
@@ -542,13 +543,13 @@ impl Handler<Scale> for Scheduler {
     }
 }
 
-/// `restart [TARGET]` or `deploy [ROOT]`: progress lines go to `client`, the last one starts
+/// `restart [TARGET]` or `deploy [--from DIR]`: progress lines go to `client`, the last one starts
 /// with `ok:` or `failed:`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Roll {
     Restart { target: Option<String>, client: UnboundedSender<String> },
-    Deploy { root: Option<PathBuf>, client: UnboundedSender<String> },
+    Deploy { source: ReleaseSource, client: UnboundedSender<String> },
 }
 
 impl Handler<Roll> for Scheduler {
@@ -557,7 +558,7 @@ impl Handler<Roll> for Scheduler {
     fn handle(&mut self, roll: Roll, ctx: &mut Context<Self>) {
         let pending = match roll {
             Roll::Restart { target, client } => Pending::Restart { target, client: Some(client) },
-            Roll::Deploy { root, client } => Pending::Deploy { root, client: Some(client) },
+            Roll::Deploy { source, client } => Pending::Deploy { source, client: Some(client) },
         };
         if self.lifecycle.rollout_running().is_some() {
             if let Pending::Restart { client: Some(client), .. } | Pending::Deploy { client: Some(client), .. } =

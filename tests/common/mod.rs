@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod line_client;
+pub mod needs;
 pub mod shutdown;
 
 use std::collections::hash_map::RandomState;
