@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `30s`, `2m`, `24h`, `1h30m`; a bare number is seconds.
+/// Parses `500ms`, `30s`, `2m`, `24h`, `1h30m`; a bare number is seconds. Amounts may be as
+/// large as [`format`] writes them; a total past [`Duration::MAX`] is an error.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration `{text}`: use a number with a unit, e.g. 500ms, 30s, 2m, 24h");
+    let too_long = || format!("duration `{text}` is too long: the most is {}s", u64::MAX);
     let text = text.trim();
     if text.is_empty() {
         return Err(invalid());
@@ -12,24 +14,30 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = text.parse::<u64>() {
         return Ok(Duration::from_secs(seconds));
     }
-    let mut total = Duration::ZERO;
+    let mut total_ms: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
-        let amount: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        let unit = match &rest[digits..digits + unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
+        let unit_ms: u128 = match &rest[digits..digits + unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" if digits == text.len() => 1000,
             _ => return Err(invalid()),
         };
-        total += unit.checked_mul(amount.try_into().map_err(|_| invalid())?).ok_or_else(invalid)?;
+        if digits == 0 {
+            return Err(invalid());
+        }
+        // Only digits here: a parse error is an amount past u128.
+        let amount: u128 = rest[..digits].parse().map_err(|_| too_long())?;
+        total_ms = amount.checked_mul(unit_ms).and_then(|ms| ms.checked_add(total_ms)).ok_or_else(too_long)?;
         rest = &rest[digits + unit_len..];
     }
-    Ok(total)
+    let seconds = u64::try_from(total_ms / 1000).map_err(|_| too_long())?;
+    Ok(Duration::from_secs(seconds) + Duration::from_millis((total_ms % 1000) as u64))
 }
 
 /// Formats a duration the way [`parse`] reads it, with the largest exact unit (`90s`, `5m`, `1500ms`).
@@ -63,6 +71,24 @@ mod tests {
         for bad in ["", "s", "10x", "1.5s", "-3s", "ms10"] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("e.g. 500ms, 30s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn large_amounts_parse_and_too_long_totals_are_errors() {
+        assert_eq!(parse("4294967296ms"), Ok(Duration::from_millis(4_294_967_296)));
+        assert_eq!(parse("18446744073709551615s999ms"), Ok(Duration::MAX - Duration::from_nanos(999_999)));
+        assert_eq!(
+            parse("99999999999999999999"),
+            Err(format!("duration `99999999999999999999` is too long: the most is {}s", u64::MAX))
+        );
+        // Used to panic (`Duration` addition overflowed) once the parts added up past u64 seconds.
+        let many = "4294967295d".repeat(60_000);
+        assert!(parse(&many).unwrap_err().contains("is too long"));
+        for too_long in
+            ["18446744073709551616s", "340282366920938463463374607431768211456ms", "1d18446744073709551615s"]
+        {
+            assert!(parse(too_long).unwrap_err().contains("is too long"), "{too_long}");
         }
     }
 

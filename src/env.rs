@@ -4,6 +4,7 @@
 //! Precedence, lowest first: procgate's own environment (inherited, so `PATH` finds the app's
 //! tools), the env files in the order given (later files win), then the platform's variables.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,10 @@ pub enum EnvError {
         "{path}:{line}: cannot parse `{text}`; write KEY=value (quote values with spaces or `#`, close every quote)"
     )]
     Parse { path: String, line: usize, text: String },
+    #[error("{path}:{line}: cannot parse `{text}`: dotenv takes a `$NAME` just before a closing `\"` for an open quote; write `${{NAME}}` (or `\\$` for a dollar sign)")]
+    DollarBeforeQuote { path: String, line: usize, text: String },
+    #[error("{path}:{line}: the value of `{key}` holds a NUL byte, which no environment variable can; remove it")]
+    NulInValue { path: String, line: usize, key: String },
 }
 
 /// Reads the env files in order into one map; later files override earlier ones.
@@ -46,30 +51,66 @@ pub fn load(files: &[EnvFile]) -> Result<EnvMap, EnvError> {
 /// Parses env file text with dotenvy's dialect (quotes, `export`, multi-line values, comments).
 pub fn parse(path: &Path, text: &str) -> Result<EnvMap, EnvError> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = Cell::new(0);
+    let reader = LineByLine { rest: body.as_bytes(), lines: &lines, at_start: true };
+    let shown = || path.display().to_string();
     let mut env = EnvMap::new();
-    for item in dotenvy::from_read_iter(body.as_bytes()) {
+    for item in dotenvy::from_read_iter(reader) {
         match item {
+            Ok((key, value)) if value.contains('\0') => {
+                // The entry ends on the last line read; its NUL is on that line or just above.
+                let read = body.lines().take(lines.get()).enumerate();
+                let line = read.filter(|(_, l)| l.contains('\0')).last().map_or(lines.get(), |(i, _)| i + 1);
+                return Err(EnvError::NulInValue { path: shown(), line, key });
+            }
             Ok((key, value)) => {
                 env.insert(key, value);
             }
             Err(dotenvy::Error::LineParse(bad, _)) => {
-                let first = bad.lines().next().unwrap_or_default().to_string();
-                let line = line_of(body, &first);
-                return Err(EnvError::Parse { path: path.display().to_string(), line, text: first });
+                // The rejected entry (one line, or more for an open quote) ends on the last line read.
+                let spans = bad.matches('\n').count() + usize::from(!bad.ends_with('\n'));
+                let line = (lines.get() + 1).saturating_sub(spans).max(1);
+                // dotenvy gives the value alone for some errors: show the whole line.
+                let text = body.lines().nth(line - 1).unwrap_or_default().trim_end_matches('\r').to_string();
+                if dollar_before_quote(&bad) {
+                    return Err(EnvError::DollarBeforeQuote { path: shown(), line, text });
+                }
+                return Err(EnvError::Parse { path: shown(), line, text });
             }
-            Err(err) => {
-                let path = path.display().to_string();
-                return Err(EnvError::Unreadable { path, reason: err.to_string() });
-            }
+            Err(err) => return Err(EnvError::Unreadable { path: shown(), reason: err.to_string() }),
         }
     }
     Ok(env)
 }
 
-/// The 1-based line where `needle` (the first line of a rejected entry) starts.
-fn line_of(text: &str, needle: &str) -> usize {
-    let needle = needle.trim_end_matches('\r');
-    text.lines().position(|line| line.trim_end_matches('\r') == needle).map_or(1, |i| i + 1)
+/// True when `entry` has `$` and a name (maybe empty) just before a `"`, which dotenvy 0.15 reads
+/// as a quote left open (`A="$HOME"`), while `"${HOME}"` is fine.
+fn dollar_before_quote(entry: &str) -> bool {
+    let unescaped = |at: usize| !entry[..at].ends_with('\\');
+    let before_quote = |at: usize| entry[at + 1..].trim_start_matches(char::is_alphanumeric).starts_with('"');
+    entry.match_indices('$').any(|(at, _)| unescaped(at) && before_quote(at))
+}
+
+/// Gives dotenvy's reader one line of `rest` per read, counting them in `lines`: when dotenvy
+/// yields an entry or an error, it has read exactly the lines up to that entry's last.
+struct LineByLine<'a> {
+    rest: &'a [u8],
+    lines: &'a Cell<usize>,
+    at_start: bool,
+}
+
+impl std::io::Read for LineByLine<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let end = self.rest.iter().position(|&b| b == b'\n').map_or(self.rest.len(), |i| i + 1);
+        let given = end.min(out.len());
+        if given > 0 && self.at_start {
+            self.lines.set(self.lines.get() + 1);
+        }
+        out[..given].copy_from_slice(&self.rest[..given]);
+        self.rest = &self.rest[given..];
+        self.at_start = given == end;
+        Ok(given)
+    }
 }
 
 /// What the platform gives one instance on top of the env files.
@@ -153,6 +194,46 @@ mod tests {
         let err = parse(Path::new(".env"), "A=1\nB=\"unclosed\nC=3\n").unwrap_err();
         assert!(matches!(err, EnvError::Parse { line: 2, .. }), "{err}");
         assert!(parse(Path::new(".env"), "ÄKEY=1\n").is_err(), "unicode keys are rejected");
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_even_with_a_comment_or_a_repeated_text() {
+        // Both used to say line 1: the line was searched by its text, which dotenvy had cut at
+        // the `#` or which an earlier line also had.
+        let err = parse(Path::new(".env"), "A=1\nB=2\n[ # note\n").unwrap_err();
+        assert_eq!(err, EnvError::Parse { path: ".env".into(), line: 3, text: "[ # note".into() });
+        let err = parse(Path::new(".env"), "A=\"\nBAD LINE\n\"\nBAD LINE\n").unwrap_err();
+        assert!(matches!(err, EnvError::Parse { line: 4, .. }), "{err}");
+        let err = parse(Path::new(".env"), "A=\"1\n2\"\n\nC=\"open\nD=4\n").unwrap_err();
+        assert!(matches!(err, EnvError::Parse { line: 4, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_shows_its_whole_line() {
+        // dotenvy's error holds the value alone (`\\a`); it was shown as if it were the line.
+        let err = parse(Path::new(".env"), "A=1\nB=\\a\n").unwrap_err();
+        assert_eq!(err, EnvError::Parse { path: ".env".into(), line: 2, text: "B=\\a".into() });
+    }
+
+    #[test]
+    fn a_dollar_name_before_a_closing_quote_gets_its_own_hint() {
+        // dotenvy 0.15 rejects it as a quote left open, which the general hint did not explain.
+        let err = parse(Path::new(".env"), "A=1\nB=\"$A/bin:$PATH\"\n").unwrap_err();
+        assert_eq!(
+            err,
+            EnvError::DollarBeforeQuote { path: ".env".into(), line: 2, text: "B=\"$A/bin:$PATH\"".into() }
+        );
+        assert!(err.to_string().ends_with("write `${NAME}` (or `\\$` for a dollar sign)"), "{err}");
+        assert_eq!(value("A=1\nB=\"${A}/bin\"\n", "B"), "1/bin");
+    }
+
+    #[test]
+    fn a_nul_byte_in_a_value_is_an_error() {
+        let err = parse(Path::new(".env"), "A=1\nB=x\0y\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            ".env:2: the value of `B` holds a NUL byte, which no environment variable can; remove it"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! We do not use the `procfile` crate: it loses the order, drops names with dashes and picks a
 //! random winner among duplicates. Rules: names are `[A-Za-z0-9_-]+`; blank lines and `#`
-//! comments are skipped; `\r\n` is accepted; spaces around the name and the command are trimmed;
-//! the command is kept as one string for `bash -c` (see `process::shell`).
+//! comments are skipped; `\r\n` and a leading byte-order mark are accepted; spaces around the name
+//! and the command are trimmed; the command is kept as one string for `bash -c` (see
+//! `process::shell`), so it may not hold a NUL byte.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,8 @@ pub enum ProcfileError {
     Duplicate { path: String, line: usize, name: String, first: usize },
     #[error("{path}:{line}: process type `{name}` has no command; write `{name}: <command>`")]
     NoCommand { path: String, line: usize, name: String },
+    #[error("{path}:{line}: the command of `{name}` holds a NUL byte, which no command can; remove it")]
+    NulInCommand { path: String, line: usize, name: String },
     #[error("{path}:{line}: `{text}` is not a `name: command` line (names use letters, digits, `_` and `-`); fix it or comment it out with `#`")]
     BadLine { path: String, line: usize, text: String },
 }
@@ -53,6 +56,7 @@ impl Procfile {
     pub fn parse(path: &Path, text: &str) -> Result<Procfile, ProcfileError> {
         let shown = path.display().to_string();
         let mut types: Vec<ProcessType> = Vec::new();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, raw) in text.lines().enumerate() {
             let Some(parsed) = parse_line(raw, index + 1, &shown)? else {
                 continue;
@@ -94,6 +98,9 @@ fn parse_line(raw: &str, line: usize, path: &str) -> Result<Option<ProcessType>,
     let command = command.trim();
     if command.is_empty() {
         return Err(ProcfileError::NoCommand { path: path.to_string(), line, name: name.to_string() });
+    }
+    if command.contains('\0') {
+        return Err(ProcfileError::NulInCommand { path: path.to_string(), line, name: name.to_string() });
     }
     Ok(Some(ProcessType { name: name.to_string(), command: command.to_string(), line }))
 }
@@ -158,6 +165,23 @@ mod tests {
             let err = parse(&format!("web: a\n{bad}\n")).unwrap_err();
             assert!(matches!(err, ProcfileError::BadLine { line: 2, .. }), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        // Was `Procfile:1: `\u{feff}web: a` is not a `name: command` line`, the mark unseen.
+        assert_eq!(names("\u{feff}web: a\r\nworker: b\r\n"), ["web", "worker"]);
+        assert!(matches!(parse("\u{feff}"), Err(ProcfileError::Empty { .. })));
+    }
+
+    #[test]
+    fn a_nul_byte_in_a_command_is_an_error() {
+        // Was accepted, and every start of the type then failed to spawn.
+        let err = parse("web: a\nworker: run\0 x\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Procfile:2: the command of `worker` holds a NUL byte, which no command can; remove it"
+        );
     }
 
     #[test]

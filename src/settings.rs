@@ -120,16 +120,19 @@ impl Settings {
         let settings: Settings = toml::from_str(text).map_err(|err| SettingsError::Invalid {
             path: shown.clone(),
             line: err.span().map_or(1, |span| line_at(text, span.start)),
-            message: err.message().to_string(),
+            message: match err.message().trim() {
+                "" => "not valid TOML; write `key = value` lines under `[types.NAME]` headers".to_string(),
+                message => message.to_string(),
+            },
         })?;
         if settings.of(crate::config::WEB_TYPE).proxy_version().is_some() {
-            let line = text.lines().position(|l| l.trim_start().starts_with("proxy_protocol")).map_or(1, |i| i + 1);
+            let line = line_of(text, crate::config::WEB_TYPE, Some("proxy_protocol"));
             let message =
                 "proxy_protocol applies to TCP types; web instances get the client address in X-Forwarded-For".into();
             return Err(SettingsError::Invalid { path: shown, line, message });
         }
         if let Some(name) = settings.types.keys().find(|name| !types.contains(&name.as_str())) {
-            let line = text.lines().position(|l| l.contains(&format!("types.{name}"))).map_or(1, |i| i + 1);
+            let line = line_of(text, name, None);
             let known = types.join(", ");
             return Err(SettingsError::UnknownType { path: shown, line, name: name.clone(), known });
         }
@@ -144,6 +147,28 @@ impl Settings {
 
 fn line_at(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The 1-based line of the header `[types.NAME]` (`key` `None`), or of `key = …` in that table,
+/// as they are usually written; 1 when written another way (dotted keys, inline tables).
+fn line_of(text: &str, name: &str, key: Option<&str>) -> usize {
+    let table = format!("types.{name}");
+    let mut in_table = false;
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.split(']').next().unwrap_or_default();
+            in_table = header.chars().filter(|c| !c.is_whitespace() && !matches!(c, '"' | '\'')).eq(table.chars());
+            if in_table && key.is_none() {
+                return index + 1;
+            }
+        } else if let Some(key) = key.filter(|_| in_table) {
+            if line.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+                return index + 1;
+            }
+        }
+    }
+    1
 }
 
 #[cfg(test)]
@@ -178,5 +203,23 @@ mod tests {
         );
         let err = parse("\n[types.web]\nfall = 1\n").unwrap_err();
         assert_eq!(err.to_string(), "procgate.toml:2: [types.web] names no Procfile type; the types are: tcp, socket");
+    }
+
+    #[test]
+    fn unknown_types_and_web_proxy_protocol_name_their_own_line() {
+        // Both used to name the first line that merely contained the text: `[types.socket]` for
+        // `[types.sock]`, and the tcp table's `proxy_protocol` for web's.
+        let err = parse("[types.socket]\nrise = 1\n[types.sock]\n").unwrap_err();
+        assert!(matches!(&err, SettingsError::UnknownType { line: 3, .. }), "{err}");
+        let text = "[types.tcp]\nproxy_protocol = \"v2\"\n[ types.\"web\" ]\nproxy_protocol = \"v1\"\n";
+        let err = Settings::parse(Path::new("procgate.toml"), text, &["tcp", "web"]).unwrap_err();
+        assert!(matches!(&err, SettingsError::Invalid { line: 4, .. }), "{err}");
+    }
+
+    #[test]
+    fn every_toml_error_says_something() {
+        // A lone carriage return gave `procgate.toml:1: ` and nothing more.
+        let err = parse("\r").unwrap_err();
+        assert!(err.to_string().len() > "procgate.toml:1: ".len() + 10, "{err}");
     }
 }

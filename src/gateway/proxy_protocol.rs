@@ -14,6 +14,9 @@ use tokio::net::TcpStream;
 /// The most bytes a client's header may take (v1 is at most 107; v2 with a few TLVs fits).
 const MAX_HEADER: usize = 4096;
 
+/// The most bytes a v1 header may take, its CRLF included (the spec's limit).
+const MAX_V1: usize = 107;
+
 /// The version written to a type's instances (`proxy_protocol` in procgate.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,17 +37,34 @@ impl ProxyVersion {
     }
 }
 
-/// The header telling an instance that `client` connected to `gateway`.
+/// The header telling an instance that `client` connected to `gateway`. A header's two
+/// addresses share a family: when they differ (an IPv6 client on an IPv4 listener), v2 gives the
+/// IPv4 one in its IPv4-mapped IPv6 form, and v1, whose line cannot mix them, says `UNKNOWN`.
 pub fn header(version: ProxyVersion, client: SocketAddr, gateway: SocketAddr) -> Vec<u8> {
+    let (client, gateway) = match (client, gateway) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => (client, gateway),
+        _ if version == ProxyVersion::V1 => return local_header(version),
+        _ => (mapped(client), mapped(gateway)),
+    };
     let header = ProxyHeader::with_address(ProxiedAddress::stream(client, gateway));
     let mut bytes = Vec::with_capacity(64);
     let encoded = match version {
         ProxyVersion::V1 => header.encode_v1(&mut bytes),
         ProxyVersion::V2 | ProxyVersion::Off => header.encode_v2(&mut bytes),
     };
-    // Both versions encode any TCP address pair; only TLVs or UDP could fail, and there are none.
-    encoded.expect("a TCP PROXY header always encodes");
-    bytes
+    // Both versions encode a TCP pair of one family; only TLVs or UDP could fail, and there are none.
+    match encoded {
+        Ok(()) => bytes,
+        Err(_) => local_header(version),
+    }
+}
+
+/// `addr` as IPv6: an IPv4 address in its IPv4-mapped form (`::ffff:a.b.c.d`).
+fn mapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        SocketAddr::V6(_) => addr,
+    }
 }
 
 /// The `LOCAL` header of health checks: "this connection is procgate's own, not a client's".
@@ -85,17 +105,31 @@ pub async fn read_header(stream: &mut TcpStream, timeout: Duration) -> Result<Re
             if read == 0 {
                 return Err(BadHeader::Invalid("closed before a complete PROXY header".into()));
             }
-            match ProxyHeader::parse(&buffer, ParseConfig { include_tlvs: false, ..ParseConfig::default() }) {
-                Ok((header, used)) => {
-                    let source = header.proxied_address().map(|a| a.source);
-                    return Ok(Received { source, rest: buffer[used..].to_vec() });
-                }
-                Err(proxy_header::Error::BufferTooShort) if buffer.len() < MAX_HEADER => {}
-                Err(err) => return Err(BadHeader::Invalid(err.to_string())),
+            if let Some(received) = parse_header(&buffer)? {
+                return Ok(received);
             }
         }
     };
     tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(BadHeader::Timeout(timeout)))
+}
+
+/// What the bytes a client sent so far make of its PROXY header: `None` while it is incomplete.
+pub fn parse_header(buffer: &[u8]) -> Result<Option<Received>, BadHeader> {
+    // `proxy-header` takes a v1 `UNKNOWN` line longer than the limit when it comes in one read,
+    // and refuses it when it comes in several: it only ever sees the limit's worth.
+    let v1 = buffer.first() == Some(&b'P');
+    let seen = if v1 { &buffer[..buffer.len().min(MAX_V1)] } else { buffer };
+    match ProxyHeader::parse(seen, ParseConfig { include_tlvs: false, ..ParseConfig::default() }) {
+        Ok((header, used)) => {
+            let source = header.proxied_address().map(|a| a.source);
+            Ok(Some(Received { source, rest: buffer[used..].to_vec() }))
+        }
+        Err(proxy_header::Error::BufferTooShort) if buffer.len() < MAX_HEADER => Ok(None),
+        Err(proxy_header::Error::BufferTooShort) => {
+            Err(BadHeader::Invalid(format!("no complete PROXY header in the first {MAX_HEADER} bytes")))
+        }
+        Err(err) => Err(BadHeader::Invalid(err.to_string())),
+    }
 }
 
 /// A router client's stream: yields `prefix` (the data read with a header) before the stream's
@@ -166,6 +200,37 @@ mod tests {
         let v2 = header(ProxyVersion::V2, client, gateway);
         assert!(v2.starts_with(b"\r\n\r\n\0\r\nQUIT\n\x21\x11"), "{v2:?}");
         assert_eq!(local_header(ProxyVersion::V1), b"PROXY UNKNOWN\r\n");
+    }
+
+    #[test]
+    fn mixed_families_give_a_valid_header() {
+        let (v4, v6): (SocketAddr, SocketAddr) =
+            ("10.1.2.3:5555".parse().unwrap(), "[2001:db8::1]:443".parse().unwrap());
+        assert_eq!(header(ProxyVersion::V1, v6, v4), b"PROXY UNKNOWN\r\n");
+        assert_eq!(header(ProxyVersion::V1, v4, v6), b"PROXY UNKNOWN\r\n");
+        let received = parse_header(&header(ProxyVersion::V2, v4, v6)).unwrap().unwrap();
+        assert_eq!(received.source, Some("[::ffff:10.1.2.3]:5555".parse().unwrap()));
+        let received = parse_header(&header(ProxyVersion::V2, v6, v4)).unwrap().unwrap();
+        assert_eq!(received.source, Some(v6));
+    }
+
+    #[test]
+    fn a_header_longer_than_the_cap_is_refused_by_name() {
+        let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
+        v2.resize(MAX_HEADER, 0);
+        let err = parse_header(&v2).unwrap_err();
+        assert_eq!(err.to_string(), "no complete PROXY header in the first 4096 bytes");
+        assert_eq!(parse_header(&v2[..100]), Ok(None), "incomplete below the cap");
+    }
+
+    #[test]
+    fn a_v1_line_over_107_bytes_is_refused_however_it_arrives() {
+        // Was accepted in one read and refused in two.
+        let long = [&b"PROXY UNKNOWN "[..], &[b'x'; 100], b"\r\nGET /"].concat();
+        assert_eq!(parse_header(&long), Err(BadHeader::Invalid("invalid PROXY header".into())));
+        assert_eq!(parse_header(&long[..MAX_V1]), Err(BadHeader::Invalid("invalid PROXY header".into())));
+        let short = b"PROXY UNKNOWN whatever\r\nGET /";
+        assert_eq!(parse_header(short), Ok(Some(Received { source: None, rest: b"GET /".to_vec() })));
     }
 
     #[tokio::test]
