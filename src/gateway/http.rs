@@ -150,7 +150,7 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
         method: request.method().clone(),
         path: request.uri().path_and_query().cloned(),
         host: request.headers().get(header::HOST).cloned(),
-        request_id: request_id(&request),
+        request_id: request_id(request.headers()),
         fwd: client.peer.ip(),
         dyno: None,
         connect: Duration::ZERO,
@@ -200,9 +200,9 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
 /// The longest `X-Request-Id` kept from a client.
 const MAX_REQUEST_ID: usize = 200;
 
-/// The client's `X-Request-Id`, or a new one (32 random hex digits).
-fn request_id(request: &Request<Incoming>) -> HeaderValue {
-    let given = request.headers().get(X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID);
+/// The client's `X-Request-Id` among `headers`, or a new one (32 random hex digits).
+fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
+    let given = headers.get(X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID);
     given.cloned().unwrap_or_else(header_values::new_request_id)
 }
 
@@ -404,5 +404,113 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
         );
         assert_eq!(html_escape("abc-123"), "abc-123");
+    }
+}
+
+/// Property tests of the router's own handling of client-controlled head values (ignored by
+/// default: `cargo test --release --lib -- --ignored fuzz`, 100,000 cases or `PROPTEST_CASES`).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    fn check<S: Strategy>(name: &str, strategy: S, property: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+        let ran = std::cell::Cell::new(0u32);
+        let started = std::time::Instant::now();
+        let config = Config { cases, failure_persistence: None, ..Config::default() };
+        let result = TestRunner::new(config).run(&strategy, |value| {
+            ran.set(ran.get() + 1);
+            property(value)
+        });
+        eprintln!("{name}: {} cases in {:.1?}", ran.get(), started.elapsed());
+        if let Err(err) = result {
+            panic!("{name}: {err}");
+        }
+        assert!(ran.get() >= cases, "{name}: only {} of {cases} cases ran", ran.get());
+    }
+
+    /// Any value a client can put in a header: visible ASCII, spaces, tabs and obs-text.
+    fn value(longest: usize) -> impl Strategy<Value = HeaderValue> {
+        let byte = prop_oneof![0x20u8..0x7f, Just(b'\t'), 0x80u8..=0xff];
+        vec(byte, 0..longest).prop_map(|bytes| HeaderValue::from_bytes(&bytes).expect("header value bytes"))
+    }
+
+    #[test]
+    #[ignore]
+    fn fuzz_appended_keeps_every_earlier_value() {
+        check("appended", (vec(value(40), 0..4), value(40)), |(earlier, ours)| {
+            let mut headers = hyper::HeaderMap::new();
+            for value in &earlier {
+                headers.append(X_FORWARDED_FOR, value.clone());
+            }
+            let expected: Vec<&[u8]> = earlier.iter().chain([&ours]).map(HeaderValue::as_bytes).collect();
+            let got = appended(&headers, X_FORWARDED_FOR, &ours);
+            prop_assert_eq!(got.as_bytes(), expected.join(&b", "[..]));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[ignore]
+    fn fuzz_html_escape_leaves_no_markup() {
+        check("html_escape", any::<String>(), |text| {
+            let escaped = html_escape(&text);
+            prop_assert!(!escaped.contains(['<', '>', '"', '\'']), "{escaped}");
+            let back = escaped.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'");
+            prop_assert_eq!(back.replace("&amp;", "&"), text);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[ignore]
+    fn fuzz_request_id_keeps_only_short_ids() {
+        check("request_id", vec(value(260), 0..3), |ids| {
+            let mut headers = hyper::HeaderMap::new();
+            for id in &ids {
+                headers.append(X_REQUEST_ID, id.clone());
+            }
+            let got = request_id(&headers);
+            match ids.first().filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID) {
+                Some(kept) => prop_assert_eq!(&got, kept),
+                None => prop_assert!(got.len() == 32 && got.as_bytes().iter().all(u8::is_ascii_hexdigit)),
+            }
+            Ok(())
+        });
+    }
+
+    /// A router log line from any method, path, host, request id and client address.
+    #[test]
+    #[ignore]
+    fn fuzz_log_line_and_error_page_take_any_head() {
+        let method = "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}";
+        let path = vec(any::<u8>(), 0..60);
+        let head = (method, path, proptest::option::of(value(40)), value(40), any::<std::net::IpAddr>());
+        check("log line", head, |(method, path, host, request_id, fwd)| {
+            let method = hyper::Method::from_bytes(method.as_bytes()).expect("a token is a method");
+            let path = hyper::http::uri::PathAndQuery::try_from(path).ok();
+            let shown_host = host.as_ref().and_then(|h| h.to_str().ok()).map(str::to_string);
+            let line = Line {
+                method,
+                path,
+                host,
+                request_id,
+                fwd,
+                dyno: None,
+                connect: Duration::ZERO,
+                started: Instant::now(),
+            };
+            let text = line.format(200, 7);
+            prop_assert!(text.contains(&format!("host={} ", shown_host.as_deref().unwrap_or("-"))), "{text}");
+            prop_assert!(!text.contains(['\r', '\n']), "{text}");
+            prop_assert!(text.ends_with(" status=200 bytes=7 protocol=http"), "{text}");
+            let page = error_page(&line, "H10", "App not available");
+            prop_assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+            prop_assert_eq!(page.headers().get(CODE_HEADER).map(HeaderValue::as_bytes), Some(&b"H10"[..]));
+            Ok(())
+        });
     }
 }
