@@ -3,6 +3,7 @@
 //! of web without a lost request, and R16 for an app that stops answering.
 
 mod common;
+use common::http_client::{Answer, Http};
 use common::{free_base_port, App, Running, DEADLINE};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,45 +24,6 @@ fn start(app: &App, formation: &str, extra: &[&str]) -> (Running, SocketAddr) {
     let line = running.wait_for("router http://");
     let addr = line.split("router http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     (running, addr)
-}
-
-/// One HTTP/1.1 exchange on a (kept-alive) connection.
-struct Http {
-    reader: BufReader<TcpStream>,
-}
-
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Http {
-    fn connect(addr: SocketAddr) -> Http {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Http { reader: BufReader::new(stream) }
-    }
-
-    fn get(&mut self, path: &str, headers: &str) -> Answer {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: procgate.test\r\n{headers}\r\n");
-        self.reader.get_mut().write_all(request.as_bytes()).unwrap();
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).unwrap();
-        let status =
-            status_line.split_whitespace().nth(1).unwrap_or_else(|| panic!("{status_line:?}")).parse().unwrap();
-        let mut headers = HashMap::new();
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
-            let Some((name, value)) = line.trim_end().split_once(": ") else { break };
-            headers.insert(name.to_ascii_lowercase(), value.to_string());
-        }
-        let length = headers.get("content-length").map_or(0, |l| l.parse().unwrap());
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).unwrap();
-        Answer { status, headers, body: String::from_utf8(body).unwrap() }
-    }
 }
 
 fn get(addr: SocketAddr, path: &str) -> Answer {
