@@ -20,7 +20,15 @@
 //! max_per_client = 100         # open connections per client IP [none]
 //! proxy_protocol = "v2"        # PROXY header to instances: "v1", "v2", "off" (TCP types) [off]
 //! accept_proxy = true          # clients send a PROXY header first [false]
+//! connect_timeout = "1s"       # connect to an instance, then try another [--connect-timeout, 1s]
+//! head_timeout = "30s"         # a client's request head, then 408 and H28 (web) [30s]
+//! keepalive_timeout = "90s"    # a kept-alive client connection with no request (web) [90s]
+//! request_timeout = "30s"      # an instance's response head, then H12 (web) [30s]
+//! router_idle_timeout = "55s"  # an instance silent mid-response, then H15 (web) [55s]
+//! idle_timeout = "1h"          # a proxied TCP connection silent both ways, or "off" [off]
+//! tcp_keepalive = "60s"        # keepalive probes on idle client connections, or "off" [60s]
 //! ```
+//! Flags (`--head-timeout`...) win over the file, for every route.
 //! Unknown keys and bad values are errors naming the file, the line and the key.
 
 use crate::gateway::proxy_protocol::ProxyVersion;
@@ -75,6 +83,22 @@ pub struct TypeSettings {
     pub proxy_protocol: Option<ProxyVersion>,
     /// Clients (a load balancer in front) send a PROXY header first [default: false].
     pub accept_proxy: Option<bool>,
+    /// The timeouts of the type's route (gateway::timeouts), each `None` when not set here.
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub head_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub keepalive_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub router_idle_timeout: Option<Duration>,
+    /// A duration or `"off"`.
+    #[serde(default, deserialize_with = "duration_or_off")]
+    pub idle_timeout: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "duration_or_off")]
+    pub tcp_keepalive: Option<Option<Duration>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -90,6 +114,11 @@ pub enum SettingsError {
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
     crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn duration_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::duration::parse_or_off(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 impl TypeSettings {

@@ -230,3 +230,40 @@ fn an_instance_that_closes_without_an_answer_gives_h13_and_mid_answer_h18() {
     running.wait_for("at=error code=H18 desc=\"Server Request Interrupted\" method=GET path=\"/cut\"");
     assert_eq!(get(addr, "/").status, 200, "the router goes on");
 }
+
+#[test]
+fn a_slow_head_gets_408_and_h28_idle_connections_close_and_a_slow_response_is_not_cut() {
+    let app = web_app("");
+    let timeouts = ["--head-timeout", "1s", "--keepalive-timeout", "2s"];
+    let (mut running, addr) = start(&app, "web=1", &timeouts);
+    running.wait_for("201 app connected web.1");
+    let read_all = |stream: &mut TcpStream| {
+        let mut rest = String::new();
+        let started = Instant::now();
+        stream.read_to_string(&mut rest).unwrap();
+        (rest, started.elapsed())
+    };
+    // Slowloris: a head that never ends.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let (answer, took) = read_all(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    running.wait_for("at=error code=H28 desc=\"Client Connection Idle\"");
+    // A connection that never sends a byte is closed after the head's time, without an answer.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (answer, took) = read_all(&mut silent);
+    assert_eq!((answer.as_str(), took < Duration::from_secs(3)), ("", true), "{took:?}");
+    // A slow response (longer than both client timeouts) is served whole; then the kept-alive
+    // connection waits for its next request for the keep-alive time, and is closed.
+    let mut http = Http::connect(addr);
+    let answer = http.get("/slow?ms=2500", "");
+    assert_eq!(answer.status, 200);
+    let idle = Instant::now();
+    let mut rest = String::new();
+    http.reader.read_to_string(&mut rest).unwrap();
+    let idle = idle.elapsed();
+    assert!(rest.is_empty() && idle >= Duration::from_millis(1500) && idle < Duration::from_secs(4), "{idle:?}");
+}

@@ -2,12 +2,13 @@
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
 //! data plane serves.
 
-use crate::cli::{Cycle, ListenArgs, PlanArgs, StartArgs};
+use crate::cli::{Cycle, ListenArgs, OrOff, PlanArgs, StartArgs, TimeoutArgs};
 use crate::config::{tcp_url, Config, ConfigError, ReleaseSource, RouteSpec, Sources, WEB_TYPE};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
 use crate::gateway::clients::ClientLimits;
 use crate::gateway::route::{Limits, Policy, Route};
+use crate::gateway::timeouts::Timeouts;
 use crate::gateway::{self, Gateway, GatewaySettings};
 use crate::logs::Output;
 use crate::platform::balancer::Balancer;
@@ -16,6 +17,7 @@ use crate::platform::lifecycle::Timing;
 use crate::platform::scheduler::{Cycling, Release, ReleaseLoader, Scheduler, SchedulerConfig};
 use crate::platform::spec::TypeTemplate;
 use crate::procfile::RELEASE;
+use crate::settings::TypeSettings;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
 use std::net::TcpListener;
@@ -37,8 +39,10 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let (bound, listeners) = bind(&config.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
-    let routes: Vec<Arc<Route>> =
-        bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), policy(&config, r), failures.clone()))).collect();
+    let routes: Vec<Arc<Route>> = bound
+        .iter()
+        .map(|r| Arc::new(Route::new(r.type_name.clone(), policy(&config, r, &args.timeouts), failures.clone())))
+        .collect();
     fit_names(&config, &output);
     let settings = gateway_settings(&args, client_budget());
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), settings)?;
@@ -168,8 +172,8 @@ fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
     }
 }
 
-/// How a route treats its clients, from procgate.toml.
-fn policy(config: &Config, route: &RouteSpec) -> Policy {
+/// How a route treats its clients, from procgate.toml and the flags.
+fn policy(config: &Config, route: &RouteSpec, flags: &TimeoutArgs) -> Policy {
     let settings = config.sources.settings.of(&route.type_name);
     let limits = Limits {
         per_instance: settings.max_per_instance,
@@ -179,7 +183,23 @@ fn policy(config: &Config, route: &RouteSpec) -> Policy {
     };
     let clients = ClientLimits { rate: settings.rate, burst: settings.burst, max_open: settings.max_per_client };
     let proxy_protocol = settings.proxy_version();
-    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy: settings.accept_proxy.unwrap_or(false) }
+    let accept_proxy = settings.accept_proxy.unwrap_or(false);
+    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy, timeouts: timeouts(&settings, flags) }
+}
+
+/// A route's timeouts: the flag, else the type's key in procgate.toml, else the default.
+fn timeouts(settings: &TypeSettings, flags: &TimeoutArgs) -> Timeouts {
+    let default = Timeouts::default();
+    let off = |flag: Option<OrOff>| flag.map(|OrOff(value)| value);
+    Timeouts {
+        connect: flags.connect.or(settings.connect_timeout).unwrap_or(default.connect),
+        head: flags.head.or(settings.head_timeout).unwrap_or(default.head),
+        keepalive: flags.keepalive.or(settings.keepalive_timeout).unwrap_or(default.keepalive),
+        response: flags.response.or(settings.request_timeout).unwrap_or(default.response),
+        response_idle: flags.response_idle.or(settings.router_idle_timeout).unwrap_or(default.response_idle),
+        idle: off(flags.idle).or(settings.idle_timeout).unwrap_or(default.idle),
+        tcp_keepalive: off(flags.tcp_keepalive).or(settings.tcp_keepalive).unwrap_or(default.tcp_keepalive),
+    }
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {
@@ -209,12 +229,8 @@ fn client_budget() -> usize {
 fn gateway_settings(args: &StartArgs, budget: usize) -> GatewaySettings {
     GatewaySettings {
         wait: args.wait,
-        connect_timeout: args.connect_timeout,
-        idle_timeout: args.idle_timeout,
         access_log: args.access_log.tcp,
-        request_timeout: args.request_timeout,
         router_log: args.access_log.web && !args.no_access_log,
-        router_idle_timeout: args.router_idle_timeout,
         budget: gateway::budget::Budget::new(budget),
     }
 }

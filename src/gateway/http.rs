@@ -6,10 +6,11 @@
 use super::admit::admit;
 use super::assign::{assign, Unassigned};
 use super::budget::Place;
+use super::client_stream::{ClientClock, ClientStream, Due};
 use super::header_values;
 use super::pool;
-use super::proxy_protocol::Prefixed;
 use super::route::{Backend, OpenConnection, Route};
+use super::timeouts::Timeouts;
 use super::GatewaySettings;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -63,6 +64,7 @@ struct Client {
     /// listener), as header values.
     address: HeaderValue,
     port: HeaderValue,
+    clock: Arc<ClientClock>,
 }
 
 /// Accepts clients on `listener` until `shutdown` flips; each connection gets its own task.
@@ -101,9 +103,11 @@ async fn connection(
     _place: Place,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
-    let io = TokioIo::new(Prefixed::new(std::mem::take(&mut admitted.rest), stream));
+    let clock = Arc::new(ClientClock::new());
+    let io = TokioIo::new(ClientStream::new(std::mem::take(&mut admitted.rest), stream, clock.clone()));
     let address = header_values::address(admitted.client.ip());
-    let client = Arc::new(Client { peer: admitted.client, route, settings, address, port });
+    let timeouts = route.policy.timeouts;
+    let client = Arc::new(Client { peer: admitted.client, route, settings, address, port, clock: clock.clone() });
     // Boxed: hyper moves the service's future around, and `proxy`'s is a few kilobytes.
     let service = hyper::service::service_fn(move |request| Box::pin(proxy(request, client.clone())));
     // Boxed: hyper's connection state is large, and the task's future is moved as it is spawned.
@@ -111,9 +115,40 @@ async fn connection(
         .keep_alive(true)
         .max_buf_size(MAX_BUFFER)
         .serve_connection(io, service);
-    let _ = Box::pin(serving.with_upgrades()).await;
+    watch(Box::pin(serving.with_upgrades()), &clock, &timeouts, admitted.client).await;
     drop(admitted);
 }
+
+/// Serves the connection until it ends or its clock says a client timeout passed: a request
+/// head that took too long is answered `408` (the stream writes it at hyper's next read) and
+/// logged `H28`; a connection idle too long is closed.
+async fn watch(mut serving: impl Future + Unpin, clock: &ClientClock, timeouts: &Timeouts, peer: SocketAddr) {
+    let timer = tokio::time::sleep(timeouts.head);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut serving => return,
+            () = &mut timer => match clock.due(Instant::now(), timeouts) {
+                Due::At(at) => timer.as_mut().reset(at),
+                Due::Idle => return,
+                Due::Head => {
+                    let waited = timeouts.head.as_millis();
+                    tracing::warn!(
+                        "at=error code=H28 desc=\"Client Connection Idle\" method=- path=\"-\" host=- request_id=- fwd=\"{}\" dyno=- connect=0ms service={waited}ms status=408 bytes=0 protocol=http",
+                        peer.ip()
+                    );
+                    clock.expire();
+                    // hyper reads again at once and ends; the timer only bounds a stuck write.
+                    timer.as_mut().reset(Instant::now() + EXPIRED_GRACE);
+                }
+            },
+        }
+    }
+}
+
+/// How long a connection whose head timed out may take to end after its `408`.
+const EXPIRED_GRACE: Duration = Duration::from_secs(1);
 
 /// What the router log line tells of a request (cheap clones of the request's parts: the
 /// text is only made when a line is written).
@@ -144,7 +179,18 @@ impl Line {
     }
 }
 
-async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Response<RouterBody>, Infallible> {
+/// One request: the clock counts it as served until its response is done (the `Logged` body's
+/// end, or at once for the router's own short answers).
+async fn proxy(request: Request<Incoming>, client: Arc<Client>) -> Result<Response<RouterBody>, Infallible> {
+    client.clock.request_started();
+    let response = forward(request, &client).await;
+    if matches!(response.body(), Either::Right(_)) {
+        client.clock.request_done();
+    }
+    Ok(response)
+}
+
+async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Response<RouterBody> {
     let started = Instant::now();
     let mut line = Line {
         method: request.method().clone(),
@@ -158,43 +204,43 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
     };
     let upgrade = is_upgrade(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    forward_headers(&mut request, &client, &line.request_id, upgrade);
-    let settings = &client.settings;
-    let get_sender = |backend: Arc<Backend>| pool::sender(backend.addr, settings.connect_timeout, upgrade);
+    forward_headers(&mut request, client, &line.request_id, upgrade);
+    let (settings, timeouts) = (&client.settings, &client.route.policy.timeouts);
+    let get_sender = |backend: Arc<Backend>| pool::sender(backend.addr, timeouts.connect, upgrade);
     let (open, mut sender) = match assign(&client.route, settings.wait, get_sender, std::future::pending()).await {
         Ok(assigned) => assigned,
-        Err(Unassigned::NoInstance | Unassigned::Abandoned) => {
-            return Ok(error_page(&line, "H10", "App not available"))
-        }
+        Err(Unassigned::NoInstance | Unassigned::Abandoned) => return error_page(&line, "H10", "App not available"),
         Err(Unassigned::BacklogFull) => {
             client.route.refused.by_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(error_page(&line, "H11", "Backlog too deep"));
+            return error_page(&line, "H11", "Backlog too deep");
         }
     };
     line.dyno = Some(open.0.clone());
     line.connect = started.elapsed();
-    let sending = send(&mut sender, request, open.0.addr, settings.connect_timeout);
-    let sent = tokio::time::timeout(settings.request_timeout, sending).await;
+    let sending = send(&mut sender, request, open.0.addr, timeouts.connect);
+    let sent = tokio::time::timeout(timeouts.response, sending).await;
     let mut response = match sent {
-        Err(_) => return Ok(error_page(&line, "H12", "Request timeout")),
-        Ok(Err(_)) => return Ok(error_page(&line, "H13", "Connection closed without response")),
+        Err(_) => return error_page(&line, "H12", "Request timeout"),
+        Ok(Err(_)) => return error_page(&line, "H13", "Connection closed without response"),
         Ok(Ok(response)) => response,
     };
     match client_upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
         Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open),
         None => {
             let (parts, body) = response.into_parts();
-            let (status, log, window) = (parts.status.as_u16(), settings.router_log, settings.router_idle_timeout);
+            let (status, log, window) = (parts.status.as_u16(), settings.router_log, timeouts.response_idle);
             let pooled = Some((open.0.addr, sender));
-            let logged = Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None, pooled };
-            return Ok(Response::from_parts(parts, Either::Left(logged)));
+            let clock = client.clock.clone();
+            let logged =
+                Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None, pooled, clock };
+            return Response::from_parts(parts, Either::Left(logged));
         }
     }
     if settings.router_log {
         tracing::info!("at=info {}", line.format(101, 0));
     }
     let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))))
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
 /// The longest `X-Request-Id` kept from a client.
@@ -330,6 +376,8 @@ struct Logged {
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection it came on, back to the pool when the body is done.
     pooled: Option<(SocketAddr, pool::Sender)>,
+    /// The client connection's clock: the request is done when the body is.
+    clock: Arc<ClientClock>,
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -383,6 +431,7 @@ impl Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        self.clock.request_done();
         self.open.take();
         if let Some((addr, sender)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
             pool::give_back(addr, sender);

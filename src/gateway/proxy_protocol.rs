@@ -5,8 +5,6 @@
 use proxy_header::{ParseConfig, ProxiedAddress, ProxyHeader};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -98,62 +96,6 @@ pub async fn read_header(stream: &mut TcpStream, timeout: Duration) -> Result<Re
     tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(BadHeader::Timeout(timeout)))
 }
 
-/// A router client's stream: yields `prefix` (the data read with a header) before the stream's
-/// own bytes, and skips the `shutdown` call once the client has closed its side: closing the
-/// socket then sends the same FIN (nothing unread can turn it into a reset), one system call
-/// less per connection.
-pub struct Prefixed {
-    prefix: Vec<u8>,
-    read: usize,
-    client_closed: bool,
-    pub stream: TcpStream,
-}
-
-impl Prefixed {
-    pub fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
-        Prefixed { prefix, read: 0, client_closed: false, stream }
-    }
-}
-
-impl tokio::io::AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.read < self.prefix.len() {
-            let take = (self.prefix.len() - self.read).min(buf.remaining());
-            let start = self.read;
-            buf.put_slice(&self.prefix[start..start + take]);
-            self.read += take;
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() == before && buf.remaining() > 0 {
-            self.client_closed = true;
-        }
-        read
-    }
-}
-
-impl tokio::io::AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.client_closed {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +130,8 @@ mod tests {
             let (mut accepted, _) = listener.accept().await.unwrap();
             let received = read_header(&mut accepted, Duration::from_secs(5)).await.unwrap();
             assert_eq!(received.source, Some(client));
-            let mut prefixed = Prefixed::new(received.rest, accepted);
+            let clock = std::sync::Arc::new(crate::gateway::client_stream::ClientClock::new());
+            let mut prefixed = crate::gateway::client_stream::ClientStream::new(received.rest, accepted, clock);
             let mut rest = [0u8; 5];
             prefixed.read_exact(&mut rest).await.unwrap();
             assert_eq!(&rest, b"hello", "{version:?}");

@@ -125,6 +125,7 @@ pub struct Policy {
     pub proxy_protocol: Option<ProxyVersion>,
     /// Clients (a load balancer) send a PROXY header first.
     pub accept_proxy: bool,
+    pub timeouts: super::timeouts::Timeouts,
 }
 
 /// What a route refused, for `ps`.

@@ -57,7 +57,8 @@ async fn handle(
     // connection's task is only as large as the relay needs (memory per held connection).
     let Some(admitted) = Box::pin(admit(&mut client, peer, &route, &settings)).await else { return };
     let peer = admitted.client;
-    let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
+    let timeouts = &route.policy.timeouts;
+    let connect = |backend: Arc<Backend>| connect(backend.addr, timeouts.connect);
     let (open, mut instance) = match Box::pin(assign(&route, settings.wait, connect, gone(&client))).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance) => {
@@ -87,7 +88,7 @@ async fn handle(
     let started = Instant::now();
     let traffic = Traffic::new();
     traffic.to_instance.store(early as u64, std::sync::atomic::Ordering::Relaxed);
-    let ending = pump::relay(&mut client, &mut instance, settings.idle_timeout, &traffic).await;
+    let ending = pump::relay(&mut client, &mut instance, timeouts.idle, &traffic).await;
     match ending {
         Ok(Ending::Reset(Side::Instance)) => pump::reset_on_close(&client),
         Ok(Ending::Reset(Side::Client)) => pump::reset_on_close(&instance),
