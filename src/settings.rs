@@ -60,6 +60,7 @@ pub struct TypeSettings {
     pub rise: Option<u32>,
     pub fall: Option<u32>,
     /// The path of the HTTP check (`web`).
+    #[serde(default, deserialize_with = "request_path")]
     pub health_path: Option<String>,
     /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
     #[serde(default, deserialize_with = "statuses")]
@@ -114,6 +115,18 @@ pub enum SettingsError {
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
     crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// A request path: `/` first, then visible ASCII only (a space, CR or LF would split or
+/// rewrite the health check's request).
+fn request_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.starts_with('/') && text.bytes().all(|b| b.is_ascii_graphic()) {
+        true => Ok(Some(text)),
+        false => Err(serde::de::Error::custom(format!(
+            "{text:?} is not a request path: start it with / and leave out spaces and control characters (e.g. \"/up\")"
+        ))),
+    }
 }
 
 fn duration_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {

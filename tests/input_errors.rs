@@ -109,3 +109,14 @@ fn a_bad_procgate_toml_names_the_line_and_key() {
     let text = rejected(&app, &["check"]);
     assert!(text.contains("procgate.toml:2: proxy_protocol applies to TCP types"), "{text}");
 }
+
+#[test]
+fn a_health_path_that_would_split_the_check_request_and_a_bad_timeout_are_refused() {
+    let app = App::new("web: a\n");
+    app.write("procgate.toml", "[types.web]\nrise = 1\nhealth_path = \"/up\\r\\nX-Injected: 1\"\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:3: \"/up\\r\\nX-Injected: 1\" is not a request path"), "{text}");
+    app.write("procgate.toml", "[types.web]\nhead_timeout = \"soon\"\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:2: invalid duration `soon`"), "{text}");
+}

@@ -267,3 +267,64 @@ fn a_slow_head_gets_408_and_h28_idle_connections_close_and_a_slow_response_is_no
     let idle = idle.elapsed();
     assert!(rest.is_empty() && idle >= Duration::from_millis(1500) && idle < Duration::from_secs(4), "{idle:?}");
 }
+
+/// An app that answers every request with the headers it got, one per line, and hop-by-hop
+/// headers of its own: `Connection: close, X-Internal`, `X-Internal`, `Keep-Alive`,
+/// `Proxy-Connection`; it closes each connection after its answer.
+const HOP_BY_HOP_APP: &str = r#"
+import http.server, os
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args): pass
+    def do_GET(self):
+        body = "".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items()).encode()
+        self.send_response(200)
+        for name, value in [("Content-Length", str(len(body))), ("Connection", "close, X-Internal"),
+                            ("X-Internal", "secret"), ("Keep-Alive", "timeout=5"), ("Proxy-Connection", "close")]:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn hop_by_hop_headers_stop_at_the_router_both_ways_and_an_apps_close_is_its_own() {
+    let app = App::new("web: exec python3 hop.py\n");
+    app.write("hop.py", HOP_BY_HOP_APP);
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let mut http = Http::connect(addr);
+    let hop = "Connection: X-Client-Secret\r\nX-Client-Secret: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n";
+    for _ in 0..2 {
+        let answer = http.get("/", hop);
+        assert_eq!(answer.status, 200, "the client's kept-alive connection survives the app's close");
+        for name in ["connection", "x-client-secret", "keep-alive", "proxy-connection", "te"] {
+            assert!(!answer.body.contains(&format!("\n{name}:")), "{name} reached the app:\n{}", answer.body);
+        }
+        for name in ["connection", "x-internal", "keep-alive", "proxy-connection"] {
+            assert!(!answer.headers.contains_key(name), "{name} reached the client: {:?}", answer.headers);
+        }
+    }
+}
+
+#[test]
+fn a_bad_host_gets_400_and_stays_out_of_the_log_and_a_bad_request_id_is_replaced() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    for head in ["Host: evil host", "Host: evil\"host", "Host: a.test\r\nHost: b.test"] {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(format!("GET / HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{head:?}: {answer}");
+        let line = running.wait_for("at=error code=H25 desc=\"Bad Host header\"");
+        assert!(line.contains(" host=- ") && !line.contains("evil"), "{line}");
+        running.seen.clear();
+    }
+    let answer = Http::connect(addr).get("/headers", "X-Request-Id: id\" status=200 x=\r\n");
+    let id = answer.body.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap().to_string();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+}

@@ -202,6 +202,10 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
         connect: Duration::ZERO,
         started,
     };
+    if !valid_host(request.headers()) {
+        line.host = None;
+        return error_page(&line, StatusCode::BAD_REQUEST, "H25", "Bad Host header");
+    }
     let upgrade = is_upgrade(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     forward_headers(&mut request, client, &line.request_id, upgrade);
@@ -209,10 +213,12 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     let get_sender = |backend: Arc<Backend>| pool::sender(backend.addr, timeouts.connect, upgrade);
     let (open, mut sender) = match assign(&client.route, settings.wait, get_sender, std::future::pending()).await {
         Ok(assigned) => assigned,
-        Err(Unassigned::NoInstance | Unassigned::Abandoned) => return error_page(&line, "H10", "App not available"),
+        Err(Unassigned::NoInstance | Unassigned::Abandoned) => {
+            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H10", "App not available")
+        }
         Err(Unassigned::BacklogFull) => {
             client.route.refused.by_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return error_page(&line, "H11", "Backlog too deep");
+            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H11", "Backlog too deep");
         }
     };
     line.dyno = Some(open.0.clone());
@@ -220,11 +226,15 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     let sending = send(&mut sender, request, open.0.addr, timeouts.connect);
     let sent = tokio::time::timeout(timeouts.response, sending).await;
     let mut response = match sent {
-        Err(_) => return error_page(&line, "H12", "Request timeout"),
-        Ok(Err(_)) => return error_page(&line, "H13", "Connection closed without response"),
+        Err(_) => return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H12", "Request timeout"),
+        Ok(Err(_)) => {
+            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H13", "Connection closed without response")
+        }
         Ok(Ok(response)) => response,
     };
-    match client_upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(response.headers_mut(), upgrade && switching);
+    match client_upgrade.filter(|_| switching) {
         Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open),
         None => {
             let (parts, body) = response.into_parts();
@@ -246,10 +256,25 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
 /// The longest `X-Request-Id` kept from a client.
 const MAX_REQUEST_ID: usize = 200;
 
-/// The client's `X-Request-Id`, or a new one (32 random hex digits).
+/// The client's `X-Request-Id` when it is 1 to 200 characters of `[A-Za-z0-9+/=._:-]` (it goes
+/// into the log line and the error page as is), or a new one (32 random hex digits).
 fn request_id(request: &Request<Incoming>) -> HeaderValue {
-    let given = request.headers().get(X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID);
+    let id_byte = |b: &u8| b.is_ascii_alphanumeric() || b"+/=._:-".contains(b);
+    let given = request.headers().get(X_REQUEST_ID);
+    let given = given.filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.as_bytes().iter().all(id_byte));
     given.cloned().unwrap_or_else(header_values::new_request_id)
+}
+
+/// At most one `Host`, made of what a host and port may hold (RFC 3986 §3.2.2): no space, quote
+/// or control byte reaches the instance or the log line (RFC 9112 §3.2: else `400`).
+fn valid_host(headers: &hyper::HeaderMap) -> bool {
+    let host_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.as_bytes().iter().all(host_byte),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    }
 }
 
 /// Sends the request; when a pooled connection turns out closed before the request left, it
@@ -280,17 +305,32 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
     }
 }
 
+/// Removes the headers that concern one hop only (RFC 9110 §7.6.1), in either direction: the
+/// fixed ones and every header `Connection` names; an upgrade keeps `Connection` and `Upgrade`.
+/// (An instance's `Connection: close` closes its own connection, not the client's.)
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrade: bool) {
+    // One pass over the few headers a message has is cheaper than seven lookups; without any of
+    // them there is no `Connection` either, so nothing it names.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("").split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        if !(upgrade && (name == header::CONNECTION || name == header::UPGRADE)) {
+            headers.remove(name);
+        }
+    }
+}
+
 /// Drops hop-by-hop headers (but an upgrade's) and adds the router's own.
 fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id: &HeaderValue, upgrade: bool) {
     let headers = request.headers_mut();
-    // One pass over the few headers a request has is cheaper than seven lookups.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        for name in &HOP_BY_HOP {
-            if !(upgrade && (name == header::CONNECTION || name == header::UPGRADE)) {
-                headers.remove(name);
-            }
-        }
-    }
+    strip_hop_by_hop(headers, upgrade);
     let forwarded_for = appended(headers, X_FORWARDED_FOR, &client.address);
     let via = appended(headers, header::VIA, &HeaderValue::from_static(VIA));
     headers.reserve(5);
@@ -331,19 +371,20 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, instance: hyper::upgrade::OnUpgrade
     });
 }
 
-/// A small HTML error page with the code in a header, as Heroku's router answers (503).
-fn error_page(line: &Line, code: &str, desc: &str) -> Response<RouterBody> {
+/// A small HTML error page with the code in a header, as Heroku's router answers (503, or 400
+/// for a request the router refuses to pass on).
+fn error_page(line: &Line, status: StatusCode, code: &'static str, desc: &str) -> Response<RouterBody> {
     let html = format!(
         "<!DOCTYPE html>\n<html><head><title>Application Error</title></head><body><h1>Application Error</h1><p>{code} {desc}</p><p>Request ID: {}</p></body></html>\n",
         html_escape(line.request_id.to_str().unwrap_or("-"))
     );
     let bytes = html.len() as u64;
-    tracing::warn!("at=error code={code} desc=\"{desc}\" {}", line.format(503, bytes));
+    tracing::warn!("at=error code={code} desc=\"{desc}\" {}", line.format(status.as_u16(), bytes));
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(html))));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(HeaderName::from_static(CODE_HEADER), HeaderValue::from_str(code).expect("a code is ASCII"));
+    headers.insert(HeaderName::from_static(CODE_HEADER), HeaderValue::from_static(code));
     response
 }
 
