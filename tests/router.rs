@@ -328,3 +328,58 @@ fn a_bad_host_gets_400_and_stays_out_of_the_log_and_a_bad_request_id_is_replaced
     let id = answer.body.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap().to_string();
     assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
 }
+
+/// An app that closes a connection idle for 1 s (and says nothing of it in `Keep-Alive`), 50 ms
+/// after it stopped reading from it, as a busy app does: a request sent meanwhile is lost.
+const IDLE_CLOSING_APP: &str = r#"
+import http.server, os, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 1
+    def log_message(self, *args): pass
+    def handle(self):
+        super().handle()
+        time.sleep(0.05)
+    def do_GET(self):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn the_pool_never_races_an_apps_idle_close_over_ten_thousand_requests_at_random_gaps() {
+    use rand::Rng;
+    const CLIENTS: usize = 500;
+    const REQUESTS_EACH: usize = 20;
+    let app = App::new("web: exec python3 idle.py\n");
+    app.write("idle.py", IDLE_CLOSING_APP);
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    // Gaps about the app's 1 s: pooled connections are reused at the age it closes them.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut http = Http::connect(addr);
+                let mut failed = Vec::new();
+                for _ in 0..REQUESTS_EACH {
+                    std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(900..1100)));
+                    let answer = http.get("/", "");
+                    if answer.status != 200 {
+                        failed.push(format!("{} {:?}", answer.status, answer.headers.get("x-procgate-code")));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        CLIENTS * REQUESTS_EACH,
+        &failed[..failed.len().min(10)]
+    );
+    assert!(!running.seen.iter().any(|l| l.contains("code=H13")), "{}", running.seen.join("\n"));
+}

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 /// Headers that concern one hop only and are not forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
     header::TE,
     header::TRAILER,
@@ -43,6 +43,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// The most a connection's read buffer grows to, client or instance side. hyper's default
 /// (about 400 KiB) kept that much for each pooled connection that once carried a large body:
@@ -233,13 +234,14 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
         Ok(Ok(response)) => response,
     };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let idle_limit = pool::idle_limit(response.headers().get(KEEP_ALIVE).map(HeaderValue::as_bytes));
     strip_hop_by_hop(response.headers_mut(), upgrade && switching);
     match client_upgrade.filter(|_| switching) {
         Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open),
         None => {
             let (parts, body) = response.into_parts();
             let (status, log, window) = (parts.status.as_u16(), settings.router_log, timeouts.response_idle);
-            let pooled = Some((open.0.addr, sender));
+            let pooled = Some((open.0.addr, sender.sender, idle_limit));
             let clock = client.clock.clone();
             let logged =
                 Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None, pooled, clock };
@@ -277,23 +279,46 @@ fn valid_host(headers: &hyper::HeaderMap) -> bool {
     }
 }
 
-/// Sends the request; when a pooled connection turns out closed before the request left, it
-/// goes once more on a new connection (nothing was sent, so it is safe).
+/// A pooled connection idle at least this long may have been closed by its app as the request
+/// went (an app's idle timer is a second or more): an idempotent request on it keeps a copy to
+/// send again. Below it (a busy pool) no copy is made.
+const REPLAY_AFTER: Duration = Duration::from_millis(100);
+
+/// Sends the request. When a pooled connection fails it, the request goes once more on a new
+/// connection if that is safe: it never left, or it is idempotent, has no body and got no
+/// answer (the app closed the idle connection as it went; RFC 9110 §9.2.2).
 async fn send(
-    sender: &mut pool::Sender,
+    pooled: &mut pool::Pooled,
     request: Request<Incoming>,
     addr: SocketAddr,
     timeout: Duration,
 ) -> hyper::Result<Response<Incoming>> {
-    let mut failed = match sender.try_send_request(request).await {
+    let replay = pooled.idle_for.filter(|idle| *idle >= REPLAY_AFTER).and_then(|_| replayable(&request));
+    let mut failed = match pooled.sender.try_send_request(request.map(Either::Left)).await {
         Ok(response) => return Ok(response),
         Err(failed) => failed,
     };
-    let Some(request) = failed.take_message() else { return Err(failed.into_error()) };
+    let Some(request) = failed.take_message().or(replay) else { return Err(failed.into_error()) };
     let Some(mut fresh) = pool::connect(addr, timeout).await else { return Err(failed.into_error()) };
     let response = fresh.send_request(request).await;
-    *sender = fresh;
+    *pooled = pool::Pooled { sender: fresh, idle_for: None };
     response
+}
+
+/// A copy of an idempotent request without a body, to send again.
+fn replayable(request: &Request<Incoming>) -> Option<Request<pool::RequestBody>> {
+    use hyper::Method;
+    let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+        || matches!(*request.method(), Method::PUT | Method::DELETE);
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(Either::Right(http_body_util::Empty::new()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
 }
 
 fn is_upgrade(request: &Request<Incoming>) -> bool {
@@ -416,7 +441,7 @@ struct Logged {
     /// Armed the first time the instance makes the body wait.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection it came on, back to the pool when the body is done.
-    pooled: Option<(SocketAddr, pool::Sender)>,
+    pooled: Option<(SocketAddr, pool::Sender, Duration)>,
     /// The client connection's clock: the request is done when the body is.
     clock: Arc<ClientClock>,
 }
@@ -474,8 +499,8 @@ impl Drop for Logged {
     fn drop(&mut self) {
         self.clock.request_done();
         self.open.take();
-        if let Some((addr, sender)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
-            pool::give_back(addr, sender);
+        if let Some((addr, sender, limit)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
+            pool::give_back(addr, sender, limit);
         }
         if self.log {
             tracing::info!("at=info {}", self.line.format(self.status, self.bytes));
