@@ -179,7 +179,8 @@ fn policy(config: &Config, route: &RouteSpec) -> Policy {
     };
     let clients = ClientLimits { rate: settings.rate, burst: settings.burst, max_open: settings.max_per_client };
     let proxy_protocol = settings.proxy_version();
-    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy: settings.accept_proxy.unwrap_or(false) }
+    let (accept_proxy, trusted_proxies) = (settings.accepts_proxy(), settings.trusted_proxies.unwrap_or_default());
+    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy, trusted_proxies }
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {
