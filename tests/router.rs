@@ -50,14 +50,17 @@ fn requests_spread_over_three_instances_with_forwarded_headers_and_a_log_line() 
         "per request, over one kept-alive connection: {served:?}"
     );
     let given =
-        "X-Request-Id: given-id-1\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-For: 10.0.0.10\r\nVia: 1.0 corp\r\n";
+        "X-Request-Id: given-id-1\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-For: 10.0.0.10\r\nVia: 1.0 corp\r\n\
+                 X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n";
     let headers = http.get("/headers", given).body;
     assert!(headers.contains("x-forwarded-for: 10.0.0.9, 10.0.0.10, 127.0.0.1"), "{headers}");
     assert!(headers.contains("via: 1.0 corp, 1.1 procgate"), "{headers}");
     assert!(headers.contains("x-request-id: given-id-1"), "{headers}");
+    let lines: Vec<&str> = headers.lines().collect();
+    let port = format!("x-forwarded-port: {}", addr.port());
     assert!(
-        headers.contains("x-forwarded-proto: http") && headers.contains(&format!("x-forwarded-port: {}", addr.port())),
-        "{headers}"
+        lines.contains(&"x-forwarded-proto: http") && lines.contains(&port.as_str()),
+        "a client's own are replaced: {headers}"
     );
     let large = format!("X-Large: {}\r\n", "a".repeat(60_000));
     assert_eq!(Http::connect(addr).get("/", &large).status, 200, "a 60 KB head goes through");
@@ -382,4 +385,19 @@ fn the_pool_never_races_an_apps_idle_close_over_ten_thousand_requests_at_random_
         &failed[..failed.len().min(10)]
     );
     assert!(!running.seen.iter().any(|l| l.contains("code=H13")), "{}", running.seen.join("\n"));
+}
+
+#[test]
+fn behind_a_trusted_load_balancer_its_forwarded_proto_and_port_are_kept() {
+    let app = web_app("");
+    app.write("procgate.toml", "[types.web]\naccept_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let mut http = Http::connect(addr);
+    http.reader.get_mut().write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 443\r\n").unwrap();
+    let headers = http.get("/headers", "X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n").body;
+    let lines: Vec<&str> = headers.lines().collect();
+    for kept in ["x-forwarded-proto: https", "x-forwarded-port: 443", "x-forwarded-for: 203.0.113.7"] {
+        assert!(lines.contains(&kept), "{kept}: {headers}");
+    }
 }

@@ -60,7 +60,7 @@ pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
         output: output.clone(),
     };
     // Each held connection is a descriptor here (up to 10,000 of them).
-    let _ = crate::gateway::raise_open_files_limit();
+    let _ = crate::process::nofile::raise();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let findings = runtime.block_on(shutdown::run(&scenario))?;
     let setup = Setup {

@@ -66,6 +66,11 @@ struct Client {
     address: HeaderValue,
     port: HeaderValue,
     clock: Arc<ClientClock>,
+    /// Its place in the route's descriptor budget, held as long as the connection (an upgraded
+    /// one's tunnel included).
+    _place: Place,
+    /// It came through a trusted load balancer, whose `X-Forwarded-Proto` and `-Port` are kept.
+    trusted_proxy: bool,
 }
 
 /// Accepts clients on `listener` until `shutdown` flips; each connection gets its own task.
@@ -81,7 +86,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Over the descriptor budget the client is closed at once (dropped).
-                    if let Some(place) = settings.budget.enter() {
+                    if let Some(place) = route.budget.enter(&route.type_name) {
                         tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
                     }
                 }
@@ -101,14 +106,19 @@ async fn connection(
     port: HeaderValue,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
-    _place: Place,
+    place: Place,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
     let clock = Arc::new(ClientClock::new());
     let io = TokioIo::new(ClientStream::new(std::mem::take(&mut admitted.rest), stream, clock.clone()));
     let address = header_values::address(admitted.client.ip());
     let timeouts = route.policy.timeouts;
-    let client = Arc::new(Client { peer: admitted.client, route, settings, address, port, clock: clock.clone() });
+    // Behind a load balancer the port is the one its client connected to.
+    let port = admitted.destination.map_or(port, |to| HeaderValue::from(to.port()));
+    let trusted_proxy = admitted.trusted_proxy;
+    let peer = admitted.client;
+    let client = Client { peer, route, settings, address, port, clock: clock.clone(), _place: place, trusted_proxy };
+    let client = Arc::new(client);
     // Boxed: hyper moves the service's future around, and `proxy`'s is a few kilobytes.
     let service = hyper::service::service_fn(move |request| Box::pin(proxy(request, client.clone())));
     // Boxed: hyper's connection state is large, and the task's future is moved as it is spawned.
@@ -237,7 +247,7 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     let idle_limit = pool::idle_limit(response.headers().get(KEEP_ALIVE).map(HeaderValue::as_bytes));
     strip_hop_by_hop(response.headers_mut(), upgrade && switching);
     match client_upgrade.filter(|_| switching) {
-        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open),
+        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open, client.clone()),
         None => {
             let (parts, body) = response.into_parts();
             let (status, log, window) = (parts.status.as_u16(), settings.router_log, timeouts.response_idle);
@@ -360,8 +370,14 @@ fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id:
     let via = appended(headers, header::VIA, &HeaderValue::from_static(VIA));
     headers.reserve(5);
     headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_PORT, client.port.clone());
+    // A trusted load balancer knows how its client connected (TLS ended there, say); anyone
+    // else's word is replaced.
+    if !(client.trusted_proxy && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(client.trusted_proxy && headers.contains_key(X_FORWARDED_PORT)) {
+        headers.insert(X_FORWARDED_PORT, client.port.clone());
+    }
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(header::VIA, via);
 }
@@ -386,13 +402,19 @@ fn appended(headers: &hyper::HeaderMap, name: HeaderName, value: &HeaderValue) -
     HeaderValue::from_maybe_shared(Bytes::from(list)).unwrap_or_else(|_| value.clone())
 }
 
-/// After a `101`, relays bytes between the client and the instance until both close.
-fn tunnel(client: hyper::upgrade::OnUpgrade, instance: hyper::upgrade::OnUpgrade, open: OpenConnection) {
+/// After a `101`, relays bytes between the client and the instance until both close (the
+/// client connection's budget place and instance count held meanwhile).
+fn tunnel(
+    client_side: hyper::upgrade::OnUpgrade,
+    instance: hyper::upgrade::OnUpgrade,
+    open: OpenConnection,
+    client: Arc<Client>,
+) {
     tokio::spawn(async move {
-        let (Ok(client), Ok(instance)) = tokio::join!(client, instance) else { return };
-        let (mut client, mut instance) = (TokioIo::new(client), TokioIo::new(instance));
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut instance).await;
-        drop(open);
+        let (Ok(client_side), Ok(instance)) = tokio::join!(client_side, instance) else { return };
+        let (mut client_side, mut instance) = (TokioIo::new(client_side), TokioIo::new(instance));
+        let _ = tokio::io::copy_bidirectional(&mut client_side, &mut instance).await;
+        drop((open, client));
     });
 }
 

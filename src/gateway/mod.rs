@@ -34,8 +34,6 @@ pub struct GatewaySettings {
     pub access_log: bool,
     /// Log Heroku's router line per HTTP request.
     pub router_log: bool,
-    /// The clients held at once over every route, from the open-files limit.
-    pub budget: Arc<budget::Budget>,
 }
 
 /// The running data plane; dropping it stops accepting (the threads end with the process).
@@ -155,16 +153,6 @@ fn keep_clients_alive(listener: &std::net::TcpListener, idle: Option<Duration>) 
     setsockopt(listener, sockopt::TcpKeepInterval, &seconds(timeouts::KEEPALIVE_INTERVAL))?;
     setsockopt(listener, sockopt::TcpKeepCount, &timeouts::KEEPALIVE_PROBES)?;
     Ok(())
-}
-
-/// Raises the soft open-files limit to the hard limit; returns the new limit.
-pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    }
-    Ok(hard)
 }
 
 #[cfg(test)]

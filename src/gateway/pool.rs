@@ -15,6 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -75,6 +76,20 @@ thread_local! {
     static POOL: RefCell<Pool> = const { RefCell::new(Vec::new()) };
 }
 
+/// Idle connections in every thread's pool (descriptors the budget sets aside).
+static IDLE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many connections wait in the pools of all threads.
+pub fn idle_count() -> usize {
+    IDLE.load(Ordering::Relaxed)
+}
+
+/// Drops the entry at `index` of `idle`, counting it out.
+fn remove(idle: &mut Vec<Idle>, index: usize) -> Idle {
+    IDLE.fetch_sub(1, Ordering::Relaxed);
+    idle.swap_remove(index)
+}
+
 /// The idle connections to `addr` in `pool`, if any.
 fn idle_to(pool: &mut Pool, addr: SocketAddr) -> Option<&mut Vec<Idle>> {
     pool.iter_mut().find(|(to, _)| *to == addr).map(|(_, idle)| idle)
@@ -114,15 +129,15 @@ async fn take(addr: SocketAddr) -> Option<Pooled> {
             while index > 0 {
                 index -= 1;
                 if idle[index].expired(now) {
-                    drop(idle.swap_remove(index));
+                    drop(remove(idle, index));
                     continue;
                 }
                 match idle[index].sender.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
-                        let Idle { sender, since, .. } = idle.swap_remove(index);
+                        let Idle { sender, since, .. } = remove(idle, index);
                         return Some(Pooled { sender, idle_for: Some(now.saturating_duration_since(since)) });
                     }
-                    Poll::Ready(Err(_)) => drop(idle.swap_remove(index)),
+                    Poll::Ready(Err(_)) => drop(remove(idle, index)),
                     Poll::Pending => {}
                 }
             }
@@ -135,6 +150,7 @@ async fn take(addr: SocketAddr) -> Option<Pooled> {
 /// Puts a connection back in the pool (its response is done) for at most `limit` idle.
 pub fn give_back(addr: SocketAddr, sender: Sender, limit: Duration) {
     let conn = Idle { sender, since: Instant::now(), limit };
+    IDLE.fetch_add(1, Ordering::Relaxed);
     POOL.with_borrow_mut(|pool| match idle_to(pool, addr) {
         Some(idle) => idle.push(conn),
         None => pool.push((addr, vec![conn])),
@@ -145,7 +161,9 @@ pub fn give_back(addr: SocketAddr, sender: Sender, limit: Duration) {
 pub fn sweep(now: Instant) {
     POOL.with_borrow_mut(|pool| {
         for (_, idle) in pool.iter_mut() {
+            let before = idle.len();
             idle.retain(|conn| !conn.sender.is_closed() && !conn.expired(now));
+            IDLE.fetch_sub(before - idle.len(), Ordering::Relaxed);
         }
         pool.retain(|(_, idle)| !idle.is_empty());
     });

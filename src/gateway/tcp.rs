@@ -32,7 +32,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
                     // Over the descriptor budget the client is closed at once (dropped).
-                    if let Some(place) = settings.budget.enter() {
+                    if let Some(place) = route.budget.enter(&route.type_name) {
                         tokio::spawn(handle(client, peer, route.clone(), settings.clone(), place));
                     }
                 }
@@ -80,7 +80,7 @@ async fn handle(
             return;
         }
     };
-    let Ok(early) = introduce(&mut instance, &route, peer, &client, admitted.rest).await else { return };
+    let Ok(early) = introduce(&mut instance, &route, admitted.addrs(), &client, admitted.rest).await else { return };
     let backend = &open.0;
     if settings.access_log {
         tracing::info!("202 connection assigned {} from {peer}", backend.name);
@@ -131,7 +131,7 @@ const FIRST_WRITE: usize = 4096;
 async fn introduce(
     instance: &mut TcpStream,
     route: &Route,
-    client: SocketAddr,
+    (client, destination): (SocketAddr, Option<SocketAddr>),
     from: &TcpStream,
     rest: Vec<u8>,
 ) -> std::io::Result<usize> {
@@ -139,7 +139,7 @@ async fn introduce(
         instance.write_all(&rest).await?;
         return Ok(rest.len());
     };
-    let mut first = proxy_protocol::header(version, client, from.local_addr()?);
+    let mut first = proxy_protocol::header(version, client, destination.map_or_else(|| from.local_addr(), Ok)?);
     let header = first.len();
     first.extend_from_slice(&rest);
     if rest.is_empty() {
