@@ -112,23 +112,13 @@ pub struct StartArgs {
     /// How long a client waits for a healthy instance before H10
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
     pub wait: Duration,
-    /// How long the gateway's connect to an instance may take before it tries another
-    #[arg(long = "connect-timeout", default_value = "1s", value_parser = crate::duration::parse)]
-    pub connect_timeout: Duration,
-    /// Close proxied connections idle (no byte either way) this long [default: never]
-    #[arg(long = "idle-timeout", value_parser = crate::duration::parse)]
-    pub idle_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub timeouts: TimeoutArgs,
     /// Which routes log a line per connection (tcp: 202 and 203) or request (web: Heroku's router
     /// line): `tcp`, `web`, `tcp,web` (alone: `--access-log`) or `none`
     #[arg(long = "access-log", value_name = "ROUTES", num_args = 0..=1, default_value = "web",
           default_missing_value = "tcp,web", value_parser = parse_access_log)]
     pub access_log: AccessLog,
-    /// How long the HTTP router waits for an instance's response before H12
-    #[arg(long = "request-timeout", default_value = "30s", value_parser = crate::duration::parse)]
-    pub request_timeout: Duration,
-    /// How long an instance may send nothing in the middle of a response before H15 (Heroku's 55s)
-    #[arg(long = "router-idle-timeout", default_value = "55s", value_parser = crate::duration::parse)]
-    pub router_idle_timeout: Duration,
     /// No router line per HTTP request: the old spelling of leaving `web` out of --access-log
     #[arg(long = "no-access-log")]
     pub no_access_log: bool,
@@ -140,6 +130,43 @@ pub struct StartArgs {
     pub cycle_jitter: Option<Duration>,
     /// Run only these types (others get 0)
     pub types: Vec<String>,
+}
+
+/// How long the gateway and the router wait on peers, for every route; each also has a
+/// `procgate.toml` key per type (`connect_timeout`...), which these flags override.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TimeoutArgs {
+    /// How long the connect to an instance may take before another is tried [default: 1s]
+    #[arg(long = "connect-timeout", value_parser = crate::duration::parse)]
+    pub connect: Option<Duration>,
+    /// How long a client may take to send a request head, from its first byte, before 408 and
+    /// H28 (router) [default: 30s]
+    #[arg(long = "head-timeout", value_parser = crate::duration::parse)]
+    pub head: Option<Duration>,
+    /// How long a kept-alive client connection may wait for its next request (router) [default: 90s]
+    #[arg(long = "keepalive-timeout", value_parser = crate::duration::parse)]
+    pub keepalive: Option<Duration>,
+    /// How long the router waits for an instance's response head before H12 [default: 30s]
+    #[arg(long = "request-timeout", value_parser = crate::duration::parse)]
+    pub response: Option<Duration>,
+    /// How long an instance may send nothing in the middle of a response before H15 [default: 55s]
+    #[arg(long = "router-idle-timeout", value_parser = crate::duration::parse)]
+    pub response_idle: Option<Duration>,
+    /// Close proxied TCP connections idle (no byte either way) this long, or `off` [default: off]
+    #[arg(long = "idle-timeout", value_parser = parse_off)]
+    pub idle: Option<OrOff>,
+    /// TCP keepalive probes on client connections after this long without a byte (a vanished
+    /// client is noticed a minute later), or `off` [default: 60s]
+    #[arg(long = "tcp-keepalive", value_parser = parse_off)]
+    pub tcp_keepalive: Option<OrOff>,
+}
+
+/// A duration, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrOff(pub Option<Duration>);
+
+fn parse_off(text: &str) -> Result<OrOff, String> {
+    crate::duration::parse_or_off(text).map(OrOff)
 }
 
 /// `--access-log`: which kinds of route log each connection or request.

@@ -40,6 +40,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds) + Duration::from_millis((total_ms % 1000) as u64))
 }
 
+/// A duration as [`parse`] reads it, or `off` (`None`).
+pub fn parse_or_off(text: &str) -> Result<Option<Duration>, String> {
+    match text.trim() {
+        "off" => Ok(None),
+        _ => parse(text).map(Some),
+    }
+}
+
 /// Formats a duration the way [`parse`] reads it, with the largest exact unit (`90s`, `5m`, `1500ms`).
 pub fn format(duration: Duration) -> String {
     let ms = duration.as_millis();

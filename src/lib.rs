@@ -8,6 +8,7 @@
 //! - [`env`](mod@env): env files (dotenvy iterator API) and each instance's environment.
 //! - [`formation`]: the formation (`web=2`) and the port plan.
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.
+//! - [`cidr`]: address blocks (`10.0.0.0/8`) for `trusted_proxies`.
 //! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself.
 //! - [`platform`]: the control plane's actors (Scheduler, HealthChecker, Balancer), their pure
 //!   state machines (instance lifecycle, rollouts, backoff, health hysteresis) and the specs.
@@ -18,6 +19,7 @@
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
 //! - [`commands`]: `start`, `check`, `run`, `ps`, `scale`, `restart`, `deploy`, `stop`, `test-shutdown`.
 
+pub mod cidr;
 pub mod cli;
 pub mod commands;
 pub mod config;

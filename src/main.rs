@@ -15,6 +15,9 @@ use procgate::{commands, process};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// How long the output's last lines may take to be written at exit.
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() {
     let cli = Cli::parse();
     let output = match &cli.command {
@@ -24,6 +27,7 @@ fn main() {
     if !matches!(cli.command, Command::Keeper { .. }) {
         logs::init_tracing(output.clone());
     }
+    let flush_output = output.clone();
     let result = match cli.command {
         Command::Keeper { command } => process::keeper::run(&command),
         Command::Start(args) => commands::start::run(args, output),
@@ -36,6 +40,8 @@ fn main() {
         Command::Stop(args) => commands::stop::run(args),
         Command::TestShutdown(args) => commands::test_shutdown::run(args, output),
     };
+    // The lines still queued for the writer thread go out first (stdout may be stalled: bounded).
+    flush_output.flush(FINAL_FLUSH);
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {

@@ -15,14 +15,32 @@
 //! max_per_type = 500           # cap of open ones over all the type's instances [none]
 //! backlog = 100                # clients that may wait for a place at the caps, then H11 [0]
 //! queue_timeout = "10s"        # how long they may wait [--wait]
-//! rate = 10                    # new connections per second per client IP [none]
+//! rate = 10                    # new connections per second per client (IPv4 address, IPv6 /64) [none]
 //! burst = 20                   # above the rate, at once [the rate]
-//! max_per_client = 100         # open connections per client IP [none]
+//! max_per_client = 100         # open connections per client [none]
 //! proxy_protocol = "v2"        # PROXY header to instances: "v1", "v2", "off" (TCP types) [off]
 //! accept_proxy = true          # clients send a PROXY header first [false]
+//! connect_timeout = "1s"       # connect to an instance, then try another [--connect-timeout, 1s]
+//! head_timeout = "30s"         # a client's request head, then 408 and H28 (web) [30s]
+//! keepalive_timeout = "90s"    # a kept-alive client connection with no request (web) [90s]
+//! request_timeout = "30s"      # an instance's response head, then H12 (web) [30s]
+//! router_idle_timeout = "55s"  # an instance silent mid-response, then H15 (web) [55s]
+//! idle_timeout = "1h"          # a proxied TCP connection silent both ways, or "off" [off]
+//! tcp_keepalive = "60s"        # keepalive probes on idle client connections, or "off" [60s]
+//! trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]  # who may send it [required]
 //! ```
+//! Flags (`--head-timeout`...) win over the file, for every route.
 //! Unknown keys and bad values are errors naming the file, the line and the key.
+//!
+//! `accept_proxy = true` requires `trusted_proxies`, the addresses (CIDR blocks, or single
+//! addresses) of the load balancers in front: a PROXY header sets the client address that the
+//! per-client limits count and that `X-Forwarded-For` and the instances' headers carry, so only
+//! those peers may send one; any other peer is closed at once (`P403`). There is no default, as
+//! with nginx's `set_real_ip_from`: a default of "any peer" would let anyone who reaches the port
+//! pick their address, and one of "loopback" would refuse a load balancer on another host.
+//! `["0.0.0.0/0", "::/0"]` trusts every peer, for a listener only the load balancer can reach.
 
+use crate::cidr::Cidr;
 use crate::gateway::proxy_protocol::ProxyVersion;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -32,6 +50,11 @@ use std::time::Duration;
 
 /// The file's name in the app root.
 pub const FILE_NAME: &str = "procgate.toml";
+
+/// The error for `accept_proxy = true` without `trusted_proxies`, with the fix.
+const NO_TRUSTED_PROXIES: &str =
+    "accept_proxy = true needs trusted_proxies, the load balancers that may send the PROXY \
+    header: add e.g. trusted_proxies = [\"10.0.0.0/8\"] ([\"0.0.0.0/0\", \"::/0\"] trusts any peer)";
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +75,7 @@ pub struct TypeSettings {
     pub rise: Option<u32>,
     pub fall: Option<u32>,
     /// The path of the HTTP check (`web`).
+    #[serde(default, deserialize_with = "request_path")]
     pub health_path: Option<String>,
     /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
     #[serde(default, deserialize_with = "statuses")]
@@ -65,16 +89,40 @@ pub struct TypeSettings {
     /// How long a client may wait there [default: --wait].
     #[serde(default, deserialize_with = "duration")]
     pub queue_timeout: Option<Duration>,
-    /// New connections per second per client IP [default: no limit].
+    /// New connections per second per client (an IPv4 address or an IPv6 /64) [default: no limit].
     pub rate: Option<f64>,
     /// Connections a client may open at once above the rate [default: the rate].
     pub burst: Option<f64>,
-    /// Connections open at once per client IP [default: no limit].
+    /// Connections open at once per client [default: no limit].
     pub max_per_client: Option<usize>,
     /// `"v1"`, `"v2"` or `"off"`: the PROXY header written to instances [default: off].
     pub proxy_protocol: Option<ProxyVersion>,
-    /// Clients (a load balancer in front) send a PROXY header first [default: false].
-    pub accept_proxy: Option<bool>,
+    /// Clients (a load balancer in front) send a PROXY header first [default: false] (with its
+    /// place in the file, for the error when `trusted_proxies` is missing).
+    pub accept_proxy: Option<toml::Spanned<bool>>,
+    /// The peers that may send that header, `["10.0.0.0/8", "::1/128"]`; required with
+    /// `accept_proxy = true`. Read from `trusted_proxies_written` at load.
+    #[serde(skip)]
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// `trusted_proxies` as written, each with its place in the file (for the line of a bad one).
+    #[serde(rename = "trusted_proxies", default)]
+    trusted_proxies_written: Option<Vec<toml::Spanned<String>>>,
+    /// The timeouts of the type's route (gateway::timeouts), each `None` when not set here.
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub head_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub keepalive_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub router_idle_timeout: Option<Duration>,
+    /// A duration or `"off"`.
+    #[serde(default, deserialize_with = "duration_or_off")]
+    pub idle_timeout: Option<Option<Duration>>,
+    #[serde(default, deserialize_with = "duration_or_off")]
+    pub tcp_keepalive: Option<Option<Duration>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -92,10 +140,32 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
     crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
+/// A request path: `/` first, then visible ASCII only (a space, CR or LF would split or
+/// rewrite the health check's request).
+fn request_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.starts_with('/') && text.bytes().all(|b| b.is_ascii_graphic()) {
+        true => Ok(Some(text)),
+        false => Err(serde::de::Error::custom(format!(
+            "{text:?} is not a request path: start it with / and leave out spaces and control characters (e.g. \"/up\")"
+        ))),
+    }
+}
+
+fn duration_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::duration::parse_or_off(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
 impl TypeSettings {
     /// The PROXY header version written to the type's instances; `"off"` is no header.
     pub fn proxy_version(&self) -> Option<ProxyVersion> {
         self.proxy_protocol.filter(|v| *v != ProxyVersion::Off)
+    }
+
+    /// Whether clients send a PROXY header first (`accept_proxy`).
+    pub fn accepts_proxy(&self) -> bool {
+        self.accept_proxy.as_ref().is_some_and(|spanned| *spanned.get_ref())
     }
 }
 
@@ -117,7 +187,7 @@ impl Settings {
 
     pub fn parse(path: &Path, text: &str, types: &[&str]) -> Result<Settings, SettingsError> {
         let shown = path.display().to_string();
-        let settings: Settings = toml::from_str(text).map_err(|err| SettingsError::Invalid {
+        let mut settings: Settings = toml::from_str(text).map_err(|err| SettingsError::Invalid {
             path: shown.clone(),
             line: err.span().map_or(1, |span| line_at(text, span.start)),
             message: match err.message().trim() {
@@ -136,12 +206,40 @@ impl Settings {
             let known = types.join(", ");
             return Err(SettingsError::UnknownType { path: shown, line, name: name.clone(), known });
         }
+        for type_settings in settings.types.values_mut() {
+            type_settings.trusted_proxies = match &type_settings.trusted_proxies_written {
+                None => None,
+                Some(written) => Some(cidrs(written).map_err(|(offset, err)| SettingsError::Invalid {
+                    path: shown.clone(),
+                    line: line_at(text, offset),
+                    message: err.to_string(),
+                })?),
+            };
+        }
+        if let Some(accept_proxy) = settings.types.values().find_map(untrusting) {
+            let message = NO_TRUSTED_PROXIES.to_string();
+            return Err(SettingsError::Invalid { path: shown, line: line_at(text, accept_proxy), message });
+        }
         Ok(settings)
     }
 
     /// The settings of `type_name` (defaults when the file does not mention it).
     pub fn of(&self, type_name: &str) -> TypeSettings {
         self.types.get(type_name).cloned().unwrap_or_default()
+    }
+}
+
+/// The CIDR blocks written, or the first bad one's offset in the file and why.
+fn cidrs(written: &[toml::Spanned<String>]) -> Result<Vec<Cidr>, (usize, crate::cidr::CidrError)> {
+    written.iter().map(|block| block.get_ref().parse().map_err(|err| (block.span().start, err))).collect()
+}
+
+/// Where a type says `accept_proxy = true` without any `trusted_proxies` (the offset in the file).
+fn untrusting(settings: &TypeSettings) -> Option<usize> {
+    let listed = settings.trusted_proxies.as_ref().is_some_and(|list| !list.is_empty());
+    match &settings.accept_proxy {
+        Some(spanned) if *spanned.get_ref() && !listed => Some(spanned.span().start),
+        _ => None,
     }
 }
 
@@ -221,5 +319,27 @@ mod tests {
         // A lone carriage return gave `procgate.toml:1: ` and nothing more.
         let err = parse("\r").unwrap_err();
         assert!(err.to_string().len() > "procgate.toml:1: ".len() + 10, "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_read_checked_and_required_with_accept_proxy() {
+        let tcp =
+            parse("[types.tcp]\naccept_proxy = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap().of("tcp");
+        assert!(tcp.accepts_proxy());
+        let blocks: Vec<String> = tcp.trusted_proxies.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(blocks, ["10.0.0.0/8", "::1/128"]);
+        let err = parse("[types.tcp]\ntrusted_proxies = [\"10.0.0.0/8\",\n  \"fe80::/129\"]\n").unwrap_err();
+        assert!(
+            matches!(&err, SettingsError::Invalid { line: 3, message, .. } if message.contains("at most 128")),
+            "{err}"
+        );
+        let err = parse("[types.socket]\n\naccept_proxy = true\n").unwrap_err();
+        assert!(
+            matches!(&err, SettingsError::Invalid { line: 3, message, .. } if message.contains("needs trusted_proxies")),
+            "{err}"
+        );
+        let err = parse("[types.tcp]\naccept_proxy = true\ntrusted_proxies = []\n").unwrap_err();
+        assert!(matches!(&err, SettingsError::Invalid { line: 2, .. }), "an empty list trusts no one: {err}");
+        assert!(!parse("[types.tcp]\naccept_proxy = false\n").unwrap().of("tcp").accepts_proxy());
     }
 }

@@ -251,12 +251,17 @@ fn a_client_that_leaves_while_waiting_for_an_instance_is_let_go_at_once() {
 }
 
 #[test]
-fn past_the_descriptor_budget_clients_are_refused_and_procgate_stays_manageable() {
-    let app = echo_app();
-    let base = free_base_port(1, 1);
-    // 160 descriptors: 64 kept for procgate, so room for (160 - 64) / 2 = 48 proxied clients.
+fn a_flood_on_one_route_leaves_the_other_its_share_and_apps_get_the_limit_procgate_was_given() {
+    let (echo, web) = (common::repo().join("sample-apps/python/echo_server.py"), common::example("web"));
+    let app = App::new(&format!(
+        "tcp: echo nofile=$(ulimit -n); echo url=$TCP_URL; exec python3 {}\nweb: exec {web}\n",
+        echo.display()
+    ));
+    let base = free_base_port(2, 1);
+    // procgate raises its soft limit of 100 to the hard 300: (300 - 64) / 2 = 118 proxied
+    // connections, 4 fewer for each of the two instances; tcp may take all but web's quarter.
     let script = format!(
-        "ulimit -n 160 && exec {} start -p {base} --tcp-listen 127.0.0.1:0 --web-listen 127.0.0.1:0",
+        "ulimit -Sn 100 && ulimit -Hn 300 && exec {} start -p {base} --tcp-listen 127.0.0.1:0 --web-listen 127.0.0.1:0",
         common::BIN
     );
     let child = std::process::Command::new("sh")
@@ -268,20 +273,30 @@ fn past_the_descriptor_budget_clients_are_refused_and_procgate_stays_manageable(
         .spawn()
         .unwrap();
     let mut running = Running::watch(child);
-    running.wait_for("open files limit 160: room for about 48 proxied connections");
+    running.wait_for("open files limit 300: room for about 118 proxied connections, 4 fewer per running instance");
+    running.wait_for("tcp.1 | nofile=100");
+    let line = running.wait_for("router http://");
+    let router: SocketAddr = line.split("router http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     let line = running.wait_for("tcp.1 | url=tcp://");
-    let addr: SocketAddr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
+    let gateway: SocketAddr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
     running.wait_for("201 app connected tcp.1");
-    let clients: Vec<Option<Client>> = (0..60)
+    running.wait_for("201 app connected web.1");
+    let flood: Vec<Option<Client>> = (0..150)
         .map(|_| {
-            let mut client = Client::connect(addr).unwrap();
+            let mut client = Client::connect(gateway).unwrap();
             client.greeting().map(|_| client)
         })
         .collect();
-    let served = clients.iter().filter(|c| c.is_some()).count();
-    assert_eq!(served, 48, "the budget, then closed at once");
-    running.wait_for("H11 too many connections: 48 open, all the open-files limit allows");
-    assert_eq!(common::ps(&app).instances[0].connections, Some(48), "the control socket still answers");
+    let served = flood.iter().filter(|c| c.is_some()).count();
+    let line = running.wait_for("H11 too many connections: the tcp route holds ");
+    let cap: usize = line.split("holds ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!((served, cap), (83, 83), "110 of room after the two instances, 27 kept for web: {line}");
+    let mut http = common::http_client::Http::connect(router);
+    for _ in 0..20 {
+        assert_eq!(http.get("/", "").status, 200, "web keeps its share");
+    }
+    let tcp = common::ps(&app).instances.into_iter().find(|i| i.type_name == "tcp").unwrap();
+    assert_eq!(tcp.connections, Some(83), "the control socket still answers");
 }
 
 /// A TCP app that sends `partial`, waits for a line, then resets the connection (SO_LINGER 0);

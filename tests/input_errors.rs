@@ -109,3 +109,32 @@ fn a_bad_procgate_toml_names_the_line_and_key() {
     let text = rejected(&app, &["check"]);
     assert!(text.contains("procgate.toml:2: proxy_protocol applies to TCP types"), "{text}");
 }
+
+#[test]
+fn a_health_path_that_would_split_the_check_request_and_a_bad_timeout_are_refused() {
+    let app = App::new("web: a\n");
+    app.write("procgate.toml", "[types.web]\nrise = 1\nhealth_path = \"/up\\r\\nX-Injected: 1\"\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:3: \"/up\\r\\nX-Injected: 1\" is not a request path"), "{text}");
+    app.write("procgate.toml", "[types.web]\nhead_timeout = \"soon\"\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:2: invalid duration `soon`"), "{text}");
+}
+
+#[test]
+fn a_bad_trusted_proxy_or_none_with_accept_proxy_names_the_line_and_the_fix() {
+    let app = App::new("tcp: a\nweb: b\n");
+    app.write(
+        "procgate.toml",
+        "[types.tcp]\naccept_proxy = true\ntrusted_proxies = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n",
+    );
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:5: `10.0.0.0/33`: an IPv4 block has a prefix length of at most 32"), "{text}");
+    app.write("procgate.toml", "[types.tcp]\naccept_proxy = true\ntrusted_proxies = [\"10.0.0.1/8\"]\n");
+    let text = rejected(&app, &["start"]);
+    assert!(text.contains("procgate.toml:3: `10.0.0.1/8` has bits set past its /8; write \"10.0.0.0/8\""), "{text}");
+    app.write("procgate.toml", "[types.web]\nrate = 5\naccept_proxy = true\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:3: accept_proxy = true needs trusted_proxies"), "{text}");
+    assert!(text.contains("trusted_proxies = [\"10.0.0.0/8\"]"), "the fix: {text}");
+}

@@ -78,7 +78,7 @@ fn nginx_reads_the_client_address_from_procgates_header() {
 
 #[test]
 fn behind_a_load_balancer_the_address_survives_two_hops_and_bad_headers_are_closed() {
-    let app = proxy_app("accept_proxy = true\nproxy_protocol = \"v2\"\n");
+    let app = proxy_app("accept_proxy = true\ntrusted_proxies = [\"127.0.0.0/8\"]\nproxy_protocol = \"v2\"\n");
     let (_running, addr) = start(&app);
     let mut balanced = TcpStream::connect(addr).unwrap();
     balanced.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -181,4 +181,108 @@ fn ten_thousand_client_addresses_leave_the_client_table_bounded() {
     assert!(tracked <= procgate::gateway::clients::MAX_TRACKED, "{tracked} tracked");
     assert!(after.saturating_sub(warm) < 4 * 1024, "10,000 more addresses grew RSS from {warm} kB to {after} kB");
     eprintln!("20,000 addresses: {tracked} clients tracked; RSS {start_rss} kB, {warm} kB after 10,000, {after} kB after 20,000");
+}
+
+/// A test instance: reads the PROXY header procgate writes ($PROXY_PROTOCOL) and answers one line
+/// saying what it read (v2 decoded field by field, v1 as its text), then echoes one line.
+const HEADER_DUMP: &str = r#"
+import ipaddress, os, socketserver, struct
+
+SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+def exact(stream, n):
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError
+    return data
+
+def v2(stream):
+    head = exact(stream, 16)
+    if head[:12] != SIGNATURE:
+        return "not a v2 header"
+    command, family, length = head[12], head[13], struct.unpack("!H", head[14:16])[0]
+    body = exact(stream, length)
+    if command == 0x20:
+        return "v2 LOCAL"
+    if command != 0x21:
+        return f"v2 bad command {command:#x}"
+    if family == 0x11 and length == 12:
+        (src, dst), ports = map(ipaddress.IPv4Address, (body[0:4], body[4:8])), struct.unpack("!HH", body[8:12])
+        return f"v2 TCP4 {src} {dst} {ports[0]} {ports[1]}"
+    if family == 0x21 and length == 36:
+        (src, dst), ports = map(ipaddress.IPv6Address, (body[0:16], body[16:32])), struct.unpack("!HH", body[32:36])
+        return f"v2 TCP6 {src} {dst} {ports[0]} {ports[1]}"
+    return f"v2 family {family:#x} length {length}"
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        try:
+            if os.environ.get("PROXY_PROTOCOL") == "v2":
+                said = v2(self.rfile)
+            else:
+                said = self.rfile.readline(108).decode(errors="replace").rstrip("\r\n")
+            self.wfile.write(f"{said}\n".encode())
+            self.wfile.write(self.rfile.readline())
+        except (EOFError, ConnectionError):
+            pass
+
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer.daemon_threads = True
+with socketserver.ThreadingTCPServer(("127.0.0.1", int(os.environ["PORT"])), Handler) as server:
+    server.serve_forever()
+"#;
+
+/// What the instance read from procgate's PROXY header, and the line echoed after it.
+fn header_seen_by_the_instance(settings: &str, sent: &[u8]) -> (Vec<String>, String) {
+    let app = App::new("tcp: echo url=$TCP_URL; exec python3 header_dump.py\n");
+    app.write("header_dump.py", HEADER_DUMP);
+    app.write("procgate.toml", &format!("[types.tcp]\n{settings}"));
+    let (running, addr) = start(&app);
+    let mut balanced = TcpStream::connect(addr).unwrap();
+    balanced.set_read_timeout(Some(DEADLINE)).unwrap();
+    balanced.write_all(sent).unwrap();
+    let mut reader = BufReader::new(balanced);
+    let mut lines = vec![String::new(), String::new()];
+    for line in &mut lines {
+        let _ = reader.read_line(line);
+        *line = line.trim_end().to_string();
+    }
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+    (lines, running.finish(DEADLINE).text())
+}
+
+#[test]
+fn a_v6_client_on_a_v4_listener_reaches_the_instance_with_the_headers_addresses() {
+    let sent = b"PROXY TCP6 2001:db8::1 ::1 1234 7881\r\nping\n";
+    for (version, expected) in
+        [("v2", "v2 TCP6 2001:db8::1 ::1 1234 7881"), ("v1", "PROXY TCP6 2001:db8::1 ::1 1234 7881")]
+    {
+        let settings =
+            format!("accept_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\nproxy_protocol = \"{version}\"\n");
+        let (lines, output) = header_seen_by_the_instance(&settings, sent);
+        assert_eq!(lines, [expected, "ping"], "{version}: the client and destination of the header; output:\n{output}");
+        assert!(!output.contains("panicked"), "{output}");
+    }
+}
+
+#[test]
+fn only_trusted_proxies_may_send_a_proxy_header() {
+    let app = proxy_app("accept_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\nproxy_protocol = \"v1\"\n");
+    let (mut running, addr) = start(&app);
+    let header = b"PROXY TCP4 203.0.113.9 127.0.0.1 4444 20003\r\n";
+    let mut trusted = connect_from("127.0.0.1".parse().unwrap(), addr);
+    trusted.write_all(header).unwrap();
+    assert_eq!(first_line(&trusted), "hello tcp.1, you are 203.0.113.9:4444", "from a trusted peer");
+    let mut untrusted = connect_from("127.0.0.9".parse().unwrap(), addr);
+    let _ = untrusted.write_all(header);
+    let mut rest = Vec::new();
+    let _ = untrusted.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed, never forwarded: {:?}", String::from_utf8_lossy(&rest));
+    let port = untrusted.local_addr().unwrap().port();
+    running.wait_for(&format!("P403 untrusted peer 127.0.0.9:{port} on the tcp route: not in trusted_proxies; closed"));
+    let route = ps(&app).routes.remove(0);
+    assert_eq!((route.untrusted_proxies, route.bad_proxy_headers), (1, 0));
+    let mut again = connect_from("127.0.0.1".parse().unwrap(), addr);
+    again.write_all(header).unwrap();
+    assert!(first_line(&again).starts_with("hello tcp.1"), "the trusted peer is still served");
 }

@@ -3,6 +3,7 @@
 //! of web without a lost request, and R16 for an app that stops answering.
 
 mod common;
+use common::http_client::{Answer, Http};
 use common::{free_base_port, App, Running, DEADLINE};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,45 +24,6 @@ fn start(app: &App, formation: &str, extra: &[&str]) -> (Running, SocketAddr) {
     let line = running.wait_for("router http://");
     let addr = line.split("router http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     (running, addr)
-}
-
-/// One HTTP/1.1 exchange on a (kept-alive) connection.
-struct Http {
-    reader: BufReader<TcpStream>,
-}
-
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Http {
-    fn connect(addr: SocketAddr) -> Http {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        Http { reader: BufReader::new(stream) }
-    }
-
-    fn get(&mut self, path: &str, headers: &str) -> Answer {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: procgate.test\r\n{headers}\r\n");
-        self.reader.get_mut().write_all(request.as_bytes()).unwrap();
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).unwrap();
-        let status =
-            status_line.split_whitespace().nth(1).unwrap_or_else(|| panic!("{status_line:?}")).parse().unwrap();
-        let mut headers = HashMap::new();
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
-            let Some((name, value)) = line.trim_end().split_once(": ") else { break };
-            headers.insert(name.to_ascii_lowercase(), value.to_string());
-        }
-        let length = headers.get("content-length").map_or(0, |l| l.parse().unwrap());
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).unwrap();
-        Answer { status, headers, body: String::from_utf8(body).unwrap() }
-    }
 }
 
 fn get(addr: SocketAddr, path: &str) -> Answer {
@@ -88,14 +50,17 @@ fn requests_spread_over_three_instances_with_forwarded_headers_and_a_log_line() 
         "per request, over one kept-alive connection: {served:?}"
     );
     let given =
-        "X-Request-Id: given-id-1\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-For: 10.0.0.10\r\nVia: 1.0 corp\r\n";
+        "X-Request-Id: given-id-1\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-For: 10.0.0.10\r\nVia: 1.0 corp\r\n\
+                 X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n";
     let headers = http.get("/headers", given).body;
     assert!(headers.contains("x-forwarded-for: 10.0.0.9, 10.0.0.10, 127.0.0.1"), "{headers}");
     assert!(headers.contains("via: 1.0 corp, 1.1 procgate"), "{headers}");
     assert!(headers.contains("x-request-id: given-id-1"), "{headers}");
+    let lines: Vec<&str> = headers.lines().collect();
+    let port = format!("x-forwarded-port: {}", addr.port());
     assert!(
-        headers.contains("x-forwarded-proto: http") && headers.contains(&format!("x-forwarded-port: {}", addr.port())),
-        "{headers}"
+        lines.contains(&"x-forwarded-proto: http") && lines.contains(&port.as_str()),
+        "a client's own are replaced: {headers}"
     );
     let large = format!("X-Large: {}\r\n", "a".repeat(60_000));
     assert_eq!(Http::connect(addr).get("/", &large).status, 200, "a 60 KB head goes through");
@@ -267,4 +232,172 @@ fn an_instance_that_closes_without_an_answer_gives_h13_and_mid_answer_h18() {
     assert!(String::from_utf8_lossy(&received).ends_with("partial..."), "the cut answer is passed on, then closed");
     running.wait_for("at=error code=H18 desc=\"Server Request Interrupted\" method=GET path=\"/cut\"");
     assert_eq!(get(addr, "/").status, 200, "the router goes on");
+}
+
+#[test]
+fn a_slow_head_gets_408_and_h28_idle_connections_close_and_a_slow_response_is_not_cut() {
+    let app = web_app("");
+    let timeouts = ["--head-timeout", "1s", "--keepalive-timeout", "2s"];
+    let (mut running, addr) = start(&app, "web=1", &timeouts);
+    running.wait_for("201 app connected web.1");
+    let read_all = |stream: &mut TcpStream| {
+        let mut rest = String::new();
+        let started = Instant::now();
+        stream.read_to_string(&mut rest).unwrap();
+        (rest, started.elapsed())
+    };
+    // Slowloris: a head that never ends.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(DEADLINE)).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let (answer, took) = read_all(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    running.wait_for("at=error code=H28 desc=\"Client Connection Idle\"");
+    // A connection that never sends a byte is closed after the head's time, without an answer.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (answer, took) = read_all(&mut silent);
+    assert_eq!((answer.as_str(), took < Duration::from_secs(3)), ("", true), "{took:?}");
+    // A slow response (longer than both client timeouts) is served whole; then the kept-alive
+    // connection waits for its next request for the keep-alive time, and is closed.
+    let mut http = Http::connect(addr);
+    let answer = http.get("/slow?ms=2500", "");
+    assert_eq!(answer.status, 200);
+    let idle = Instant::now();
+    let mut rest = String::new();
+    http.reader.read_to_string(&mut rest).unwrap();
+    let idle = idle.elapsed();
+    assert!(rest.is_empty() && idle >= Duration::from_millis(1500) && idle < Duration::from_secs(4), "{idle:?}");
+}
+
+/// An app that answers every request with the headers it got, one per line, and hop-by-hop
+/// headers of its own: `Connection: close, X-Internal`, `X-Internal`, `Keep-Alive`,
+/// `Proxy-Connection`; it closes each connection after its answer.
+const HOP_BY_HOP_APP: &str = r#"
+import http.server, os
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args): pass
+    def do_GET(self):
+        body = "".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items()).encode()
+        self.send_response(200)
+        for name, value in [("Content-Length", str(len(body))), ("Connection", "close, X-Internal"),
+                            ("X-Internal", "secret"), ("Keep-Alive", "timeout=5"), ("Proxy-Connection", "close")]:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn hop_by_hop_headers_stop_at_the_router_both_ways_and_an_apps_close_is_its_own() {
+    let app = App::new("web: exec python3 hop.py\n");
+    app.write("hop.py", HOP_BY_HOP_APP);
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let mut http = Http::connect(addr);
+    let hop = "Connection: X-Client-Secret\r\nX-Client-Secret: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n";
+    for _ in 0..2 {
+        let answer = http.get("/", hop);
+        assert_eq!(answer.status, 200, "the client's kept-alive connection survives the app's close");
+        for name in ["connection", "x-client-secret", "keep-alive", "proxy-connection", "te"] {
+            assert!(!answer.body.contains(&format!("\n{name}:")), "{name} reached the app:\n{}", answer.body);
+        }
+        for name in ["connection", "x-internal", "keep-alive", "proxy-connection"] {
+            assert!(!answer.headers.contains_key(name), "{name} reached the client: {:?}", answer.headers);
+        }
+    }
+}
+
+#[test]
+fn a_bad_host_gets_400_and_stays_out_of_the_log_and_a_bad_request_id_is_replaced() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    for head in ["Host: evil host", "Host: evil\"host", "Host: a.test\r\nHost: b.test"] {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(format!("GET / HTTP/1.1\r\n{head}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{head:?}: {answer}");
+        let line = running.wait_for("at=error code=H25 desc=\"Bad Host header\"");
+        assert!(line.contains(" host=- ") && !line.contains("evil"), "{line}");
+        running.seen.clear();
+    }
+    let answer = Http::connect(addr).get("/headers", "X-Request-Id: id\" status=200 x=\r\n");
+    let id = answer.body.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap().to_string();
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+}
+
+/// An app that closes a connection idle for 1 s (and says nothing of it in `Keep-Alive`), 50 ms
+/// after it stopped reading from it, as a busy app does: a request sent meanwhile is lost.
+const IDLE_CLOSING_APP: &str = r#"
+import http.server, os, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 1
+    def log_message(self, *args): pass
+    def handle(self):
+        super().handle()
+        time.sleep(0.05)
+    def do_GET(self):
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn the_pool_never_races_an_apps_idle_close_over_ten_thousand_requests_at_random_gaps() {
+    use rand::Rng;
+    const CLIENTS: usize = 500;
+    const REQUESTS_EACH: usize = 20;
+    let app = App::new("web: exec python3 idle.py\n");
+    app.write("idle.py", IDLE_CLOSING_APP);
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    // Gaps about the app's 1 s: pooled connections are reused at the age it closes them.
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut http = Http::connect(addr);
+                let mut failed = Vec::new();
+                for _ in 0..REQUESTS_EACH {
+                    std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(900..1100)));
+                    let answer = http.get("/", "");
+                    if answer.status != 200 {
+                        failed.push(format!("{} {:?}", answer.status, answer.headers.get("x-procgate-code")));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        CLIENTS * REQUESTS_EACH,
+        &failed[..failed.len().min(10)]
+    );
+    assert!(!running.seen.iter().any(|l| l.contains("code=H13")), "{}", running.seen.join("\n"));
+}
+
+#[test]
+fn behind_a_trusted_load_balancer_its_forwarded_proto_and_port_are_kept() {
+    let app = web_app("");
+    app.write("procgate.toml", "[types.web]\naccept_proxy = true\ntrusted_proxies = [\"127.0.0.1/32\"]\n");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let mut http = Http::connect(addr);
+    http.reader.get_mut().write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 443\r\n").unwrap();
+    let headers = http.get("/headers", "X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n").body;
+    let lines: Vec<&str> = headers.lines().collect();
+    for kept in ["x-forwarded-proto: https", "x-forwarded-port: 443", "x-forwarded-for: 203.0.113.7"] {
+        assert!(lines.contains(&kept), "{kept}: {headers}");
+    }
 }

@@ -10,25 +10,13 @@ use common::App;
 const ALL_PASS_WEB: &str = "came_up=pass stopped_accepting=pass closed_clients=pass in_flight_request=pass \
      exited_in_time=pass exit_status=pass no_leftover_processes=pass logged_shutdown=pass";
 
-/// Where `cargo test` put the examples (the Rust samples): next to this test's `deps` directory.
-fn example(name: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: `cargo test` builds the examples (or `cargo build --examples`)",
-        path.display()
-    );
-    path.display().to_string()
-}
-
 /// The Procfile command of a sample, by language and kind (`chat` or `web`).
 fn command(language: &str, kind: &str) -> String {
     match language {
         "python" => format!("exec python3 {}", sample(&format!("python/{kind}_{}.py", server(kind)))),
         "node" => format!("exec node {}", sample(&format!("node/{kind}_{}.js", server(kind)))),
         "go" => format!("exec {}", go_binary(kind)),
-        "rust" => format!("exec {}", example(kind)),
+        "rust" => format!("exec {}", common::example(kind)),
         _ => unreachable!(),
     }
 }

@@ -49,17 +49,20 @@ fn routes(routes: &[RouteStatus]) -> String {
     if routes.is_empty() {
         return out;
     }
-    let header = ["ROUTE", "PROTOCOL", "QUEUED", "H11 (CAP)", "T429 (RATE)", "P400 (PROXY)", "CLIENTS"];
+    let header = ["ROUTE", "PROTOCOL", "QUEUED", "H11 (CAP)", "T429 (RATE)", "P400 (PROXY)", "P403 (PEER)", "CLIENTS"];
     let _ = writeln!(
         out,
-        "\n{:<12} {:<8} {:>6} {:>10} {:>11} {:>12} {:>8}",
-        header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+        "\n{:<12} {:<8} {:>6} {:>10} {:>11} {:>12} {:>11} {:>8}",
+        header[0], header[1], header[2], header[3], header[4], header[5], header[6], header[7]
     );
     for r in routes {
         let (name, protocol) = (&r.type_name, &r.protocol);
-        let (queued, cap, rate, proxy, clients) =
-            (r.queued, r.refused_by_cap, r.refused_by_rate, r.bad_proxy_headers, r.clients_tracked);
-        let _ = writeln!(out, "{name:<12} {protocol:<8} {queued:>6} {cap:>10} {rate:>11} {proxy:>12} {clients:>8}");
+        let (queued, cap, rate, proxy) = (r.queued, r.refused_by_cap, r.refused_by_rate, r.bad_proxy_headers);
+        let (peer, clients) = (r.untrusted_proxies, r.clients_tracked);
+        let _ = writeln!(
+            out,
+            "{name:<12} {protocol:<8} {queued:>6} {cap:>10} {rate:>11} {proxy:>12} {peer:>11} {clients:>8}"
+        );
     }
     out
 }

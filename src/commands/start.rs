@@ -2,12 +2,14 @@
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
 //! data plane serves.
 
-use crate::cli::{Cycle, ListenArgs, PlanArgs, StartArgs};
+use crate::cli::{Cycle, ListenArgs, OrOff, PlanArgs, StartArgs, TimeoutArgs};
 use crate::config::{tcp_url, Config, ConfigError, ReleaseSource, RouteSpec, Sources, WEB_TYPE};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
+use crate::gateway::budget::{self, Descriptors};
 use crate::gateway::clients::ClientLimits;
 use crate::gateway::route::{Limits, Policy, Route};
+use crate::gateway::timeouts::Timeouts;
 use crate::gateway::{self, Gateway, GatewaySettings};
 use crate::logs::Output;
 use crate::platform::balancer::Balancer;
@@ -15,15 +17,14 @@ use crate::platform::health::{HealthChecker, ProbeSettings};
 use crate::platform::lifecycle::Timing;
 use crate::platform::scheduler::{Cycling, Release, ReleaseLoader, Scheduler, SchedulerConfig};
 use crate::platform::spec::TypeTemplate;
+use crate::process;
 use crate::procfile::RELEASE;
+use crate::settings::TypeSettings;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Descriptors procgate keeps for itself (logs, keepers' pipes...) when counting connections.
-const RESERVED_FILES: u64 = 64;
 
 /// The default cycle jitter, as a share of the period (Heroku: 216 min of 24 h).
 const JITTER_SHARE: f64 = 0.15;
@@ -37,10 +38,14 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let (bound, listeners) = bind(&config.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
-    let routes: Vec<Arc<Route>> =
-        bound.iter().map(|r| Arc::new(Route::new(r.type_name.clone(), policy(&config, r), failures.clone()))).collect();
+    let descriptors = descriptors();
+    let route = |r: &RouteSpec| {
+        let policy = policy(&config, r, &args.timeouts);
+        Arc::new(Route::new(r.type_name.clone(), policy, descriptors.route(), failures.clone()))
+    };
+    let routes: Vec<Arc<Route>> = bound.iter().map(route).collect();
     fit_names(&config, &output);
-    let settings = gateway_settings(&args, client_budget());
+    let settings = gateway_settings(&args);
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), settings)?;
     let control_routes = routes.clone();
     let stopper = gateway.stopper();
@@ -55,6 +60,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         keeper_exe: std::env::current_exe()?,
         output,
         close_gateway: Box::new(move || stopper.stop_accepting()),
+        descriptors: descriptors.clone(),
         load_release: release_loader(&args, config.sources.root.clone(), config.base_port, bound.clone()),
     };
     tracing::info!("{}", summary(&config, &bound));
@@ -168,8 +174,8 @@ fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
     }
 }
 
-/// How a route treats its clients, from procgate.toml.
-fn policy(config: &Config, route: &RouteSpec) -> Policy {
+/// How a route treats its clients, from procgate.toml and the flags.
+fn policy(config: &Config, route: &RouteSpec, flags: &TimeoutArgs) -> Policy {
     let settings = config.sources.settings.of(&route.type_name);
     let limits = Limits {
         per_instance: settings.max_per_instance,
@@ -179,7 +185,25 @@ fn policy(config: &Config, route: &RouteSpec) -> Policy {
     };
     let clients = ClientLimits { rate: settings.rate, burst: settings.burst, max_open: settings.max_per_client };
     let proxy_protocol = settings.proxy_version();
-    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy: settings.accept_proxy.unwrap_or(false) }
+    let (accept_proxy, trusted_proxies) =
+        (settings.accepts_proxy(), settings.trusted_proxies.clone().unwrap_or_default());
+    let timeouts = timeouts(&settings, flags);
+    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy, trusted_proxies, timeouts }
+}
+
+/// A route's timeouts: the flag, else the type's key in procgate.toml, else the default.
+fn timeouts(settings: &TypeSettings, flags: &TimeoutArgs) -> Timeouts {
+    let default = Timeouts::default();
+    let off = |flag: Option<OrOff>| flag.map(|OrOff(value)| value);
+    Timeouts {
+        connect: flags.connect.or(settings.connect_timeout).unwrap_or(default.connect),
+        head: flags.head.or(settings.head_timeout).unwrap_or(default.head),
+        keepalive: flags.keepalive.or(settings.keepalive_timeout).unwrap_or(default.keepalive),
+        response: flags.response.or(settings.request_timeout).unwrap_or(default.response),
+        response_idle: flags.response_idle.or(settings.router_idle_timeout).unwrap_or(default.response_idle),
+        idle: off(flags.idle).or(settings.idle_timeout).unwrap_or(default.idle),
+        tcp_keepalive: off(flags.tcp_keepalive).or(settings.tcp_keepalive).unwrap_or(default.tcp_keepalive),
+    }
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {
@@ -191,31 +215,29 @@ fn cycling(args: &StartArgs) -> Option<Cycling> {
     }
 }
 
-/// Raises the open-files limit; returns how many clients the gateway may hold at once.
-fn client_budget() -> usize {
-    match gateway::raise_open_files_limit() {
+/// Raises the open-files limit; returns the account of descriptors the routes share.
+fn descriptors() -> Arc<Descriptors> {
+    match process::nofile::raise() {
         Ok(limit) => {
-            let connections = limit.saturating_sub(RESERVED_FILES) / 2;
-            tracing::info!("open files limit {limit}: room for about {connections} proxied connections");
-            usize::try_from(connections).unwrap_or(usize::MAX)
+            let descriptors = Descriptors::new(usize::try_from(limit).unwrap_or(usize::MAX));
+            let (room, less) = (descriptors.room(), budget::PER_INSTANCE / 2);
+            tracing::info!(
+                "open files limit {limit}: room for about {room} proxied connections, {less} fewer per running instance"
+            );
+            descriptors
         }
         Err(err) => {
             tracing::warn!("cannot raise the open files limit: {err}");
-            usize::MAX
+            Descriptors::new(usize::MAX)
         }
     }
 }
 
-fn gateway_settings(args: &StartArgs, budget: usize) -> GatewaySettings {
+fn gateway_settings(args: &StartArgs) -> GatewaySettings {
     GatewaySettings {
         wait: args.wait,
-        connect_timeout: args.connect_timeout,
-        idle_timeout: args.idle_timeout,
         access_log: args.access_log.tcp,
-        request_timeout: args.request_timeout,
         router_log: args.access_log.web && !args.no_access_log,
-        router_idle_timeout: args.router_idle_timeout,
-        budget: gateway::budget::Budget::new(budget),
     }
 }
 

@@ -57,10 +57,10 @@ pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
         grace: args.grace,
         boot_timeout: args.boot_timeout,
         keeper_exe: std::env::current_exe()?,
-        output,
+        output: output.clone(),
     };
     // Each held connection is a descriptor here (up to 10,000 of them).
-    let _ = crate::gateway::raise_open_files_limit();
+    let _ = crate::process::nofile::raise();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let findings = runtime.block_on(shutdown::run(&scenario))?;
     let setup = Setup {
@@ -73,6 +73,8 @@ pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
         slow_path: args.slow_path.as_deref(),
     };
     let report = Report::new(&setup, &findings);
+    // The app's lines come before the report.
+    output.flush(std::time::Duration::from_secs(2));
     match args.json {
         true => println!("{}", serde_json::to_string_pretty(&report)?),
         false => print!("{}", report.text()),

@@ -62,6 +62,9 @@ pub struct RouteStatus {
     pub refused_by_rate: u64,
     /// Closed for a bad PROXY header (P400).
     pub bad_proxy_headers: u64,
+    /// Closed because the peer is not in `trusted_proxies` (P403).
+    #[serde(default)]
+    pub untrusted_proxies: u64,
     /// Client addresses the per-client limits track now (bounded).
     pub clients_tracked: usize,
 }

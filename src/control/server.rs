@@ -158,6 +158,7 @@ fn route_status(route: &Route) -> RouteStatus {
         refused_by_cap: count(&route.refused.by_cap),
         refused_by_rate: count(&route.refused.by_rate),
         bad_proxy_headers: count(&route.refused.bad_proxy_header),
+        untrusted_proxies: count(&route.refused.untrusted_proxy),
         clients_tracked: route.clients.tracked(),
     }
 }

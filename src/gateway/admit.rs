@@ -1,5 +1,6 @@
-//! Letting a client in, before any instance is picked: read the PROXY header when the route
-//! expects one (a load balancer in front), then apply the per-client limits to the real address.
+//! Letting a client in, before any instance is picked: when the route expects a PROXY header (a
+//! load balancer in front), refuse peers that are not trusted to send one and read it from those
+//! that are, then apply the per-client limits to the real address.
 
 use super::clients::{ClientSlot, Refusal};
 use super::proxy_protocol::read_header;
@@ -13,12 +14,38 @@ use tokio::net::TcpStream;
 /// How long a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Untrusted peers refused between two log lines about them (anyone may connect, so a line
+/// each could flood the log).
+const UNTRUSTED_LOG_EVERY: u64 = 1000;
+
 /// A client let in: its real address, client bytes read past its PROXY header, and its place
 /// under the per-client limits (held for the connection's life).
 pub struct Admitted {
+    /// The client: the PROXY header's source when a load balancer sent one, else the peer.
     pub client: SocketAddr,
+    /// The address the client connected to, from the load balancer's PROXY header (its own
+    /// address and port); `None` without one (the listener's address is the destination then).
+    pub destination: Option<SocketAddr>,
+    /// The connection came from a peer in `trusted_proxies` that sent a PROXY header: what that
+    /// load balancer says of the client (e.g. `X-Forwarded-Proto`, `X-Forwarded-Port`) is
+    /// believed, not replaced.
+    pub trusted_proxy: bool,
     pub rest: Vec<u8>,
     _slot: ClientSlot,
+}
+
+impl Admitted {
+    /// The client and the address it connected to, when a load balancer's header said it.
+    pub fn addrs(&self) -> (SocketAddr, Option<SocketAddr>) {
+        (self.client, self.destination)
+    }
+}
+
+/// What a route's PROXY handling made of a connection, before the per-client limits.
+struct Introduced {
+    client: SocketAddr,
+    destination: Option<SocketAddr>,
+    rest: Vec<u8>,
 }
 
 /// Admits the client on `stream` (from `peer`), or counts and logs why not; `None` closes it.
@@ -28,19 +55,13 @@ pub async fn admit(
     route: &Route,
     settings: &GatewaySettings,
 ) -> Option<Admitted> {
-    let (client, rest) = match route.policy.accept_proxy {
-        false => (peer, Vec::new()),
-        true => match read_header(stream, PROXY_HEADER_TIMEOUT).await {
-            Ok(received) => (received.source.unwrap_or(peer), received.rest),
-            Err(err) => {
-                route.refused.bad_proxy_header.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("P400 bad PROXY header from {peer} on the {} route: {err}; closed", route.type_name);
-                return None;
-            }
-        },
+    let introduced = match route.policy.accept_proxy {
+        false => Introduced { client: peer, destination: None, rest: Vec::new() },
+        true => through_proxy(stream, peer, route).await?,
     };
+    let Introduced { client, destination, rest } = introduced;
     match route.clients.admit(client.ip(), Instant::now()) {
-        Ok(slot) => Some(Admitted { client, rest, _slot: slot }),
+        Ok(slot) => Some(Admitted { client, destination, trusted_proxy: route.policy.accept_proxy, rest, _slot: slot }),
         Err(refusal) => {
             route.refused.by_rate.fetch_add(1, Ordering::Relaxed);
             if settings.access_log {
@@ -50,6 +71,34 @@ pub async fn admit(
                 };
                 tracing::info!("T429 too many connections: {client} {why} on the {} route; closed", route.type_name);
             }
+            None
+        }
+    }
+}
+
+/// Reads the PROXY header of a trusted load balancer; refuses (P403) a peer not in
+/// `trusted_proxies` before reading anything, and (P400) a trusted one without a valid header.
+async fn through_proxy(stream: &mut TcpStream, peer: SocketAddr, route: &Route) -> Option<Introduced> {
+    if !route.policy.trusts(peer.ip()) {
+        let refused = route.refused.untrusted_proxy.fetch_add(1, Ordering::Relaxed);
+        if refused % UNTRUSTED_LOG_EVERY == 0 {
+            tracing::warn!(
+                "P403 untrusted peer {peer} on the {} route: not in trusted_proxies; closed ({} so far)",
+                route.type_name,
+                refused + 1
+            );
+        }
+        return None;
+    }
+    match read_header(stream, PROXY_HEADER_TIMEOUT).await {
+        Ok(received) => Some(Introduced {
+            client: received.source.unwrap_or(peer),
+            destination: received.destination,
+            rest: received.rest,
+        }),
+        Err(err) => {
+            route.refused.bad_proxy_header.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("P400 bad PROXY header from {peer} on the {} route: {err}; closed", route.type_name);
             None
         }
     }

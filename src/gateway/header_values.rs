@@ -24,9 +24,10 @@ pub fn address(ip: IpAddr) -> HeaderValue {
 }
 
 /// `text` as a header value whose clones share it without allocating (a value made from a
-/// `Vec` allocates again at its first clone, and the router clones each of these once).
+/// `Vec` allocates again at its first clone, and the router clones each of these once). The
+/// callers write ASCII digits, dots, colons and hex; anything else would read as `-`.
 fn shared<T: AsRef<[u8]> + Send + 'static>(text: T) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).expect("written as ASCII")
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn push_decimal(text: &mut Vec<u8>, n: u8) {

@@ -6,10 +6,11 @@
 use super::admit::admit;
 use super::assign::{assign, Unassigned};
 use super::budget::Place;
+use super::client_stream::{ClientClock, ClientStream, Due};
 use super::header_values;
 use super::pool;
-use super::proxy_protocol::Prefixed;
 use super::route::{Backend, OpenConnection, Route};
+use super::timeouts::Timeouts;
 use super::GatewaySettings;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -31,7 +32,7 @@ use tokio::time::Instant;
 /// Headers that concern one hop only and are not forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
     header::TE,
     header::TRAILER,
@@ -42,6 +43,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// The most a connection's read buffer grows to, client or instance side. hyper's default
 /// (about 400 KiB) kept that much for each pooled connection that once carried a large body:
@@ -63,6 +65,12 @@ struct Client {
     /// listener), as header values.
     address: HeaderValue,
     port: HeaderValue,
+    clock: Arc<ClientClock>,
+    /// Its place in the route's descriptor budget, held as long as the connection (an upgraded
+    /// one's tunnel included).
+    _place: Place,
+    /// It came through a trusted load balancer, whose `X-Forwarded-Proto` and `-Port` are kept.
+    trusted_proxy: bool,
 }
 
 /// Accepts clients on `listener` until `shutdown` flips; each connection gets its own task.
@@ -78,7 +86,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Over the descriptor budget the client is closed at once (dropped).
-                    if let Some(place) = settings.budget.enter() {
+                    if let Some(place) = route.budget.enter(&route.type_name) {
                         tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
                     }
                 }
@@ -98,12 +106,19 @@ async fn connection(
     port: HeaderValue,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
-    _place: Place,
+    place: Place,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
-    let io = TokioIo::new(Prefixed::new(std::mem::take(&mut admitted.rest), stream));
+    let clock = Arc::new(ClientClock::new());
+    let io = TokioIo::new(ClientStream::new(std::mem::take(&mut admitted.rest), stream, clock.clone()));
     let address = header_values::address(admitted.client.ip());
-    let client = Arc::new(Client { peer: admitted.client, route, settings, address, port });
+    let timeouts = route.policy.timeouts;
+    // Behind a load balancer the port is the one its client connected to.
+    let port = admitted.destination.map_or(port, |to| HeaderValue::from(to.port()));
+    let trusted_proxy = admitted.trusted_proxy;
+    let peer = admitted.client;
+    let client = Client { peer, route, settings, address, port, clock: clock.clone(), _place: place, trusted_proxy };
+    let client = Arc::new(client);
     // Boxed: hyper moves the service's future around, and `proxy`'s is a few kilobytes.
     let service = hyper::service::service_fn(move |request| Box::pin(proxy(request, client.clone())));
     // Boxed: hyper's connection state is large, and the task's future is moved as it is spawned.
@@ -111,9 +126,40 @@ async fn connection(
         .keep_alive(true)
         .max_buf_size(MAX_BUFFER)
         .serve_connection(io, service);
-    let _ = Box::pin(serving.with_upgrades()).await;
+    watch(Box::pin(serving.with_upgrades()), &clock, &timeouts, admitted.client).await;
     drop(admitted);
 }
+
+/// Serves the connection until it ends or its clock says a client timeout passed: a request
+/// head that took too long is answered `408` (the stream writes it at hyper's next read) and
+/// logged `H28`; a connection idle too long is closed.
+async fn watch(mut serving: impl Future + Unpin, clock: &ClientClock, timeouts: &Timeouts, peer: SocketAddr) {
+    let timer = tokio::time::sleep(timeouts.head);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut serving => return,
+            () = &mut timer => match clock.due(Instant::now(), timeouts) {
+                Due::At(at) => timer.as_mut().reset(at),
+                Due::Idle => return,
+                Due::Head => {
+                    let waited = timeouts.head.as_millis();
+                    tracing::warn!(
+                        "at=error code=H28 desc=\"Client Connection Idle\" method=- path=\"-\" host=- request_id=- fwd=\"{}\" dyno=- connect=0ms service={waited}ms status=408 bytes=0 protocol=http",
+                        peer.ip()
+                    );
+                    clock.expire();
+                    // hyper reads again at once and ends; the timer only bounds a stuck write.
+                    timer.as_mut().reset(Instant::now() + EXPIRED_GRACE);
+                }
+            },
+        }
+    }
+}
+
+/// How long a connection whose head timed out may take to end after its `408`.
+const EXPIRED_GRACE: Duration = Duration::from_secs(1);
 
 /// What the router log line tells of a request (cheap clones of the request's parts: the
 /// text is only made when a line is written).
@@ -144,7 +190,18 @@ impl Line {
     }
 }
 
-async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Response<RouterBody>, Infallible> {
+/// One request: the clock counts it as served until its response is done (the `Logged` body's
+/// end, or at once for the router's own short answers).
+async fn proxy(request: Request<Incoming>, client: Arc<Client>) -> Result<Response<RouterBody>, Infallible> {
+    client.clock.request_started();
+    let response = forward(request, &client).await;
+    if matches!(response.body(), Either::Right(_)) {
+        client.clock.request_done();
+    }
+    Ok(response)
+}
+
+async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Response<RouterBody> {
     let started = Instant::now();
     let mut line = Line {
         method: request.method().clone(),
@@ -156,73 +213,123 @@ async fn proxy(mut request: Request<Incoming>, client: Arc<Client>) -> Result<Re
         connect: Duration::ZERO,
         started,
     };
+    if !valid_host(request.headers()) {
+        line.host = None;
+        return error_page(&line, StatusCode::BAD_REQUEST, "H25", "Bad Host header");
+    }
     let upgrade = is_upgrade(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    forward_headers(&mut request, &client, &line.request_id, upgrade);
-    let settings = &client.settings;
-    let get_sender = |backend: Arc<Backend>| pool::sender(backend.addr, settings.connect_timeout, upgrade);
+    forward_headers(&mut request, client, &line.request_id, upgrade);
+    let (settings, timeouts) = (&client.settings, &client.route.policy.timeouts);
+    let get_sender = |backend: Arc<Backend>| pool::sender(backend.addr, timeouts.connect, upgrade);
     let (open, mut sender) = match assign(&client.route, settings.wait, get_sender, std::future::pending()).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance | Unassigned::Abandoned) => {
-            return Ok(error_page(&line, "H10", "App not available"))
+            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H10", "App not available")
         }
         Err(Unassigned::BacklogFull) => {
             client.route.refused.by_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(error_page(&line, "H11", "Backlog too deep"));
+            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H11", "Backlog too deep");
         }
     };
     line.dyno = Some(open.0.clone());
     line.connect = started.elapsed();
-    let sending = send(&mut sender, request, open.0.addr, settings.connect_timeout);
-    let sent = tokio::time::timeout(settings.request_timeout, sending).await;
+    let sending = send(&mut sender, request, open.0.addr, timeouts.connect);
+    let sent = tokio::time::timeout(timeouts.response, sending).await;
     let mut response = match sent {
-        Err(_) => return Ok(error_page(&line, "H12", "Request timeout")),
-        Ok(Err(_)) => return Ok(error_page(&line, "H13", "Connection closed without response")),
+        Err(_) => return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H12", "Request timeout"),
+        Ok(Err(_)) => {
+            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H13", "Connection closed without response")
+        }
         Ok(Ok(response)) => response,
     };
-    match client_upgrade.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS) {
-        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open),
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let idle_limit = pool::idle_limit(response.headers().get(KEEP_ALIVE).map(HeaderValue::as_bytes));
+    strip_hop_by_hop(response.headers_mut(), upgrade && switching);
+    match client_upgrade.filter(|_| switching) {
+        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open, client.clone()),
         None => {
             let (parts, body) = response.into_parts();
-            let (status, log, window) = (parts.status.as_u16(), settings.router_log, settings.router_idle_timeout);
-            let pooled = Some((open.0.addr, sender));
-            let logged = Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None, pooled };
-            return Ok(Response::from_parts(parts, Either::Left(logged)));
+            let (status, log, window) = (parts.status.as_u16(), settings.router_log, timeouts.response_idle);
+            let pooled = Some((open.0.addr, sender.sender, idle_limit));
+            let clock = client.clock.clone();
+            let logged =
+                Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None, pooled, clock };
+            return Response::from_parts(parts, Either::Left(logged));
         }
     }
     if settings.router_log {
         tracing::info!("at=info {}", line.format(101, 0));
     }
     let (parts, _) = response.into_parts();
-    Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))))
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
 /// The longest `X-Request-Id` kept from a client.
 const MAX_REQUEST_ID: usize = 200;
 
-/// The client's `X-Request-Id` among `headers`, or a new one (32 random hex digits).
+/// The client's `X-Request-Id` among `headers` when it is 1 to 200 characters of
+/// `[A-Za-z0-9+/=._:-]` (it goes into the log line and the error page as is), or a new one (32
+/// random hex digits).
 fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
-    let given = headers.get(X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID);
+    let id_byte = |b: &u8| b.is_ascii_alphanumeric() || b"+/=._:-".contains(b);
+    let given = headers.get(X_REQUEST_ID);
+    let given = given.filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.as_bytes().iter().all(id_byte));
     given.cloned().unwrap_or_else(header_values::new_request_id)
 }
 
-/// Sends the request; when a pooled connection turns out closed before the request left, it
-/// goes once more on a new connection (nothing was sent, so it is safe).
+/// At most one `Host`, made of what a host and port may hold (RFC 3986 §3.2.2): no space, quote
+/// or control byte reaches the instance or the log line (RFC 9112 §3.2: else `400`).
+fn valid_host(headers: &hyper::HeaderMap) -> bool {
+    let host_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.as_bytes().iter().all(host_byte),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// A pooled connection idle at least this long may have been closed by its app as the request
+/// went (an app's idle timer is a second or more): an idempotent request on it keeps a copy to
+/// send again. Below it (a busy pool) no copy is made.
+const REPLAY_AFTER: Duration = Duration::from_millis(100);
+
+/// Sends the request. When a pooled connection fails it, the request goes once more on a new
+/// connection if that is safe: it never left, or it is idempotent, has no body and got no
+/// answer (the app closed the idle connection as it went; RFC 9110 §9.2.2).
 async fn send(
-    sender: &mut pool::Sender,
+    pooled: &mut pool::Pooled,
     request: Request<Incoming>,
     addr: SocketAddr,
     timeout: Duration,
 ) -> hyper::Result<Response<Incoming>> {
-    let mut failed = match sender.try_send_request(request).await {
+    let replay = pooled.idle_for.filter(|idle| *idle >= REPLAY_AFTER).and_then(|_| replayable(&request));
+    let mut failed = match pooled.sender.try_send_request(request.map(Either::Left)).await {
         Ok(response) => return Ok(response),
         Err(failed) => failed,
     };
-    let Some(request) = failed.take_message() else { return Err(failed.into_error()) };
+    let Some(request) = failed.take_message().or(replay) else { return Err(failed.into_error()) };
     let Some(mut fresh) = pool::connect(addr, timeout).await else { return Err(failed.into_error()) };
     let response = fresh.send_request(request).await;
-    *sender = fresh;
+    *pooled = pool::Pooled { sender: fresh, idle_for: None };
     response
+}
+
+/// A copy of an idempotent request without a body, to send again.
+fn replayable(request: &Request<Incoming>) -> Option<Request<pool::RequestBody>> {
+    use hyper::Method;
+    let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+        || matches!(*request.method(), Method::PUT | Method::DELETE);
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(Either::Right(http_body_util::Empty::new()));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
 }
 
 fn is_upgrade(request: &Request<Incoming>) -> bool {
@@ -234,23 +341,44 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
     }
 }
 
+/// Removes the headers that concern one hop only (RFC 9110 §7.6.1), in either direction: the
+/// fixed ones and every header `Connection` names; an upgrade keeps `Connection` and `Upgrade`.
+/// (An instance's `Connection: close` closes its own connection, not the client's.)
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrade: bool) {
+    // One pass over the few headers a message has is cheaper than seven lookups; without any of
+    // them there is no `Connection` either, so nothing it names.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("").split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        if !(upgrade && (name == header::CONNECTION || name == header::UPGRADE)) {
+            headers.remove(name);
+        }
+    }
+}
+
 /// Drops hop-by-hop headers (but an upgrade's) and adds the router's own.
 fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id: &HeaderValue, upgrade: bool) {
     let headers = request.headers_mut();
-    // One pass over the few headers a request has is cheaper than seven lookups.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        for name in &HOP_BY_HOP {
-            if !(upgrade && (name == header::CONNECTION || name == header::UPGRADE)) {
-                headers.remove(name);
-            }
-        }
-    }
+    strip_hop_by_hop(headers, upgrade);
     let forwarded_for = appended(headers, X_FORWARDED_FOR, &client.address);
     let via = appended(headers, header::VIA, &HeaderValue::from_static(VIA));
     headers.reserve(5);
     headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_PORT, client.port.clone());
+    // A trusted load balancer knows how its client connected (TLS ended there, say); anyone
+    // else's word is replaced.
+    if !(client.trusted_proxy && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(client.trusted_proxy && headers.contains_key(X_FORWARDED_PORT)) {
+        headers.insert(X_FORWARDED_PORT, client.port.clone());
+    }
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(header::VIA, via);
 }
@@ -275,29 +403,36 @@ fn appended(headers: &hyper::HeaderMap, name: HeaderName, value: &HeaderValue) -
     HeaderValue::from_maybe_shared(Bytes::from(list)).unwrap_or_else(|_| value.clone())
 }
 
-/// After a `101`, relays bytes between the client and the instance until both close.
-fn tunnel(client: hyper::upgrade::OnUpgrade, instance: hyper::upgrade::OnUpgrade, open: OpenConnection) {
+/// After a `101`, relays bytes between the client and the instance until both close (the
+/// client connection's budget place and instance count held meanwhile).
+fn tunnel(
+    client_side: hyper::upgrade::OnUpgrade,
+    instance: hyper::upgrade::OnUpgrade,
+    open: OpenConnection,
+    client: Arc<Client>,
+) {
     tokio::spawn(async move {
-        let (Ok(client), Ok(instance)) = tokio::join!(client, instance) else { return };
-        let (mut client, mut instance) = (TokioIo::new(client), TokioIo::new(instance));
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut instance).await;
-        drop(open);
+        let (Ok(client_side), Ok(instance)) = tokio::join!(client_side, instance) else { return };
+        let (mut client_side, mut instance) = (TokioIo::new(client_side), TokioIo::new(instance));
+        let _ = tokio::io::copy_bidirectional(&mut client_side, &mut instance).await;
+        drop((open, client));
     });
 }
 
-/// A small HTML error page with the code in a header, as Heroku's router answers (503).
-fn error_page(line: &Line, code: &str, desc: &str) -> Response<RouterBody> {
+/// A small HTML error page with the code in a header, as Heroku's router answers (503, or 400
+/// for a request the router refuses to pass on).
+fn error_page(line: &Line, status: StatusCode, code: &'static str, desc: &str) -> Response<RouterBody> {
     let html = format!(
         "<!DOCTYPE html>\n<html><head><title>Application Error</title></head><body><h1>Application Error</h1><p>{code} {desc}</p><p>Request ID: {}</p></body></html>\n",
         html_escape(line.request_id.to_str().unwrap_or("-"))
     );
     let bytes = html.len() as u64;
-    tracing::warn!("at=error code={code} desc=\"{desc}\" {}", line.format(503, bytes));
+    tracing::warn!("at=error code={code} desc=\"{desc}\" {}", line.format(status.as_u16(), bytes));
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(html))));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    headers.insert(HeaderName::from_static(CODE_HEADER), HeaderValue::from_str(code).expect("a code is ASCII"));
+    headers.insert(HeaderName::from_static(CODE_HEADER), HeaderValue::from_static(code));
     response
 }
 
@@ -329,7 +464,9 @@ struct Logged {
     /// Armed the first time the instance makes the body wait.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection it came on, back to the pool when the body is done.
-    pooled: Option<(SocketAddr, pool::Sender)>,
+    pooled: Option<(SocketAddr, pool::Sender, Duration)>,
+    /// The client connection's clock: the request is done when the body is.
+    clock: Arc<ClientClock>,
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -383,9 +520,10 @@ impl Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        self.clock.request_done();
         self.open.take();
-        if let Some((addr, sender)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
-            pool::give_back(addr, sender);
+        if let Some((addr, sender, limit)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
+            pool::give_back(addr, sender, limit);
         }
         if self.log {
             tracing::info!("at=info {}", self.line.format(self.status, self.bytes));
@@ -474,9 +612,32 @@ mod fuzz {
                 headers.append(X_REQUEST_ID, id.clone());
             }
             let got = request_id(&headers);
-            match ids.first().filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID) {
+            let id_byte = |b: &u8| b.is_ascii_alphanumeric() || b"+/=._:-".contains(b);
+            let valid =
+                |v: &&HeaderValue| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.as_bytes().iter().all(id_byte);
+            match ids.first().filter(valid) {
                 Some(kept) => prop_assert_eq!(&got, kept),
                 None => prop_assert!(got.len() == 32 && got.as_bytes().iter().all(u8::is_ascii_hexdigit)),
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[ignore]
+    fn fuzz_a_valid_host_cannot_split_the_log_line() {
+        check("valid_host", vec(value(40), 0..3), |hosts| {
+            let mut headers = hyper::HeaderMap::new();
+            for host in &hosts {
+                headers.append(header::HOST, host.clone());
+            }
+            if valid_host(&headers) {
+                prop_assert!(hosts.len() <= 1, "{hosts:?}");
+                let text = hosts.first().map_or(&b""[..], HeaderValue::as_bytes);
+                prop_assert!(
+                    !text.iter().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || *b == b'"'),
+                    "{text:?}"
+                );
             }
             Ok(())
         });
@@ -507,7 +668,7 @@ mod fuzz {
             prop_assert!(text.contains(&format!("host={} ", shown_host.as_deref().unwrap_or("-"))), "{text}");
             prop_assert!(!text.contains(['\r', '\n']), "{text}");
             prop_assert!(text.ends_with(" status=200 bytes=7 protocol=http"), "{text}");
-            let page = error_page(&line, "H10", "App not available");
+            let page = error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H10", "App not available");
             prop_assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
             prop_assert_eq!(page.headers().get(CODE_HEADER).map(HeaderValue::as_bytes), Some(&b"H10"[..]));
             Ok(())

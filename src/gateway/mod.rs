@@ -7,6 +7,7 @@
 pub mod admit;
 pub mod assign;
 pub mod budget;
+pub mod client_stream;
 pub mod clients;
 pub mod header_values;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
 pub mod tcp;
+pub mod timeouts;
 
 use route::Route;
 use std::net::SocketAddr;
@@ -28,20 +30,10 @@ use tokio::sync::watch;
 pub struct GatewaySettings {
     /// How long an accepted client waits for a healthy instance before H10.
     pub wait: Duration,
-    /// How long a connect to an instance may take before another is tried.
-    pub connect_timeout: Duration,
-    /// Close connections with no traffic either way for this long (off by default).
-    pub idle_timeout: Option<Duration>,
     /// Log `202`/`203` per TCP connection.
     pub access_log: bool,
-    /// How long the HTTP router waits for an instance's response headers before H12.
-    pub request_timeout: Duration,
     /// Log Heroku's router line per HTTP request.
     pub router_log: bool,
-    /// How long an instance may send nothing in the middle of a response before H15.
-    pub router_idle_timeout: Duration,
-    /// The clients held at once over every route, from the open-files limit.
-    pub budget: Arc<budget::Budget>,
 }
 
 /// The running data plane; dropping it stops accepting (the threads end with the process).
@@ -79,8 +71,9 @@ impl Gateway {
         let (shutdown, _) = watch::channel(false);
         let settings = Arc::new(settings);
         for (index, listeners) in per_thread.into_iter().enumerate() {
-            for (_, listener) in &listeners {
+            for (route, listener) in &listeners {
                 listener.set_nonblocking(true)?;
+                keep_clients_alive(listener, route.policy.timeouts.tcp_keepalive)?;
             }
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (settings, stop) = (settings.clone(), shutdown.subscribe());
@@ -148,14 +141,18 @@ fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(fd))
 }
 
-/// Raises the soft open-files limit to the hard limit; returns the new limit.
-pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    }
-    Ok(hard)
+/// Sets TCP keepalive probes on a listening socket, which the clients it accepts inherit
+/// (Linux): no system call per client. Instances need none: they are local processes, whose
+/// sockets the kernel closes when they die and answers probes for while they live.
+fn keep_clients_alive(listener: &std::net::TcpListener, idle: Option<Duration>) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let Some(idle) = idle else { return Ok(()) };
+    let seconds = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
+    setsockopt(listener, sockopt::KeepAlive, &true)?;
+    setsockopt(listener, sockopt::TcpKeepIdle, &seconds(idle))?;
+    setsockopt(listener, sockopt::TcpKeepInterval, &seconds(timeouts::KEEPALIVE_INTERVAL))?;
+    setsockopt(listener, sockopt::TcpKeepCount, &timeouts::KEEPALIVE_PROBES)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -168,5 +165,18 @@ mod tests {
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert!(accepted.nodelay().unwrap(), "the gateway and the router no longer set it per client");
+    }
+
+    #[test]
+    fn accepted_clients_have_keepalive_probes_from_the_listener() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        keep_clients_alive(&listener, Some(Duration::from_secs(60))).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(getsockopt(&accepted, sockopt::KeepAlive).unwrap());
+        assert_eq!(getsockopt(&accepted, sockopt::TcpKeepIdle).unwrap(), 60);
+        assert_eq!(getsockopt(&accepted, sockopt::TcpKeepInterval).unwrap(), 10);
+        assert_eq!(getsockopt(&accepted, sockopt::TcpKeepCount).unwrap(), 6);
     }
 }

@@ -1,29 +1,71 @@
 //! The router's idle connections to instances, per data-plane thread and instance address:
 //! a request takes a ready one or opens a new one, and gives it back when its response is done.
-//! Once a second each thread sweeps its pool: connections the instance closed are dropped, and
-//! those idle for `IDLE_LIMIT` are closed, so an instance is not held open by a router that no
-//! longer needs them (Heroku's router keeps idle connections 90 s).
+//!
+//! An app closes its idle connections after a time of its own (gunicorn 2 s, Node 5 s); a
+//! request sent on one just as the app closes it fails. So a connection is reused only within
+//! its idle limit: what the app said in `Keep-Alive: timeout=N` (less a second), else
+//! `DEFAULT_IDLE_LIMIT`, below the common apps' own. Once a second each thread sweeps its pool:
+//! connections the instance closed or past their limit are dropped. (The request that still
+//! loses the race is retried by the router when that is safe: `http::send`.)
 
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a connection may stay idle in the pool.
-pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// How long a connection may stay idle in the pool when its app did not say.
+pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(1);
+/// The longest idle limit an app's `Keep-Alive: timeout=` may set.
+pub const MAX_IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// What is taken off an app's `Keep-Alive: timeout=`, so the router stops reusing a
+/// connection before the app closes it.
+const MARGIN: Duration = Duration::from_secs(1);
 /// How often each thread sweeps its pool.
 pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
+/// A request's body on its way to an instance: the client's, or none (a request sent again).
+pub type RequestBody = Either<Incoming, Empty<Bytes>>;
+
 /// A connection to an instance that carries one request at a time.
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<RequestBody>;
+
+/// A connection for a request: taken from the pool (with how long it sat idle) or new.
+pub struct Pooled {
+    pub sender: Sender,
+    pub idle_for: Option<Duration>,
+}
 
 struct Idle {
     sender: Sender,
     since: Instant,
+    limit: Duration,
+}
+
+impl Idle {
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= self.limit
+    }
+}
+
+/// The idle limit of a connection whose last response carried `keep_alive` (the value of
+/// its `Keep-Alive` header, `timeout=5, max=100`): the app's timeout less a second.
+pub fn idle_limit(keep_alive: Option<&[u8]>) -> Duration {
+    let timeout = keep_alive.and_then(|value| {
+        let text = std::str::from_utf8(value).ok()?;
+        let seconds = text.split(',').find_map(|part| part.trim().strip_prefix("timeout="))?;
+        seconds.trim().parse::<u64>().ok()
+    });
+    match timeout {
+        Some(seconds) => Duration::from_secs(seconds).saturating_sub(MARGIN).min(MAX_IDLE_LIMIT),
+        None => DEFAULT_IDLE_LIMIT,
+    }
 }
 
 /// Idle connections per instance address. A list, not a hash map: a type has few instances,
@@ -34,19 +76,34 @@ thread_local! {
     static POOL: RefCell<Pool> = const { RefCell::new(Vec::new()) };
 }
 
+/// Idle connections in every thread's pool (descriptors the budget sets aside).
+static IDLE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many connections wait in the pools of all threads.
+pub fn idle_count() -> usize {
+    IDLE.load(Ordering::Relaxed)
+}
+
+/// Drops the entry at `index` of `idle`, counting it out.
+fn remove(idle: &mut Vec<Idle>, index: usize) -> Idle {
+    IDLE.fetch_sub(1, Ordering::Relaxed);
+    idle.swap_remove(index)
+}
+
 /// The idle connections to `addr` in `pool`, if any.
 fn idle_to(pool: &mut Pool, addr: SocketAddr) -> Option<&mut Vec<Idle>> {
     pool.iter_mut().find(|(to, _)| *to == addr).map(|(_, idle)| idle)
 }
 
 /// An idle connection to `addr`, or a new one (always a new one for an upgrade, which keeps it).
-pub async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Option<Sender> {
+pub async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Option<Pooled> {
     if !upgrade {
         if let Some(pooled) = take(addr).await {
             return Some(pooled);
         }
     }
-    connect(addr, timeout).await
+    let sender = connect(addr, timeout).await?;
+    Some(Pooled { sender, idle_for: None })
 }
 
 /// A new connection to `addr`, driven by a task of its own.
@@ -61,18 +118,26 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Option<Sender> {
     Some(sender)
 }
 
-/// A pooled connection to `addr` that is ready for a request; closed ones are dropped, busy
-/// ones (their last response still finishing) stay.
-async fn take(addr: SocketAddr) -> Option<Sender> {
+/// A pooled connection to `addr` that is ready for a request, within its idle limit; closed
+/// and expired ones are dropped, busy ones (their last response still finishing) stay.
+async fn take(addr: SocketAddr) -> Option<Pooled> {
+    let now = Instant::now();
     std::future::poll_fn(|cx| {
         Poll::Ready(POOL.with_borrow_mut(|pool| {
             let idle = idle_to(pool, addr)?;
             let mut index = idle.len();
             while index > 0 {
                 index -= 1;
+                if idle[index].expired(now) {
+                    drop(remove(idle, index));
+                    continue;
+                }
                 match idle[index].sender.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => return Some(idle.swap_remove(index).sender),
-                    Poll::Ready(Err(_)) => drop(idle.swap_remove(index)),
+                    Poll::Ready(Ok(())) => {
+                        let Idle { sender, since, .. } = remove(idle, index);
+                        return Some(Pooled { sender, idle_for: Some(now.saturating_duration_since(since)) });
+                    }
+                    Poll::Ready(Err(_)) => drop(remove(idle, index)),
                     Poll::Pending => {}
                 }
             }
@@ -82,20 +147,23 @@ async fn take(addr: SocketAddr) -> Option<Sender> {
     .await
 }
 
-/// Puts a connection back in the pool (its response is done).
-pub fn give_back(addr: SocketAddr, sender: Sender) {
-    let conn = Idle { sender, since: Instant::now() };
+/// Puts a connection back in the pool (its response is done) for at most `limit` idle.
+pub fn give_back(addr: SocketAddr, sender: Sender, limit: Duration) {
+    let conn = Idle { sender, since: Instant::now(), limit };
+    IDLE.fetch_add(1, Ordering::Relaxed);
     POOL.with_borrow_mut(|pool| match idle_to(pool, addr) {
         Some(idle) => idle.push(conn),
         None => pool.push((addr, vec![conn])),
     });
 }
 
-/// Drops this thread's pooled connections that are closed or idle since `IDLE_LIMIT` before `now`.
+/// Drops this thread's pooled connections that are closed or past their idle limit at `now`.
 pub fn sweep(now: Instant) {
     POOL.with_borrow_mut(|pool| {
         for (_, idle) in pool.iter_mut() {
-            idle.retain(|conn| !conn.sender.is_closed() && now.duration_since(conn.since) < IDLE_LIMIT);
+            let before = idle.len();
+            idle.retain(|conn| !conn.sender.is_closed() && !conn.expired(now));
+            IDLE.fetch_sub(before - idle.len(), Ordering::Relaxed);
         }
         pool.retain(|(_, idle)| !idle.is_empty());
     });
@@ -122,16 +190,26 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    #[test]
+    fn the_idle_limit_is_the_apps_keep_alive_less_a_second_or_the_default() {
+        assert_eq!(idle_limit(Some(b"timeout=5")), Duration::from_secs(4));
+        assert_eq!(idle_limit(Some(b"max=100, timeout=2")), Duration::from_secs(1));
+        assert_eq!(idle_limit(Some(b"timeout=1")), Duration::ZERO, "never reused");
+        assert_eq!(idle_limit(Some(b"timeout=99999999999")), MAX_IDLE_LIMIT);
+        assert_eq!(idle_limit(Some(b"timeout=soon")), DEFAULT_IDLE_LIMIT);
+        assert_eq!(idle_limit(None), DEFAULT_IDLE_LIMIT);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn idle_connections_are_closed_after_the_limit_and_closed_ones_at_once() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let first = connect(addr, Duration::from_secs(1)).await.unwrap();
         let (mut instance_side, _) = listener.accept().await.unwrap();
-        give_back(addr, first);
-        sweep(Instant::now() + IDLE_LIMIT - Duration::from_secs(1));
+        give_back(addr, first, MAX_IDLE_LIMIT);
+        sweep(Instant::now() + MAX_IDLE_LIMIT - Duration::from_secs(1));
         assert_eq!(pooled(addr), 1, "kept while under the limit");
-        sweep(Instant::now() + IDLE_LIMIT);
+        sweep(Instant::now() + MAX_IDLE_LIMIT);
         assert_eq!(pooled(addr), 0, "dropped at the limit");
         let mut rest = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), instance_side.read_to_end(&mut rest)).await;
@@ -139,7 +217,7 @@ mod tests {
 
         let second = connect(addr, Duration::from_secs(1)).await.unwrap();
         let (instance_side, _) = listener.accept().await.unwrap();
-        give_back(addr, second);
+        give_back(addr, second, DEFAULT_IDLE_LIMIT);
         drop(instance_side);
         let closed = async {
             while POOL.with_borrow_mut(|pool| {

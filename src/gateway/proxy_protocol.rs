@@ -4,9 +4,7 @@
 
 use proxy_header::{ParseConfig, ProxiedAddress, ProxyHeader};
 use serde::Deserialize;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -37,45 +35,70 @@ impl ProxyVersion {
     }
 }
 
-/// The header telling an instance that `client` connected to `gateway`. A header's two
-/// addresses share a family: when they differ (an IPv6 client on an IPv4 listener), v2 gives the
-/// IPv4 one in its IPv4-mapped IPv6 form, and v1, whose line cannot mix them, says `UNKNOWN`.
-pub fn header(version: ProxyVersion, client: SocketAddr, gateway: SocketAddr) -> Vec<u8> {
-    let (client, gateway) = match (client, gateway) {
-        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => (client, gateway),
-        _ if version == ProxyVersion::V1 => return local_header(version),
-        _ => (mapped(client), mapped(gateway)),
-    };
-    let header = ProxyHeader::with_address(ProxiedAddress::stream(client, gateway));
+/// The header telling an instance that `client` connected to `destination` (the load balancer's
+/// address from its own header, else the gateway's). Addresses of two families (an IPv6 client
+/// through a load balancer's IPv4 address, or the reverse) are written as one family: an
+/// IPv4-mapped IPv6 address as its IPv4, else, in v2, the IPv4 one as IPv4-mapped IPv6; v1 has no
+/// such form and says `PROXY UNKNOWN` (as HAProxy does). Never fails.
+pub fn header(version: ProxyVersion, client: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let pair = one_family(client, destination, version != ProxyVersion::V1);
     let mut bytes = Vec::with_capacity(64);
-    let encoded = match version {
-        ProxyVersion::V1 => header.encode_v1(&mut bytes),
-        ProxyVersion::V2 | ProxyVersion::Off => header.encode_v2(&mut bytes),
+    let encoded = match pair {
+        Some((client, destination)) => {
+            let header = ProxyHeader::with_address(ProxiedAddress::stream(client, destination));
+            match version {
+                ProxyVersion::V1 => header.encode_v1(&mut bytes),
+                ProxyVersion::V2 | ProxyVersion::Off => header.encode_v2(&mut bytes),
+            }
+        }
+        None => Err(proxy_header::Error::AddressFamilyMismatch),
     };
-    // Both versions encode a TCP pair of one family; only TLVs or UDP could fail, and there are none.
-    match encoded {
-        Ok(()) => bytes,
-        Err(_) => local_header(version),
+    if encoded.is_err() {
+        bytes.clear();
+        bytes.extend_from_slice(unknown(version));
     }
+    bytes
 }
 
-/// `addr` as IPv6: an IPv4 address in its IPv4-mapped form (`::ffff:a.b.c.d`).
-fn mapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
-        SocketAddr::V6(_) => addr,
+/// `client` and `destination` in one address family, or `None` when that takes an IPv4-mapped
+/// IPv6 address and `map` is false.
+fn one_family(client: SocketAddr, destination: SocketAddr, map: bool) -> Option<(SocketAddr, SocketAddr)> {
+    if client.is_ipv4() == destination.is_ipv4() {
+        return Some((client, destination));
+    }
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (client_v4, destination_v4) = (canonical(client), canonical(destination));
+    if client_v4.is_ipv4() == destination_v4.is_ipv4() {
+        return Some((client_v4, destination_v4));
+    }
+    let mapped = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
+        IpAddr::V6(_) => a,
+    };
+    map.then(|| (mapped(client), mapped(destination)))
+}
+
+/// v1's header without addresses: `LOCAL` for a health check, "unknown" for a client.
+const V1_UNKNOWN: &[u8] = b"PROXY UNKNOWN\r\n";
+/// v2's `LOCAL` header (command 0x20, no address).
+const V2_LOCAL: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+/// v2's `PROXY` header with `AF_UNSPEC` (command 0x21, family 0): "use the connection's addresses".
+const V2_UNSPEC: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x21\x00\x00\x00";
+
+/// A header that names no address, for a pair no header can carry.
+fn unknown(version: ProxyVersion) -> &'static [u8] {
+    match version {
+        ProxyVersion::V1 => V1_UNKNOWN,
+        ProxyVersion::V2 | ProxyVersion::Off => V2_UNSPEC,
     }
 }
 
 /// The `LOCAL` header of health checks: "this connection is procgate's own, not a client's".
 pub fn local_header(version: ProxyVersion) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(16);
-    let encoded = match version {
-        ProxyVersion::V1 => ProxyHeader::with_local().encode_v1(&mut bytes),
-        ProxyVersion::V2 | ProxyVersion::Off => ProxyHeader::with_local().encode_v2(&mut bytes),
-    };
-    encoded.expect("a LOCAL header always encodes");
-    bytes
+    match version {
+        ProxyVersion::V1 => V1_UNKNOWN.to_vec(),
+        ProxyVersion::V2 | ProxyVersion::Off => V2_LOCAL.to_vec(),
+    }
 }
 
 /// Why a client's PROXY header was refused.
@@ -92,6 +115,8 @@ pub enum BadHeader {
 pub struct Received {
     /// The client address it names (`None` for a `LOCAL` header, e.g. the balancer's own check).
     pub source: Option<SocketAddr>,
+    /// The address the client connected to (the load balancer's), `None` with `source`.
+    pub destination: Option<SocketAddr>,
     /// Client data that arrived with the header: to be passed on before anything else.
     pub rest: Vec<u8>,
 }
@@ -121,70 +146,18 @@ pub fn parse_header(buffer: &[u8]) -> Result<Option<Received>, BadHeader> {
     let seen = if v1 { &buffer[..buffer.len().min(MAX_V1)] } else { buffer };
     match ProxyHeader::parse(seen, ParseConfig { include_tlvs: false, ..ParseConfig::default() }) {
         Ok((header, used)) => {
-            let source = header.proxied_address().map(|a| a.source);
-            Ok(Some(Received { source, rest: buffer[used..].to_vec() }))
+            let (source, destination) = match header.proxied_address() {
+                Some(address) => (Some(address.source), Some(address.destination)),
+                None => (None, None),
+            };
+            let rest = buffer.get(used..).unwrap_or_default().to_vec();
+            Ok(Some(Received { source, destination, rest }))
         }
         Err(proxy_header::Error::BufferTooShort) if buffer.len() < MAX_HEADER => Ok(None),
         Err(proxy_header::Error::BufferTooShort) => {
             Err(BadHeader::Invalid(format!("no complete PROXY header in the first {MAX_HEADER} bytes")))
         }
         Err(err) => Err(BadHeader::Invalid(err.to_string())),
-    }
-}
-
-/// A router client's stream: yields `prefix` (the data read with a header) before the stream's
-/// own bytes, and skips the `shutdown` call once the client has closed its side: closing the
-/// socket then sends the same FIN (nothing unread can turn it into a reset), one system call
-/// less per connection.
-pub struct Prefixed {
-    prefix: Vec<u8>,
-    read: usize,
-    client_closed: bool,
-    pub stream: TcpStream,
-}
-
-impl Prefixed {
-    pub fn new(prefix: Vec<u8>, stream: TcpStream) -> Prefixed {
-        Prefixed { prefix, read: 0, client_closed: false, stream }
-    }
-}
-
-impl tokio::io::AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.read < self.prefix.len() {
-            let take = (self.prefix.len() - self.read).min(buf.remaining());
-            let start = self.read;
-            buf.put_slice(&self.prefix[start..start + take]);
-            self.read += take;
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() == before && buf.remaining() > 0 {
-            self.client_closed = true;
-        }
-        read
-    }
-}
-
-impl tokio::io::AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.client_closed {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -202,16 +175,33 @@ mod tests {
         assert_eq!(local_header(ProxyVersion::V1), b"PROXY UNKNOWN\r\n");
     }
 
+    fn parsed(bytes: &[u8]) -> Option<ProxiedAddress> {
+        let (header, used) = ProxyHeader::parse(bytes, ParseConfig::default()).unwrap();
+        assert_eq!(used, bytes.len());
+        header.proxied_address().cloned()
+    }
+
     #[test]
-    fn mixed_families_give_a_valid_header() {
-        let (v4, v6): (SocketAddr, SocketAddr) =
-            ("10.1.2.3:5555".parse().unwrap(), "[2001:db8::1]:443".parse().unwrap());
-        assert_eq!(header(ProxyVersion::V1, v6, v4), b"PROXY UNKNOWN\r\n");
-        assert_eq!(header(ProxyVersion::V1, v4, v6), b"PROXY UNKNOWN\r\n");
-        let received = parse_header(&header(ProxyVersion::V2, v4, v6)).unwrap().unwrap();
-        assert_eq!(received.source, Some("[::ffff:10.1.2.3]:5555".parse().unwrap()));
-        let received = parse_header(&header(ProxyVersion::V2, v6, v4)).unwrap().unwrap();
-        assert_eq!(received.source, Some(v6));
+    fn two_address_families_make_one_valid_header() {
+        let (v6, v4): (SocketAddr, SocketAddr) =
+            ("[2001:db8::1]:1234".parse().unwrap(), "127.0.0.1:20003".parse().unwrap());
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:20003".parse().unwrap();
+        assert_eq!(parsed(&header(ProxyVersion::V2, v6, v4)), Some(ProxiedAddress::stream(v6, mapped)));
+        assert_eq!(parsed(&header(ProxyVersion::V2, v4, v6)), Some(ProxiedAddress::stream(mapped, v6)), "the reverse");
+        assert_eq!(header(ProxyVersion::V1, v6, v4), b"PROXY UNKNOWN\r\n", "v1 cannot carry the pair");
+        let client: SocketAddr = "[::ffff:10.1.2.3]:5555".parse().unwrap();
+        assert_eq!(header(ProxyVersion::V1, client, v4), b"PROXY TCP4 10.1.2.3 127.0.0.1 5555 20003\r\n");
+        let same: SocketAddr = "[::1]:7881".parse().unwrap();
+        assert_eq!(header(ProxyVersion::V1, v6, same), b"PROXY TCP6 2001:db8::1 ::1 1234 7881\r\n");
+    }
+
+    #[test]
+    fn the_headers_without_addresses_are_what_the_crate_reads() {
+        let mut local = Vec::new();
+        ProxyHeader::with_local().encode_v2(&mut local).unwrap();
+        assert_eq!(local_header(ProxyVersion::V2), local);
+        assert_eq!(parsed(V2_UNSPEC), None);
+        assert_eq!(parsed(V1_UNKNOWN), None);
     }
 
     #[test]
@@ -230,7 +220,10 @@ mod tests {
         assert_eq!(parse_header(&long), Err(BadHeader::Invalid("invalid PROXY header".into())));
         assert_eq!(parse_header(&long[..MAX_V1]), Err(BadHeader::Invalid("invalid PROXY header".into())));
         let short = b"PROXY UNKNOWN whatever\r\nGET /";
-        assert_eq!(parse_header(short), Ok(Some(Received { source: None, rest: b"GET /".to_vec() })));
+        assert_eq!(
+            parse_header(short),
+            Ok(Some(Received { source: None, destination: None, rest: b"GET /".to_vec() }))
+        );
     }
 
     #[tokio::test]
@@ -252,8 +245,9 @@ mod tests {
             });
             let (mut accepted, _) = listener.accept().await.unwrap();
             let received = read_header(&mut accepted, Duration::from_secs(5)).await.unwrap();
-            assert_eq!(received.source, Some(client));
-            let mut prefixed = Prefixed::new(received.rest, accepted);
+            assert_eq!((received.source, received.destination), (Some(client), Some(addr)));
+            let clock = std::sync::Arc::new(crate::gateway::client_stream::ClientClock::new());
+            let mut prefixed = crate::gateway::client_stream::ClientStream::new(received.rest, accepted, clock);
             let mut rest = [0u8; 5];
             prefixed.read_exact(&mut rest).await.unwrap();
             assert_eq!(&rest, b"hello", "{version:?}");

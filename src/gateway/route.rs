@@ -3,8 +3,9 @@
 
 use super::clients::{ClientLimits, Clients};
 use super::proxy_protocol::ProxyVersion;
+use crate::cidr::Cidr;
 use arc_swap::ArcSwap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Notify};
@@ -115,7 +116,7 @@ impl Limits {
 }
 
 /// How a route treats its clients, from procgate.toml.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     /// Served by the HTTP router, request by request (`web`).
     pub http: bool,
@@ -125,6 +126,16 @@ pub struct Policy {
     pub proxy_protocol: Option<ProxyVersion>,
     /// Clients (a load balancer) send a PROXY header first.
     pub accept_proxy: bool,
+    /// The peers that may send it (`accept_proxy`); any other is closed at once (P403).
+    pub trusted_proxies: Vec<Cidr>,
+    pub timeouts: super::timeouts::Timeouts,
+}
+
+impl Policy {
+    /// Whether `peer` may send a PROXY header.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|block| block.contains(peer))
+    }
 }
 
 /// What a route refused, for `ps`.
@@ -133,6 +144,8 @@ pub struct Refused {
     pub by_cap: AtomicU64,
     pub by_rate: AtomicU64,
     pub bad_proxy_header: AtomicU64,
+    /// Peers not in `trusted_proxies` on an `accept_proxy` route (P403).
+    pub untrusted_proxy: AtomicU64,
 }
 
 /// One routed process type: its snapshot of backends and how to wait for a new one.
@@ -142,6 +155,8 @@ pub struct Route {
     pub policy: Policy,
     pub clients: Arc<Clients>,
     pub refused: Refused,
+    /// Its clients against the descriptors it may use.
+    pub budget: Arc<super::budget::Budget>,
     backends: ArcSwap<Vec<Arc<Backend>>>,
     /// Bumped at each publication, for clients waiting for an instance.
     version: watch::Sender<u64>,
@@ -153,11 +168,17 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(type_name: String, policy: Policy, failures: mpsc::UnboundedSender<InstanceId>) -> Route {
+    pub fn new(
+        type_name: String,
+        policy: Policy,
+        budget: Arc<super::budget::Budget>,
+        failures: mpsc::UnboundedSender<InstanceId>,
+    ) -> Route {
         Route {
             type_name,
-            policy,
+            budget,
             clients: Arc::new(Clients::new(policy.clients)),
+            policy,
             refused: Refused::default(),
             queued: AtomicUsize::new(0),
             capacity: Arc::new(Capacity::default()),

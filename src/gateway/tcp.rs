@@ -32,7 +32,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
                     // Over the descriptor budget the client is closed at once (dropped).
-                    if let Some(place) = settings.budget.enter() {
+                    if let Some(place) = route.budget.enter(&route.type_name) {
                         tokio::spawn(handle(client, peer, route.clone(), settings.clone(), place));
                     }
                 }
@@ -57,7 +57,8 @@ async fn handle(
     // connection's task is only as large as the relay needs (memory per held connection).
     let Some(admitted) = Box::pin(admit(&mut client, peer, &route, &settings)).await else { return };
     let peer = admitted.client;
-    let connect = |backend: Arc<Backend>| connect(backend.addr, settings.connect_timeout);
+    let timeouts = &route.policy.timeouts;
+    let connect = |backend: Arc<Backend>| connect(backend.addr, timeouts.connect);
     let (open, mut instance) = match Box::pin(assign(&route, settings.wait, connect, gone(&client))).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance) => {
@@ -79,7 +80,7 @@ async fn handle(
             return;
         }
     };
-    let Ok(early) = introduce(&mut instance, &route, peer, &client, admitted.rest).await else { return };
+    let Ok(early) = introduce(&mut instance, &route, admitted.addrs(), &client, admitted.rest).await else { return };
     let backend = &open.0;
     if settings.access_log {
         tracing::info!("202 connection assigned {} from {peer}", backend.name);
@@ -87,7 +88,7 @@ async fn handle(
     let started = Instant::now();
     let traffic = Traffic::new();
     traffic.to_instance.store(early as u64, std::sync::atomic::Ordering::Relaxed);
-    let ending = pump::relay(&mut client, &mut instance, settings.idle_timeout, &traffic).await;
+    let ending = pump::relay(&mut client, &mut instance, timeouts.idle, &traffic).await;
     match ending {
         Ok(Ending::Reset(Side::Instance)) => pump::reset_on_close(&client),
         Ok(Ending::Reset(Side::Client)) => pump::reset_on_close(&instance),
@@ -130,7 +131,7 @@ const FIRST_WRITE: usize = 4096;
 async fn introduce(
     instance: &mut TcpStream,
     route: &Route,
-    client: SocketAddr,
+    (client, destination): (SocketAddr, Option<SocketAddr>),
     from: &TcpStream,
     rest: Vec<u8>,
 ) -> std::io::Result<usize> {
@@ -138,7 +139,7 @@ async fn introduce(
         instance.write_all(&rest).await?;
         return Ok(rest.len());
     };
-    let mut first = proxy_protocol::header(version, client, from.local_addr()?);
+    let mut first = proxy_protocol::header(version, client, destination.map_or_else(|| from.local_addr(), Ok)?);
     let header = first.len();
     first.extend_from_slice(&rest);
     if rest.is_empty() {

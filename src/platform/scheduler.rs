@@ -12,6 +12,7 @@ use super::rollout::RolloutKind;
 use super::spec::{port_for, SlotSpec, TypeTemplate};
 use crate::config::ReleaseSource;
 use crate::control::InstanceStatus;
+use crate::gateway::budget::Descriptors;
 use crate::gateway::route::Backend;
 use crate::logs::Output;
 use crate::process::output::Prefix;
@@ -57,6 +58,8 @@ pub struct SchedulerConfig {
     pub close_gateway: Box<dyn Fn()>,
     /// Reads and validates a new release for `deploy`.
     pub load_release: ReleaseLoader,
+    /// The descriptor account: each running instance costs procgate some.
+    pub descriptors: Arc<Descriptors>,
 }
 
 /// A rollout asked for while another runs.
@@ -456,9 +459,16 @@ impl Scheduler {
             },
         };
         let addr = ctx.address();
-        let on_event = move |event| addr.do_send(Notify(slot_event(slot, generation, event)));
+        let descriptors = self.config.descriptors.clone();
+        let on_event = move |event| {
+            if matches!(event, ProcessEvent::Exited(_)) {
+                descriptors.instance_gone();
+            }
+            addr.do_send(Notify(slot_event(slot, generation, event)))
+        };
         match process::spawn(launch, &self.config.keeper_exe, on_event) {
             Ok((controller, monitor)) => {
+                self.config.descriptors.instance_started();
                 self.controllers.insert(slot, controller);
                 actix::spawn(monitor);
             }

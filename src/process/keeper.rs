@@ -49,6 +49,7 @@ pub fn run(command: &[String]) -> ! {
     let tmpdir = instance_tmpdir();
     let mut app = Command::new(&command[0]);
     app.args(&command[1..]).stdin(Stdio::null()).process_group(0);
+    super::nofile::give_back(&mut app);
     if let Some(dir) = &tmpdir {
         app.env("TMPDIR", dir.path());
     }

@@ -2,6 +2,7 @@
 //! group, with its output prefixed and its end reported once the whole process tree is gone.
 
 pub mod keeper;
+pub mod nofile;
 pub mod output;
 pub mod procfs;
 pub mod protocol;
@@ -81,6 +82,9 @@ pub fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    if let Some(soft) = nofile::original() {
+        command.env(nofile::KEEPER_ENV, soft.to_string());
+    }
     let mut child = command.spawn()?;
     // The keeper's end must close here, or its end of file would never come.
     drop(command);

@@ -2,6 +2,7 @@
 //! output read line by line, free ports, process checks. Every wait has a deadline.
 #![allow(dead_code)]
 
+pub mod http_client;
 pub mod line_client;
 pub mod needs;
 pub mod shutdown;
@@ -299,6 +300,18 @@ pub fn ps(app: &App) -> procgate::control::PsReply {
     let finished = app.run(&["ps", "--json"]);
     assert_eq!(finished.code(), Some(0), "{}", finished.text());
     serde_json::from_str(&finished.lines[0]).unwrap()
+}
+
+/// Where `cargo test` put the examples (the Rust samples): next to this test's `deps` directory.
+pub fn example(name: &str) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test` builds the examples (or `cargo build --examples`)",
+        path.display()
+    );
+    path.display().to_string()
 }
 
 /// The repository root, for sample apps and procfiles.
