@@ -2,12 +2,19 @@
 //! requests: the head of each request must arrive within the route's `head` timeout (else the
 //! client gets `408` and the log `H28`), and a kept-alive connection may wait `keepalive` for its
 //! next request (then it is closed, as any server closes idle connections). While a request is
-//! served the instance's timeouts apply instead (`H12`, `H15`).
+//! served the instance's timeouts apply instead (`H12`, `H15`); an upgraded connection has none.
+//!
+//! No timer per connection: each data-plane thread keeps its clocks in a list that its
+//! housekeeping sweeps once a second ([`sweep`]); a clock past its limit wakes its stream, which
+//! answers `408` or ends at hyper's next read. The limits hold to within that second.
 
 use super::timeouts::Timeouts;
+use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
@@ -19,30 +26,56 @@ const FRESH: u8 = 0;
 const IDLE: u8 = 1;
 const HEAD: u8 = 2;
 const BUSY: u8 = 3;
+/// Past its head timeout: the stream answers `408` and ends.
 const EXPIRED: u8 = 4;
+/// Idle past its limit: the stream ends.
+const CLOSING: u8 = 5;
+/// Upgraded (a tunnel now): no client timeout.
+const DETACHED: u8 = 6;
 
-/// What the connection's watch finds when its timer fires.
+/// What is due for a clock at a given time.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Due {
-    /// Nothing yet: look again then.
-    At(Instant),
+    /// Nothing yet.
+    Nothing,
     /// Idle past its limit (or never sent a byte): close it.
     Idle,
     /// A request head started and did not finish in time: answer `408`.
     Head,
 }
 
-/// The phase of one client connection, shared by its stream, its requests and its watch.
+/// The phase of one client connection, shared by its stream, its requests and the sweep.
 pub struct ClientClock {
     epoch: Instant,
     phase: AtomicU8,
     /// When the phase began, in milliseconds from `epoch`.
     since: AtomicU64,
+    head: Duration,
+    keepalive: Duration,
+    peer: SocketAddr,
+    /// The stream's task while it waits for the client, to wake when a limit passes.
+    waiting: Mutex<Option<Waker>>,
+}
+
+thread_local! {
+    /// The clocks of this thread's client connections, for the sweep.
+    static CLOCKS: RefCell<Vec<Weak<ClientClock>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl ClientClock {
-    pub fn new() -> ClientClock {
-        ClientClock { epoch: Instant::now(), phase: AtomicU8::new(FRESH), since: AtomicU64::new(0) }
+    /// A clock for a new connection from `peer`, watched by this thread's sweep.
+    pub fn start(timeouts: &Timeouts, peer: SocketAddr) -> Arc<ClientClock> {
+        let clock = Arc::new(ClientClock {
+            epoch: Instant::now(),
+            phase: AtomicU8::new(FRESH),
+            since: AtomicU64::new(0),
+            head: timeouts.head,
+            keepalive: timeouts.keepalive,
+            peer,
+            waiting: Mutex::new(None),
+        });
+        CLOCKS.with_borrow_mut(|clocks| clocks.push(Arc::downgrade(&clock)));
+        clock
     }
 
     fn mark(&self, phase: u8) {
@@ -64,56 +97,91 @@ impl ClientClock {
 
     /// A request's response is done: the connection waits for the next one.
     pub fn request_done(&self) {
-        self.mark(IDLE);
+        if self.phase.load(Ordering::Relaxed) == BUSY {
+            self.mark(IDLE);
+        }
     }
 
-    /// The head timed out: the stream answers `408` at its next read and ends.
-    pub fn expire(&self) {
-        self.phase.store(EXPIRED, Ordering::Relaxed);
+    /// The connection is a tunnel now (`101`): no client timeout applies.
+    pub fn detach(&self) {
+        self.phase.store(DETACHED, Ordering::Relaxed);
     }
 
-    fn expired(&self) -> bool {
-        self.phase.load(Ordering::Relaxed) == EXPIRED
-    }
-
-    /// What is due at `now` under `timeouts`.
-    pub fn due(&self, now: Instant, timeouts: &Timeouts) -> Due {
+    /// What is due at `now`.
+    pub fn due(&self, now: Instant) -> Due {
         let since = self.epoch + Duration::from_millis(self.since.load(Ordering::Relaxed));
         let (limit, past) = match self.phase.load(Ordering::Relaxed) {
-            BUSY => return Due::At(now + timeouts.head),
-            FRESH => (timeouts.head, Due::Idle),
-            HEAD => (timeouts.head, Due::Head),
-            IDLE => (timeouts.keepalive, Due::Idle),
-            _ => return Due::Idle,
+            FRESH => (self.head, Due::Idle),
+            HEAD => (self.head, Due::Head),
+            IDLE => (self.keepalive, Due::Idle),
+            _ => return Due::Nothing,
         };
-        match since + limit {
-            deadline if deadline <= now => past,
-            deadline => Due::At(deadline),
+        match since + limit <= now {
+            true => past,
+            false => Due::Nothing,
+        }
+    }
+
+    /// Acts on what is due at `now`: the stream is told (and woken) to answer `408` or to end.
+    fn enforce(&self, now: Instant) {
+        let phase = match self.due(now) {
+            Due::Nothing => return,
+            Due::Idle => CLOSING,
+            Due::Head => {
+                let waited = self.head.as_millis();
+                tracing::warn!(
+                    "at=error code=H28 desc=\"Client Connection Idle\" method=- path=\"-\" host=- request_id=- fwd=\"{}\" dyno=- connect=0ms service={waited}ms status=408 bytes=0 protocol=http",
+                    self.peer.ip()
+                );
+                EXPIRED
+            }
+        };
+        self.phase.store(phase, Ordering::Relaxed);
+        if let Some(waker) = self.waiting.lock().ok().and_then(|mut waiting| waiting.take()) {
+            waker.wake();
+        }
+    }
+
+    /// Keeps the task of a stream waiting for its client, to wake it when a limit passes.
+    fn wait(&self, cx: &Context<'_>) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            match waiting.as_ref() {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => *waiting = Some(cx.waker().clone()),
+            }
         }
     }
 }
 
-impl Default for ClientClock {
-    fn default() -> Self {
-        ClientClock::new()
-    }
+/// Enforces the limits of this thread's client connections at `now` and forgets the ended ones
+/// (the data plane's housekeeping calls it once a second).
+pub fn sweep(now: Instant) {
+    CLOCKS.with_borrow_mut(|clocks| {
+        clocks.retain(|clock| match clock.upgrade() {
+            Some(clock) => {
+                clock.enforce(now);
+                true
+            }
+            None => false,
+        })
+    });
 }
 
 /// A router client's stream: yields `prefix` (the data read with a PROXY header) before the
-/// stream's own bytes, tells the clock when bytes arrive, answers `408` once the clock expired,
-/// and skips the `shutdown` call once the client has closed its side: closing the socket then
-/// sends the same FIN (nothing unread can turn it into a reset), one system call less per
-/// connection.
+/// stream's own bytes, tells the clock when bytes arrive, answers `408` or ends once the clock
+/// says so, and skips the `shutdown` call once the client has closed its side: closing the
+/// socket then sends the same FIN (nothing unread can turn it into a reset), one system call
+/// less per connection.
 pub struct ClientStream {
     prefix: Vec<u8>,
     read: usize,
     client_closed: bool,
-    clock: std::sync::Arc<ClientClock>,
+    clock: Arc<ClientClock>,
     pub stream: TcpStream,
 }
 
 impl ClientStream {
-    pub fn new(prefix: Vec<u8>, stream: TcpStream, clock: std::sync::Arc<ClientClock>) -> ClientStream {
+    pub fn new(prefix: Vec<u8>, stream: TcpStream, clock: Arc<ClientClock>) -> ClientStream {
         ClientStream { prefix, read: 0, client_closed: false, clock, stream }
     }
 }
@@ -124,10 +192,14 @@ impl tokio::io::AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.clock.expired() {
-            // A partial write or none at all only loses the courtesy: the connection ends anyway.
-            let _ = self.stream.try_write(REQUEST_TIMEOUT);
-            return Poll::Ready(Ok(()));
+        match self.clock.phase.load(Ordering::Relaxed) {
+            EXPIRED => {
+                // A partial write or none only loses the courtesy: the connection ends anyway.
+                let _ = self.stream.try_write(REQUEST_TIMEOUT);
+                return Poll::Ready(Ok(()));
+            }
+            CLOSING => return Poll::Ready(Ok(())),
+            _ => {}
         }
         if self.read < self.prefix.len() {
             let take = (self.prefix.len() - self.read).min(buf.remaining());
@@ -139,11 +211,11 @@ impl tokio::io::AsyncRead for ClientStream {
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) {
-            match buf.filled().len() == before {
-                true => self.client_closed |= buf.remaining() > 0,
-                false => self.clock.bytes_arrived(),
-            }
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => self.client_closed |= buf.remaining() > 0,
+            Poll::Ready(Ok(())) => self.clock.bytes_arrived(),
+            Poll::Pending if self.clock.phase.load(Ordering::Relaxed) != BUSY => self.clock.wait(cx),
+            _ => {}
         }
         read
     }
@@ -173,28 +245,35 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_head_must_finish_in_time_and_an_idle_connection_waits_its_keepalive() {
         let timeouts = Timeouts::default();
-        let clock = ClientClock::new();
+        let clock = ClientClock::start(&timeouts, "127.0.0.1:1".parse().unwrap());
         let start = Instant::now();
-        assert_eq!(
-            clock.due(start, &timeouts),
-            Due::At(start + timeouts.head),
-            "a fresh connection gets the head's time"
-        );
-        assert_eq!(clock.due(start + timeouts.head, &timeouts), Due::Idle, "and is closed without a byte");
+        assert_eq!(clock.due(start + Duration::from_secs(29)), Due::Nothing, "a fresh connection gets the head's time");
+        assert_eq!(clock.due(start + timeouts.head), Due::Idle, "and is closed without a byte");
         tokio::time::advance(Duration::from_secs(1)).await;
         clock.bytes_arrived();
         let head = Instant::now();
-        assert_eq!(clock.due(head + Duration::from_secs(29), &timeouts), Due::At(head + timeouts.head));
-        assert_eq!(clock.due(head + timeouts.head, &timeouts), Due::Head);
+        assert_eq!(clock.due(head + Duration::from_secs(29)), Due::Nothing);
+        assert_eq!(clock.due(head + timeouts.head), Due::Head);
         clock.request_started();
-        assert!(
-            matches!(clock.due(head + Duration::from_secs(600), &timeouts), Due::At(_)),
-            "served: no client timeout"
-        );
+        assert_eq!(clock.due(head + Duration::from_secs(600)), Due::Nothing, "served: no client timeout");
         tokio::time::advance(Duration::from_secs(5)).await;
         clock.request_done();
         let idle = Instant::now();
-        assert_eq!(clock.due(idle + Duration::from_secs(89), &timeouts), Due::At(idle + timeouts.keepalive));
-        assert_eq!(clock.due(idle + timeouts.keepalive, &timeouts), Due::Idle);
+        assert_eq!(clock.due(idle + Duration::from_secs(89)), Due::Nothing);
+        assert_eq!(clock.due(idle + timeouts.keepalive), Due::Idle);
+        clock.detach();
+        assert_eq!(clock.due(idle + Duration::from_secs(600)), Due::Nothing, "a tunnel has none");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_enforces_limits_and_forgets_ended_connections() {
+        let timeouts = Timeouts { head: Duration::from_secs(1), ..Timeouts::default() };
+        let clock = ClientClock::start(&timeouts, "127.0.0.1:1".parse().unwrap());
+        clock.bytes_arrived();
+        let ended = ClientClock::start(&timeouts, "127.0.0.1:2".parse().unwrap());
+        drop(ended);
+        sweep(Instant::now() + Duration::from_secs(2));
+        assert_eq!(clock.phase.load(Ordering::Relaxed), EXPIRED);
+        assert_eq!(CLOCKS.with_borrow(Vec::len), 1);
     }
 }

@@ -6,11 +6,10 @@
 use super::admit::admit;
 use super::assign::{assign, Unassigned};
 use super::budget::Place;
-use super::client_stream::{ClientClock, ClientStream, Due};
+use super::client_stream::{ClientClock, ClientStream};
 use super::header_values;
 use super::pool;
 use super::route::{Backend, OpenConnection, Route};
-use super::timeouts::Timeouts;
 use super::GatewaySettings;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -109,10 +108,9 @@ async fn connection(
     place: Place,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
-    let clock = Arc::new(ClientClock::new());
+    let clock = ClientClock::start(&route.policy.timeouts, admitted.client);
     let io = TokioIo::new(ClientStream::new(std::mem::take(&mut admitted.rest), stream, clock.clone()));
     let address = header_values::address(admitted.client.ip());
-    let timeouts = route.policy.timeouts;
     // Behind a load balancer the port is the one its client connected to.
     let port = admitted.destination.map_or(port, |to| HeaderValue::from(to.port()));
     let trusted_proxy = admitted.trusted_proxy;
@@ -126,40 +124,9 @@ async fn connection(
         .keep_alive(true)
         .max_buf_size(MAX_BUFFER)
         .serve_connection(io, service);
-    watch(Box::pin(serving.with_upgrades()), &clock, &timeouts, admitted.client).await;
+    let _ = Box::pin(serving.with_upgrades()).await;
     drop(admitted);
 }
-
-/// Serves the connection until it ends or its clock says a client timeout passed: a request
-/// head that took too long is answered `408` (the stream writes it at hyper's next read) and
-/// logged `H28`; a connection idle too long is closed.
-async fn watch(mut serving: impl Future + Unpin, clock: &ClientClock, timeouts: &Timeouts, peer: SocketAddr) {
-    let timer = tokio::time::sleep(timeouts.head);
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut serving => return,
-            () = &mut timer => match clock.due(Instant::now(), timeouts) {
-                Due::At(at) => timer.as_mut().reset(at),
-                Due::Idle => return,
-                Due::Head => {
-                    let waited = timeouts.head.as_millis();
-                    tracing::warn!(
-                        "at=error code=H28 desc=\"Client Connection Idle\" method=- path=\"-\" host=- request_id=- fwd=\"{}\" dyno=- connect=0ms service={waited}ms status=408 bytes=0 protocol=http",
-                        peer.ip()
-                    );
-                    clock.expire();
-                    // hyper reads again at once and ends; the timer only bounds a stuck write.
-                    timer.as_mut().reset(Instant::now() + EXPIRED_GRACE);
-                }
-            },
-        }
-    }
-}
-
-/// How long a connection whose head timed out may take to end after its `408`.
-const EXPIRED_GRACE: Duration = Duration::from_secs(1);
 
 /// What the router log line tells of a request (cheap clones of the request's parts: the
 /// text is only made when a line is written).
@@ -247,7 +214,10 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     let idle_limit = pool::idle_limit(response.headers().get(KEEP_ALIVE).map(HeaderValue::as_bytes));
     strip_hop_by_hop(response.headers_mut(), upgrade && switching);
     match client_upgrade.filter(|_| switching) {
-        Some(client_side) => tunnel(client_side, hyper::upgrade::on(&mut response), open, client.clone()),
+        Some(client_side) => {
+            client.clock.detach();
+            tunnel(client_side, hyper::upgrade::on(&mut response), open, client.clone())
+        }
         None => {
             let (parts, body) = response.into_parts();
             let (status, log, window) = (parts.status.as_u16(), settings.router_log, timeouts.response_idle);
@@ -265,6 +235,26 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
 }
 
+/// The bytes a request id may hold, and those a host and port may (a table: one load a byte).
+const ID_BYTES: [bool; 256] = byte_set(b"+/=._:-");
+const HOST_BYTES: [bool; 256] = byte_set(b"-._~%!$&'()*+,;=:[]");
+
+/// ASCII letters and digits, and `extra`.
+const fn byte_set(extra: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        set[byte] = (byte as u8).is_ascii_alphanumeric();
+        byte += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        set[extra[i] as usize] = true;
+        i += 1;
+    }
+    set
+}
+
 /// The longest `X-Request-Id` kept from a client.
 const MAX_REQUEST_ID: usize = 200;
 
@@ -272,7 +262,7 @@ const MAX_REQUEST_ID: usize = 200;
 /// `[A-Za-z0-9+/=._:-]` (it goes into the log line and the error page as is), or a new one (32
 /// random hex digits).
 fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
-    let id_byte = |b: &u8| b.is_ascii_alphanumeric() || b"+/=._:-".contains(b);
+    let id_byte = |b: &u8| ID_BYTES[usize::from(*b)];
     let given = headers.get(X_REQUEST_ID);
     let given = given.filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.as_bytes().iter().all(id_byte));
     given.cloned().unwrap_or_else(header_values::new_request_id)
@@ -281,7 +271,7 @@ fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
 /// At most one `Host`, made of what a host and port may hold (RFC 3986 §3.2.2): no space, quote
 /// or control byte reaches the instance or the log line (RFC 9112 §3.2: else `400`).
 fn valid_host(headers: &hyper::HeaderMap) -> bool {
-    let host_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
+    let host_byte = |b: &u8| HOST_BYTES[usize::from(*b)];
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(host), None) => host.as_bytes().iter().all(host_byte),
@@ -345,19 +335,34 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
 /// fixed ones and every header `Connection` names; an upgrade keeps `Connection` and `Upgrade`.
 /// (An instance's `Connection: close` closes its own connection, not the client's.)
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrade: bool) {
-    // One pass over the few headers a message has is cheaper than seven lookups; without any of
-    // them there is no `Connection` either, so nothing it names.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the few headers a message has notes which of the fixed ones are there, so
+    // only those are looked up again to be removed (usually one, `Connection`, or none).
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("").split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
-        if !(upgrade && (name == header::CONNECTION || name == header::UPGRADE)) {
+    let kept = |name: &HeaderName| upgrade && (name == header::CONNECTION || name == header::UPGRADE);
+    if present & 1 != 0 {
+        // `Connection: close` and `keep-alive` name no header to remove; others do (rare).
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.to_str().unwrap_or("").split(','))
+            .map(str::trim)
+            .filter(|token| !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in named.iter().filter(|name| !kept(name)) {
+            headers.remove(name);
+        }
+    }
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 && !kept(name) {
             headers.remove(name);
         }
     }

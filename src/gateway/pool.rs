@@ -27,9 +27,6 @@ pub const MAX_IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// What is taken off an app's `Keep-Alive: timeout=`, so the router stops reusing a
 /// connection before the app closes it.
 const MARGIN: Duration = Duration::from_secs(1);
-/// How often each thread sweeps its pool.
-pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
-
 /// A request's body on its way to an instance: the client's, or none (a request sent again).
 pub type RequestBody = Either<Incoming, Empty<Bytes>>;
 
@@ -167,16 +164,6 @@ pub fn sweep(now: Instant) {
         }
         pool.retain(|(_, idle)| !idle.is_empty());
     });
-}
-
-/// Sweeps this thread's pool every `SWEEP_PERIOD`, for ever. Also keeps a timer due within a
-/// second on the thread: tokio wakes its driver (a system call) when a new timer is due before
-/// every pending one, which without it every request's 30 s timeout would be.
-pub async fn sweep_forever() {
-    loop {
-        tokio::time::sleep(SWEEP_PERIOD).await;
-        sweep(Instant::now());
-    }
 }
 
 /// Connections in this thread's pool to `addr`.
