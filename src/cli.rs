@@ -107,7 +107,7 @@ pub struct StartArgs {
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
     pub grace: Duration,
     /// How long a routed instance may take to accept its first connection before R10
-    #[arg(long = "boot-timeout", default_value = "60s", value_parser = crate::duration::parse)]
+    #[arg(long = "boot-timeout", default_value = "60s", value_parser = positive)]
     pub boot_timeout: Duration,
     /// How long a client waits for a healthy instance before H10
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
@@ -137,20 +137,20 @@ pub struct StartArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct TimeoutArgs {
     /// How long the connect to an instance may take before another is tried [default: 1s]
-    #[arg(long = "connect-timeout", value_parser = crate::duration::parse)]
+    #[arg(long = "connect-timeout", value_parser = positive)]
     pub connect: Option<Duration>,
     /// How long a client may take to send a request head, from its first byte, before 408 and
     /// H28 (router) [default: 30s]
-    #[arg(long = "head-timeout", value_parser = crate::duration::parse)]
+    #[arg(long = "head-timeout", value_parser = positive)]
     pub head: Option<Duration>,
     /// How long a kept-alive client connection may wait for its next request (router) [default: 90s]
-    #[arg(long = "keepalive-timeout", value_parser = crate::duration::parse)]
+    #[arg(long = "keepalive-timeout", value_parser = positive)]
     pub keepalive: Option<Duration>,
     /// How long the router waits for an instance's response head before H12 [default: 30s]
-    #[arg(long = "request-timeout", value_parser = crate::duration::parse)]
+    #[arg(long = "request-timeout", value_parser = positive)]
     pub response: Option<Duration>,
     /// How long an instance may send nothing in the middle of a response before H15 [default: 55s]
-    #[arg(long = "router-idle-timeout", value_parser = crate::duration::parse)]
+    #[arg(long = "router-idle-timeout", value_parser = positive)]
     pub response_idle: Option<Duration>,
     /// Close proxied TCP connections idle (no byte either way) this long, or `off` [default: off]
     #[arg(long = "idle-timeout", value_parser = parse_off)]
@@ -166,7 +166,18 @@ pub struct TimeoutArgs {
 pub struct OrOff(pub Option<Duration>);
 
 fn parse_off(text: &str) -> Result<OrOff, String> {
-    crate::duration::parse_or_off(text).map(OrOff)
+    match crate::duration::parse_or_off(text)? {
+        Some(zero) if zero.is_zero() => Err("0 would mean at once; give a duration, or `off`".to_string()),
+        duration => Ok(OrOff(duration)),
+    }
+}
+
+/// A duration of more than 0 (an interval or a timeout of 0 means nothing).
+fn positive(text: &str) -> Result<Duration, String> {
+    match crate::duration::parse(text)? {
+        zero if zero.is_zero() => Err("it must be more than 0".to_string()),
+        duration => Ok(duration),
+    }
 }
 
 /// `--access-log`: which kinds of route log each connection or request.
@@ -201,7 +212,7 @@ pub enum Cycle {
 fn parse_cycle(text: &str) -> Result<Cycle, String> {
     match text {
         "off" => Ok(Cycle::Off),
-        _ => crate::duration::parse(text).map(Cycle::Every),
+        _ => positive(text).map(Cycle::Every),
     }
 }
 
@@ -301,7 +312,7 @@ pub struct TestShutdownArgs {
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
     pub grace: Duration,
     /// How long the instance may take to answer before the test gives up
-    #[arg(long = "boot-timeout", default_value = "60s", value_parser = crate::duration::parse)]
+    #[arg(long = "boot-timeout", default_value = "60s", value_parser = positive)]
     pub boot_timeout: Duration,
     /// The instance's PORT [default: a free port]
     #[arg(short = 'p', long)]
@@ -330,6 +341,19 @@ mod tests {
         assert_eq!(access_log(&["--no-access-log"]), (AccessLog { tcp: false, web: true }, true));
         let bad = Cli::try_parse_from(["procgate", "start", "--access-log", "udp"]).unwrap_err().to_string();
         assert!(bad.contains("`udp` is not a route kind"), "{bad}");
+    }
+
+    #[test]
+    fn zero_timeouts_and_cycles_are_refused_and_off_is_off() {
+        for args in
+            [&["--boot-timeout", "0s"][..], &["--head-timeout", "0"], &["--cycle", "0s"], &["--idle-timeout", "0ms"]]
+        {
+            let err = Cli::try_parse_from([&["procgate", "start"], args].concat()).unwrap_err().to_string();
+            assert!(err.contains("more than 0") || err.contains("at once"), "{args:?}: {err}");
+        }
+        let cli = Cli::try_parse_from(["procgate", "start", "--tcp-keepalive", "off", "--grace", "0s"]).unwrap();
+        let Command::Start(start) = cli.command else { unreachable!() };
+        assert_eq!(start.timeouts.tcp_keepalive, Some(OrOff(None)));
     }
 
     #[test]

@@ -57,6 +57,9 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
         || err.downcast_ref::<FormationError>().is_some()
         || err.downcast_ref::<commands::scale::BadScale>().is_some()
         || err.downcast_ref::<commands::test_shutdown::NotLongRunning>().is_some()
-        || matches!(err.downcast_ref(), Some(ControlError::AlreadyRunning { .. }))
+        || matches!(
+            err.downcast_ref(),
+            Some(ControlError::AlreadyRunning { .. } | ControlError::UnsafeDirectory { .. })
+        )
         || matches!(err.downcast_ref(), Some(ControlError::Refused { status: 400, .. }))
 }

@@ -11,6 +11,7 @@
 //! [types.web]
 //! health_path = "/up"          # the HTTP check's path (web)
 //! health_status = "200-399"    # the statuses it accepts [default: any below 500]
+//! restart_unhealthy_after = "60s" # restart an instance failing its checks this long [never]
 //! max_per_instance = 50        # cap of open requests (web) or connections per instance [none]
 //! max_per_type = 500           # cap of open ones over all the type's instances [none]
 //! backlog = 100                # clients that may wait for a place at the caps, then H11 [0]
@@ -80,6 +81,10 @@ pub struct TypeSettings {
     /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
     #[serde(default, deserialize_with = "statuses")]
     pub health_status: Option<std::ops::RangeInclusive<u16>>,
+    /// Restart an instance that has failed its checks this long [default: never; failed checks
+    /// only take it out of routing].
+    #[serde(default, deserialize_with = "duration")]
+    pub restart_unhealthy_after: Option<Duration>,
     /// The most connections (requests, for `web`) open on one instance at once [default: no cap].
     pub max_per_instance: Option<usize>,
     /// The most connections open on all the type's instances together [default: no cap].
@@ -216,6 +221,13 @@ impl Settings {
                 })?),
             };
         }
+        for (name, type_settings) in &settings.types {
+            if let Some(key) = not_positive(type_settings) {
+                let line = line_of(text, name, Some(key));
+                let message = format!("`{key}` must be more than 0; leave it out for the default");
+                return Err(SettingsError::Invalid { path: shown, line, message });
+            }
+        }
         if let Some(accept_proxy) = settings.types.values().find_map(untrusting) {
             let message = NO_TRUSTED_PROXIES.to_string();
             return Err(SettingsError::Invalid { path: shown, line: line_at(text, accept_proxy), message });
@@ -232,6 +244,36 @@ impl Settings {
 /// The CIDR blocks written, or the first bad one's offset in the file and why.
 fn cidrs(written: &[toml::Spanned<String>]) -> Result<Vec<Cidr>, (usize, crate::cidr::CidrError)> {
     written.iter().map(|block| block.get_ref().parse().map_err(|err| (block.span().start, err))).collect()
+}
+
+/// The first key set to zero (or, for a rate, not a positive number) where that means nothing:
+/// an interval, a timeout, a threshold, a rate, a cap.
+fn not_positive(settings: &TypeSettings) -> Option<&'static str> {
+    let durations = [
+        ("health_interval", settings.health_interval),
+        ("health_timeout", settings.health_timeout),
+        ("queue_timeout", settings.queue_timeout),
+        ("restart_unhealthy_after", settings.restart_unhealthy_after),
+        ("connect_timeout", settings.connect_timeout),
+        ("head_timeout", settings.head_timeout),
+        ("keepalive_timeout", settings.keepalive_timeout),
+        ("request_timeout", settings.request_timeout),
+        ("router_idle_timeout", settings.router_idle_timeout),
+        ("idle_timeout", settings.idle_timeout.flatten()),
+        ("tcp_keepalive", settings.tcp_keepalive.flatten()),
+    ];
+    let counts = [
+        ("rise", settings.rise.map(|n| n as usize)),
+        ("fall", settings.fall.map(|n| n as usize)),
+        ("max_per_instance", settings.max_per_instance),
+        ("max_per_type", settings.max_per_type),
+        ("max_per_client", settings.max_per_client),
+    ];
+    let rates = [("rate", settings.rate), ("burst", settings.burst)];
+    let zero_duration = durations.into_iter().find(|(_, d)| d.is_some_and(|d| d.is_zero()));
+    let zero_count = counts.into_iter().find(|(_, n)| *n == Some(0));
+    let bad_rate = rates.into_iter().find(|(_, r)| r.is_some_and(|r| !(r.is_finite() && r > 0.0)));
+    zero_duration.map(|(key, _)| key).or(zero_count.map(|(key, _)| key)).or(bad_rate.map(|(key, _)| key))
 }
 
 /// Where a type says `accept_proxy = true` without any `trusted_proxies` (the offset in the file).
@@ -301,6 +343,27 @@ mod tests {
         );
         let err = parse("\n[types.web]\nfall = 1\n").unwrap_err();
         assert_eq!(err.to_string(), "procgate.toml:2: [types.web] names no Procfile type; the types are: tcp, socket");
+    }
+
+    #[test]
+    fn zero_intervals_timeouts_thresholds_rates_and_caps_name_their_key() {
+        for (key, value) in [
+            ("health_interval", "\"0s\""),
+            ("head_timeout", "\"0ms\""),
+            ("idle_timeout", "\"0s\""),
+            ("fall", "0"),
+            ("rate", "-1"),
+            ("rate", "nan"),
+            ("max_per_instance", "0"),
+        ] {
+            let err = parse(&format!("[types.tcp]\nrise = 1\n{key} = {value}\n")).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("procgate.toml:3: `{key}` must be more than 0; leave it out for the default"),
+                "{key} = {value}"
+            );
+        }
+        assert!(parse("[types.tcp]\nidle_timeout = \"off\"\nrate = 0.5\n").is_ok());
     }
 
     #[test]

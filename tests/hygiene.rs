@@ -76,3 +76,47 @@ fn keeper_pid(procgate: i32) -> i32 {
     let children = std::fs::read_to_string(format!("/proc/{procgate}/task/{procgate}/children")).unwrap();
     children.split_whitespace().next().unwrap().parse().unwrap()
 }
+
+#[test]
+fn a_keeper_killed_takes_its_app_with_it_and_a_stop_still_finishes() {
+    let app = App::new("worker: exec sleep 300\n");
+    let mut running = app.spawn(&["start", "--grace", "2s", "-p", &free_base_port(1, 1).to_string()]);
+    let worker = running.pid_of("worker.1");
+    running.wait_for("worker.1 started with pid");
+    let keeper = keeper_pid(running.pid());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), Signal::SIGKILL).unwrap();
+    wait_gone(&[worker], Duration::from_secs(1));
+    running.wait_for("worker.1 crashed; restarting in 1s");
+    let stop = app.run(&["stop"]);
+    assert_eq!(stop.code(), Some(0), "{}", stop.text());
+    assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn keepers_run_the_binary_procgate_runs_even_after_its_file_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("procgate");
+    std::fs::copy(common::BIN, &installed).unwrap();
+    let app = App::new("worker: echo running; exec sleep 300\n");
+    let base = free_base_port(1, 1).to_string();
+    let child = std::process::Command::new(&installed)
+        .args(["start", "--grace", "2s", "-p", &base, "--tcp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
+        .current_dir(app.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = common::Running::watch(child);
+    running.wait_for("worker.1 | running");
+    // A package upgrade: another file renamed over the binary's path.
+    let upgrade = dir.path().join("procgate.new");
+    std::fs::write(&upgrade, "#!/bin/sh\necho not procgate; exit 3\n").unwrap();
+    std::fs::set_permissions(&upgrade, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&upgrade, &installed).unwrap();
+    let restart = app.run(&["restart", "worker"]);
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    running.wait_for_nth("worker.1 | running", 2, DEADLINE);
+    running.signal(Signal::SIGINT);
+    assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}

@@ -1,6 +1,6 @@
 //! The HTTP router for `web` through the binary: HTTP health checks, balancing per request,
 //! forwarded headers, the request head limit, upgrades kept on their instance, H10/H12, the router log line, restarts
-//! of web without a lost request, and R16 for an app that stops answering.
+//! of web without a lost request, and for an app that stops answering: out of routing, and R16 only when asked.
 
 mod common;
 use common::http_client::{Answer, Http};
@@ -159,16 +159,31 @@ fn restart_of_web_under_steady_requests_loses_none() {
 }
 
 #[test]
-fn a_web_instance_that_stops_answering_leaves_routing_and_is_restarted() {
+fn a_web_instance_that_stops_answering_leaves_routing_and_by_default_is_not_restarted() {
     let app = web_app("");
     app.write("procgate.toml", "[types.web]\nhealth_interval = \"200ms\"\n");
-    let (mut running, addr) = start(&app, "web=1", &[]);
+    let (mut running, addr) = start(&app, "web=1", &["--wait", "1s"]);
     running.wait_for("201 app connected web.1");
     let pid = running.pid_of("web.1");
     assert_eq!(get(addr, "/break").status, 200);
     running.wait_for("web.1 failed 2 HTTP checks (GET /) in a row");
     running.wait_for("204 app disconnected web.1 (health check failed");
-    running.wait_for("R16 Unresponsive: web.1 stopped answering its health checks; restarting it");
+    let answer = get(addr, "/");
+    assert_eq!((answer.status, answer.headers.get("x-procgate-code").map(String::as_str)), (503, Some("H10")));
+    assert!(!running.seen.iter().any(|l| l.contains("R16")), "{}", running.seen.join("\n"));
+    assert!(common::alive(pid), "readiness only: the busy or broken app keeps running");
+}
+
+#[test]
+fn with_restart_unhealthy_after_an_instance_failing_its_checks_that_long_is_restarted() {
+    let app = web_app("");
+    app.write("procgate.toml", "[types.web]\nhealth_interval = \"200ms\"\nrestart_unhealthy_after = \"1s\"\n");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    let pid = running.pid_of("web.1");
+    assert_eq!(get(addr, "/break").status, 200);
+    running.wait_for("204 app disconnected web.1 (health check failed");
+    running.wait_for("R16 Unresponsive: web.1 failed its health checks for 1s; restarting it");
     running.wait_for("web.1 crashed; restarting in 1s");
     running.wait_for_nth("201 app connected web.1", 2, DEADLINE);
     let answer = get(addr, "/");

@@ -34,7 +34,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.source)?;
     let config = Config::build(sources, &args.plan, &args.listen, &args.types)?;
     formation::check_ports_free(&config.plan)?;
-    let (control_listener, control_path) = control::server::bind(&config.sources.root)?;
+    let control_socket = control::server::bind(&config.sources.root)?;
     let (bound, listeners) = bind(&config.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
@@ -57,7 +57,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         instances,
         timing: Timing { grace: args.grace, boot_timeout: args.boot_timeout },
         cycling: cycling(&args),
-        keeper_exe: std::env::current_exe()?,
+        keeper_exe: process::own_binary(),
         output,
         close_gateway: Box::new(move || stopper.stop_accepting()),
         descriptors: descriptors.clone(),
@@ -73,7 +73,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
             Scheduler::new(scheduler, (balancer, health), exit)
         });
         signals.forward_to(scheduler.clone());
-        let server = ControlServer::spawn(control_listener, control_path, scheduler, control_routes)?;
+        let server = ControlServer::spawn(control_socket, scheduler, control_routes)?;
         let code = exited.await.unwrap_or(1);
         server.finish(code).await;
         Ok::<i32, std::io::Error>(code)

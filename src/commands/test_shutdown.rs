@@ -12,19 +12,27 @@ use crate::shutdown::grade::{Report, Setup};
 use crate::shutdown::{self, Scenario};
 use std::net::{Ipv4Addr, SocketAddr};
 
-/// `release` runs once and has no port: there is nothing to stop.
+/// The type named is not one test-shutdown can run.
 #[derive(Debug, thiserror::Error)]
-#[error("`release` is a one-off step, not a long-running type; name a type that listens on $PORT")]
-pub struct NotLongRunning;
+pub enum NotLongRunning {
+    /// `release` runs once and has no port: there is nothing to stop.
+    #[error("`release` is a one-off step, not a long-running type; name a type that listens on $PORT")]
+    Release,
+    #[error("the Procfile has no type `{name}`; test-shutdown takes one of: {types}")]
+    Unknown { name: String, types: String },
+}
 
 pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
     if args.type_name == RELEASE {
-        return Err(NotLongRunning.into());
+        return Err(NotLongRunning::Release.into());
     }
     let sources = Sources::load(&args.source)?;
     let config = Config::build(sources, &Default::default(), &args.listen, std::slice::from_ref(&args.type_name))?;
     let sources = &config.sources;
-    let process = sources.procfile.get(&args.type_name).expect("Config::build checked the type");
+    let process = sources.procfile.get(&args.type_name).ok_or_else(|| {
+        let types = sources.procfile.types.iter().map(|t| t.name.as_str()).filter(|name| *name != RELEASE);
+        NotLongRunning::Unknown { name: args.type_name.clone(), types: types.collect::<Vec<_>>().join(", ") }
+    })?;
     let settings = sources.settings.of(&args.type_name);
     let web = args.type_name == WEB_TYPE;
     let probe = ProbeSettings::for_type(&settings, web);
@@ -56,7 +64,7 @@ pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
         slow_path: args.slow_path.clone(),
         grace: args.grace,
         boot_timeout: args.boot_timeout,
-        keeper_exe: std::env::current_exe()?,
+        keeper_exe: crate::process::own_binary(),
         output: output.clone(),
     };
     // Each held connection is a descriptor here (up to 10,000 of them).

@@ -94,6 +94,8 @@ pub enum ControlError {
     NotRunning { root: String, socket: String, reason: String },
     #[error("control socket {socket}: {reason}")]
     Io { socket: String, reason: String },
+    #[error("{dir}: refused as procgate's control directory: {reason}; remove it (procgate makes its own)")]
+    UnsafeDirectory { dir: String, reason: String },
     #[error("{body}")]
     Refused { status: u16, body: String },
 }

@@ -4,7 +4,7 @@
 use super::{socket_path, ControlError, DeployRequest, PsReply, RestartRequest, RouteStatus, DIR};
 use crate::gateway::route::Route;
 use crate::platform::lifecycle::Event;
-use crate::platform::scheduler::{Notify, Roll, Scale, Scheduler, Status};
+use crate::platform::scheduler::{Notify, Roll, Scale, ScaleRefused, Scheduler, Status};
 use actix::Addr;
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -28,23 +28,62 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// Binds `ROOT/.procgate/control.sock` (directory 0700, socket 0600). A socket that answers means
-/// another procgate runs there: an error. One that does not is left over from a crash: replaced.
-pub fn bind(root: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), ControlError> {
+/// The control socket bound, and the lock that makes this procgate the root's owner.
+pub struct Bound {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Binds `ROOT/.procgate/control.sock` (socket 0600) in a directory that must be a real one,
+/// owned by this user (0700; a symlink or another owner's directory is refused, never followed
+/// or chmod-ed). The lock `ROOT/.procgate/lock` decides which `start` owns the root: held, it
+/// means another procgate runs there (an error); a socket left over from a crash is replaced.
+pub fn bind(root: &Path) -> Result<Bound, ControlError> {
     let path = socket_path(root);
     let io = |err: std::io::Error| ControlError::Io { socket: path.display().to_string(), reason: err.to_string() };
     let dir = root.join(DIR);
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+    own_directory(&dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(dir.join(LOCK))
+        .map_err(io)?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
         let (root, socket) = (root.display().to_string(), path.display().to_string());
-        return Err(ControlError::AlreadyRunning { root, socket });
-    }
+        ControlError::AlreadyRunning { root, socket }
+    })?;
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).map_err(io)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     listener.set_nonblocking(true).map_err(io)?;
-    Ok((listener, path))
+    Ok(Bound { listener, path, _lock: lock })
+}
+
+/// The lock file's name in the control directory.
+const LOCK: &str = "lock";
+
+/// Makes `dir` a directory of this user's, mode 0700, without following a symlink there.
+fn own_directory(dir: &Path) -> Result<(), ControlError> {
+    let refused = |reason: String| ControlError::UnsafeDirectory { dir: dir.display().to_string(), reason };
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(refused(err.to_string())),
+    }
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|err| refused(format!("it is not a directory of its own, a symlink maybe ({err})")))?;
+    let owner = opened.metadata().map_err(|err| refused(err.to_string()))?.uid();
+    if owner != nix::unistd::geteuid().as_raw() {
+        return Err(refused(format!("it belongs to uid {owner}, not to you")));
+    }
+    opened.set_permissions(std::fs::Permissions::from_mode(0o700)).map_err(|err| refused(err.to_string()))
 }
 
 /// What the request handlers share.
@@ -61,21 +100,19 @@ pub struct ControlServer {
     path: PathBuf,
     shared: Rc<Shared>,
     accept: JoinHandle<()>,
+    /// Held until procgate exits: the root is this procgate's.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl ControlServer {
-    /// Serves `listener`; call from inside the actix system.
-    pub fn spawn(
-        listener: std::os::unix::net::UnixListener,
-        path: PathBuf,
-        scheduler: Addr<Scheduler>,
-        routes: Vec<Arc<Route>>,
-    ) -> std::io::Result<ControlServer> {
+    /// Serves the bound socket; call from inside the actix system.
+    pub fn spawn(bound: Bound, scheduler: Addr<Scheduler>, routes: Vec<Arc<Route>>) -> std::io::Result<ControlServer> {
+        let Bound { listener, path, _lock } = bound;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let (stop_waiters, connections) = (RefCell::default(), RefCell::default());
         let shared = Rc::new(Shared { scheduler, routes, stop_waiters, connections });
         let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
-        Ok(ControlServer { path, shared, accept })
+        Ok(ControlServer { path, shared, accept, _lock })
     }
 
     /// Tells `stop` clients the exit status, lets them read it, and removes the socket.
@@ -96,8 +133,19 @@ impl ControlServer {
     }
 }
 
+/// Serves each client of this user's (`SO_PEERCRED`); another user's is closed at once (the
+/// socket's mode already keeps them out, but for root).
 async fn accept_loop(listener: tokio::net::UnixListener, shared: Rc<Shared>) {
+    let us = nix::unistd::geteuid().as_raw();
     while let Ok((stream, _)) = listener.accept().await {
+        match stream.peer_cred().map(|cred| cred.uid()) {
+            Ok(uid) if uid == us => {}
+            Ok(uid) => {
+                tracing::warn!("control socket: refused a client of uid {uid}; only uid {us} may run this app");
+                continue;
+            }
+            Err(_) => continue,
+        }
         let shared_for_requests = shared.clone();
         let service = hyper::service::service_fn(move |request| answer(request, shared_for_requests.clone()));
         let connection =
@@ -123,7 +171,8 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
         (&Method::POST, "/scale") => match read_json::<BTreeMap<String, usize>>(request).await {
             Ok(changes) => match shared.scheduler.send(Scale(changes.into_iter().collect())).await {
                 Ok(Ok(lines)) => json(StatusCode::OK, &serde_json::json!({ "changes": lines })),
-                Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
+                Ok(Err(ScaleRefused::Bad(why))) => error(StatusCode::BAD_REQUEST, &why),
+                Ok(Err(ScaleRefused::Busy(why))) => error(StatusCode::CONFLICT, &why),
                 Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
             },
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
@@ -141,7 +190,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             let _ = lines.send(Bytes::from_static(b"stopping: SIGTERM to every instance, SIGKILL after the grace\n"));
             shared.stop_waiters.borrow_mut().push(lines);
             tracing::info!("stop requested over the control socket, starting shutdown");
-            shared.scheduler.do_send(Notify(Event::StopRequested));
+            shared.scheduler.do_send(Notify(Event::StopAsked));
             Response::new(LineStream(body).boxed_unsync())
         }
         _ => error(StatusCode::NOT_FOUND, "unknown request; see `procgate --help`"),

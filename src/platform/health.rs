@@ -31,6 +31,8 @@ pub struct ProbeSettings {
     pub http: Option<HttpCheck>,
     /// The type's instances expect a PROXY header: the handshake sends a `LOCAL` one.
     pub proxy: Option<ProxyVersion>,
+    /// Restart an instance failing its checks this long (opt-in liveness; `None`: never).
+    pub restart_unhealthy_after: Option<Duration>,
 }
 
 impl ProbeSettings {
@@ -49,6 +51,7 @@ impl ProbeSettings {
                 statuses: settings.health_status.clone().unwrap_or(check.statuses),
             }),
             proxy: settings.proxy_version(),
+            restart_unhealthy_after: settings.restart_unhealthy_after,
         }
     }
 }
@@ -62,6 +65,7 @@ impl Default for ProbeSettings {
             fall: 2,
             http: None,
             proxy: None,
+            restart_unhealthy_after: None,
         }
     }
 }

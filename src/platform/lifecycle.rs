@@ -72,7 +72,11 @@ pub struct Slot {
     pub held: bool,
     /// Leaving for good (replaced or scaled down): removed once its tree is gone.
     pub retiring: bool,
-    restart_unhealthy: bool,
+    /// Restart it once it has failed its checks this long (opt-in; `None`: never).
+    restart_unhealthy_after: Option<Duration>,
+    /// Bumped each time it turns healthy or unhealthy, so a restart timer of an earlier spell of
+    /// failed checks is ignored.
+    health_spell: u64,
     watched: bool,
     one_shot: bool,
     stop_requested: bool,
@@ -127,6 +131,12 @@ pub enum Event {
         slot: SlotId,
         generation: u64,
     },
+    /// It has failed its checks since spell `spell` for `restart_unhealthy_after`.
+    UnhealthyDue {
+        slot: SlotId,
+        generation: u64,
+        spell: u64,
+    },
     /// A retiring instance has no open gateway connection left.
     Drained {
         slot: SlotId,
@@ -138,6 +148,8 @@ pub enum Event {
     },
     /// SIGINT/SIGTERM or `procgate stop`; a second one skips the grace.
     StopRequested,
+    /// `procgate stop`: a graceful stop; asked again, it is not a second signal (no SIGKILL).
+    StopAsked,
 }
 
 /// What the actor must do.
@@ -245,8 +257,9 @@ pub struct SlotInit {
     pub routed: bool,
     /// Its `PORT`, for the log lines that tell old and new instances apart.
     pub port: Option<u16>,
-    /// Restart it when it stops passing its health checks (HTTP types, as Heroku's router).
-    pub restart_unhealthy: bool,
+    /// Restart it once it has failed its health checks for this long (`restart_unhealthy_after`
+    /// in procgate.toml); `None`: failed checks only take it out of routing.
+    pub restart_unhealthy_after: Option<Duration>,
 }
 
 /// Why a rollout cannot begin.
@@ -286,7 +299,8 @@ impl Slot {
             started_at: None,
             restart_at: None,
             port: init.port,
-            restart_unhealthy: init.restart_unhealthy,
+            restart_unhealthy_after: init.restart_unhealthy_after,
+            health_spell: 0,
             routed: init.routed,
             in_routing: false,
             held: false,
@@ -482,9 +496,14 @@ impl Lifecycle {
             Event::BootDue { slot, .. } => self.on_boot_due(slot, now),
             Event::Healthy { slot, .. } => self.on_up(slot, now),
             Event::Unhealthy { slot, .. } => self.on_unhealthy(slot),
+            Event::UnhealthyDue { slot, spell, .. } => self.on_unhealthy_due(slot, spell),
             Event::Drained { slot, .. } => self.on_drained(slot, now),
             Event::CycleDue { slot } => self.on_cycle_due(slot),
             Event::StopRequested => self.on_stop_requested(),
+            Event::StopAsked => match self.phase {
+                Phase::Release | Phase::Running => self.terminate_everything(),
+                Phase::ShuttingDown { .. } | Phase::Done => Vec::new(),
+            },
         }
     }
 
@@ -516,6 +535,7 @@ impl Lifecycle {
         }
         let was_starting = slot.state == State::Starting;
         slot.state = State::Up;
+        slot.health_spell += 1;
         if slot.held {
             let text = format!("{} (pid {}) healthy", slot.name, slot.pid.unwrap_or_default());
             let mut effects = if was_starting { vec![Effect::Progress(text)] } else { Vec::new() };
@@ -610,15 +630,31 @@ impl Lifecycle {
         effects
     }
 
-    /// Out of routing; an HTTP type that stopped answering is also restarted (R16).
+    /// Readiness: out of routing, back when its checks pass again. Liveness is opt-in: with
+    /// `restart_unhealthy_after`, an instance still failing its checks that long later is
+    /// restarted (R16); by default it is not (a single-threaded app busy for a few seconds, or
+    /// every instance under a load spike, would be killed mid-request).
     fn on_unhealthy(&mut self, id: SlotId) -> Vec<Effect> {
         let mut effects = self.unroute(id, "health check failed", false);
-        let slot = &self.slots[&id];
-        if slot.restart_unhealthy && slot.state == State::Up && !slot.retiring && !slot.held {
-            let text = format!("R16 Unresponsive: {} stopped answering its health checks; restarting it", slot.name);
-            effects.push(log(Level::Warn, text));
-            effects.extend(self.terminate(id, true));
+        let slot = self.slots.get_mut(&id).expect("checked by handle");
+        slot.health_spell += 1;
+        if let Some(after) = slot.restart_unhealthy_after.filter(|_| slot.state == State::Up) {
+            let event = Event::UnhealthyDue { slot: id, generation: slot.generation, spell: slot.health_spell };
+            effects.push(Effect::After { delay: after, event });
         }
+        effects
+    }
+
+    /// Still failing its checks since `spell`: R16, a restart.
+    fn on_unhealthy_due(&mut self, id: SlotId, spell: u64) -> Vec<Effect> {
+        let slot = &self.slots[&id];
+        if slot.health_spell != spell || slot.state != State::Up || slot.in_routing || slot.retiring || slot.held {
+            return Vec::new();
+        }
+        let after = crate::duration::format(slot.restart_unhealthy_after.unwrap_or_default());
+        let text = format!("R16 Unresponsive: {} failed its health checks for {after}; restarting it", slot.name);
+        let mut effects = vec![log(Level::Warn, text)];
+        effects.extend(self.terminate(id, true));
         effects
     }
 
@@ -836,8 +872,9 @@ fn event_slot(event: &Event) -> Option<(SlotId, u64)> {
         | Event::BootDue { slot, generation }
         | Event::Healthy { slot, generation }
         | Event::Unhealthy { slot, generation }
+        | Event::UnhealthyDue { slot, generation, .. }
         | Event::Drained { slot, generation } => Some((slot, generation)),
-        Event::CycleDue { .. } | Event::StopRequested => None,
+        Event::CycleDue { .. } | Event::StopRequested | Event::StopAsked => None,
     }
 }
 
@@ -865,13 +902,13 @@ mod tests {
         fn with(names: &[&str], release: Option<&str>, routed: bool) -> Driver {
             let slots = names
                 .iter()
-                .map(|n| SlotInit { name: n.to_string(), routed, port: None, restart_unhealthy: false })
+                .map(|n| SlotInit { name: n.to_string(), routed, port: None, restart_unhealthy_after: None })
                 .collect();
             let release = release.map(|name| SlotInit {
                 name: name.to_string(),
                 routed: false,
                 port: None,
-                restart_unhealthy: false,
+                restart_unhealthy_after: None,
             });
             let lifecycle = Lifecycle::new(slots, release, TIMING);
             let mut driver = Driver { lifecycle, timers: Vec::new(), spawns: Vec::new(), effects: Vec::new() };
@@ -1105,7 +1142,10 @@ mod tests {
         for old in olds {
             let id = driver.lifecycle.new_id();
             let name = driver.lifecycle.slot(*old).unwrap().name.clone();
-            pairs.push((Some(*old), Some((id, SlotInit { name, routed: true, port: None, restart_unhealthy: false }))));
+            pairs.push((
+                Some(*old),
+                Some((id, SlotInit { name, routed: true, port: None, restart_unhealthy_after: None })),
+            ));
             news.push(id);
         }
         let effects =
@@ -1231,7 +1271,7 @@ mod tests {
             .lifecycle
             .add(
                 id,
-                SlotInit { name: "tcp.2".into(), routed: true, port: None, restart_unhealthy: false },
+                SlotInit { name: "tcp.2".into(), routed: true, port: None, restart_unhealthy_after: None },
                 Instant::now(),
             )
             .unwrap();
@@ -1244,9 +1284,10 @@ mod tests {
         assert!(driver.lifecycle.slot(0).is_none());
     }
 
-    #[test]
-    fn an_http_instance_that_stops_answering_is_restarted_with_r16() {
-        let init = SlotInit { name: "web.1".into(), routed: true, port: Some(5000), restart_unhealthy: true };
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_failing_its_checks_for_restart_unhealthy_after_is_restarted_with_r16() {
+        let after = Some(Duration::from_secs(60));
+        let init = SlotInit { name: "web.1".into(), routed: true, port: Some(5000), restart_unhealthy_after: after };
         let mut driver = Driver {
             lifecycle: Lifecycle::new(vec![init], None, TIMING),
             timers: Vec::new(),
@@ -1260,20 +1301,28 @@ mod tests {
         driver.effects.clear();
         driver.send(Event::Unhealthy { slot: 0, generation: 1 });
         assert!(driver.effects.contains(&Effect::Leave { slot: 0, generation: 1, reason: "health check failed" }));
-        assert!(driver
-            .effects
-            .iter()
-            .any(|e| matches!(e, Effect::Log { text, .. } if text.starts_with("R16 Unresponsive: web.1"))));
+        // Healthy again in between: that spell's timer does nothing; the next spell's restarts it.
+        driver.send(Event::Healthy { slot: 0, generation: 1 });
+        driver.send(Event::Unhealthy { slot: 0, generation: 1 });
+        driver.effects.clear();
+        driver.timers.retain(|(_, event)| matches!(event, Event::UnhealthyDue { .. }));
+        assert!(matches!(driver.fire_next_timer().await, Event::UnhealthyDue { spell: 2, .. }));
+        assert!(driver.effects.is_empty(), "{:?}", driver.effects);
+        assert!(matches!(driver.fire_next_timer().await, Event::UnhealthyDue { spell: 4, .. }));
+        assert!(driver.effects.iter().any(
+            |e| matches!(e, Effect::Log { text, .. } if text == "R16 Unresponsive: web.1 failed its health checks for 1m; restarting it")
+        ));
         assert!(driver.took(|e| *e == Effect::Signal { slot: 0, signal: Signal::SIGTERM }));
         driver.exit(0, ExitReason::Code(0));
         assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Crashed, "then restarted with backoff");
     }
 
     #[test]
-    fn a_tcp_instance_that_fails_its_checks_only_leaves_routing() {
+    fn by_default_failed_checks_only_take_an_instance_out_of_routing() {
         let mut driver = serving(&["tcp.1"]);
         driver.send(Event::Unhealthy { slot: 0, generation: 1 });
         assert!(!driver.effects.iter().any(|e| matches!(e, Effect::Signal { .. })));
+        assert!(!driver.timers.iter().any(|(_, e)| matches!(e, Event::UnhealthyDue { .. })));
         assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Up);
     }
 }

@@ -93,8 +93,8 @@ pub struct Scheduler {
 pub struct Notify(pub Event);
 
 fn init(spec: &SlotSpec) -> SlotInit {
-    let restart_unhealthy = spec.template.probe.as_ref().is_some_and(|p| p.http.is_some());
-    SlotInit { name: spec.name.clone(), routed: spec.routed(), port: spec.port, restart_unhealthy }
+    let restart_unhealthy_after = spec.template.probe.as_ref().and_then(|p| p.restart_unhealthy_after);
+    SlotInit { name: spec.name.clone(), routed: spec.routed(), port: spec.port, restart_unhealthy_after }
 }
 
 impl Scheduler {
@@ -395,16 +395,19 @@ impl Scheduler {
     }
 
     /// `scale TYPE=N...`: adds instances with the lowest free numbers, retires the highest.
-    fn scale(&mut self, changes: Vec<(String, usize)>, ctx: &mut Context<Self>) -> Result<Vec<String>, String> {
+    fn scale(&mut self, changes: Vec<(String, usize)>, ctx: &mut Context<Self>) -> Result<Vec<String>, ScaleRefused> {
         if let Some(running) = self.lifecycle.rollout_running() {
-            return Err(format!("a {running} is running; try again when it is done"));
+            return Err(ScaleRefused::Busy(format!("a {running} is running; try again when it is done")));
         }
         let mut plan = Vec::new();
         for (type_name, count) in &changes {
             let template = self.config.release.templates.iter().find(|t| t.type_name == *type_name).cloned();
             let template = template.ok_or_else(|| format!("the Procfile has no type `{type_name}`"))?;
             if *count > crate::formation::PORTS_PER_TYPE as usize {
-                return Err(format!("{type_name}={count} is more than {} instances", crate::formation::PORTS_PER_TYPE));
+                return Err(ScaleRefused::Bad(format!(
+                    "{type_name}={count} is more than {} instances",
+                    crate::formation::PORTS_PER_TYPE
+                )));
             }
             plan.push((template, *count));
         }
@@ -420,7 +423,7 @@ impl Scheduler {
         template: &Arc<TypeTemplate>,
         count: usize,
         ctx: &mut Context<Self>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ScaleRefused> {
         let current: Vec<(SlotId, usize)> = self
             .current()
             .into_iter()
@@ -439,7 +442,8 @@ impl Scheduler {
             let (id, slot) = self.file_new(template, number)?;
             let port = self.specs[&id].port.unwrap_or_default();
             lines.push(format!("{} starting on port {port}", slot.name));
-            let effects = self.lifecycle.add(id, slot, Instant::now()).map_err(|r| r.to_string())?;
+            let effects =
+                self.lifecycle.add(id, slot, Instant::now()).map_err(|r| ScaleRefused::Busy(r.to_string()))?;
             self.apply(effects, ctx);
         }
         Ok(lines)
@@ -542,11 +546,26 @@ impl Handler<Status> for Scheduler {
 
 /// `scale TYPE=N...`; answers what changed, or why nothing did.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<String>, String>")]
+#[rtype(result = "Result<Vec<String>, ScaleRefused>")]
 pub struct Scale(pub Vec<(String, usize)>);
 
+/// Why a `scale` changed nothing: the request is wrong, or procgate is busy (try again).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScaleRefused {
+    #[error("{0}")]
+    Bad(String),
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl From<String> for ScaleRefused {
+    fn from(why: String) -> ScaleRefused {
+        ScaleRefused::Bad(why)
+    }
+}
+
 impl Handler<Scale> for Scheduler {
-    type Result = Result<Vec<String>, String>;
+    type Result = Result<Vec<String>, ScaleRefused>;
 
     fn handle(&mut self, Scale(changes): Scale, ctx: &mut Context<Self>) -> Self::Result {
         self.scale(changes, ctx)

@@ -46,10 +46,16 @@ pub fn run(command: &[String]) -> ! {
     }
     // Registered before the app starts so no signal is lost; exec resets them in the app.
     let signals = signal_hook::iterator::Signals::new(FORWARDED).ok();
+    report(&control, Report::Hello(super::protocol::VERSION));
     let tmpdir = instance_tmpdir();
     let mut app = Command::new(&command[0]);
     app.args(&command[1..]).stdin(Stdio::null()).process_group(0);
     super::nofile::give_back(&mut app);
+    // The app dies with its keeper (and procgate then kills its group): never an orphan.
+    // SAFETY: prctl is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        app.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+    }
     if let Some(dir) = &tmpdir {
         app.env("TMPDIR", dir.path());
     }

@@ -8,6 +8,7 @@ pub mod procfs;
 pub mod protocol;
 
 use crate::env::EnvMap;
+use nix::sys::signal::Signal;
 use output::Prefix;
 use protocol::{ExitReason, Order, Report};
 use std::future::Future;
@@ -24,6 +25,19 @@ use tokio::sync::mpsc;
 pub fn shell() -> &'static str {
     static SHELL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
     SHELL.get_or_init(|| if std::path::Path::new("/bin/bash").exists() { "/bin/bash" } else { "/bin/sh" })
+}
+
+/// The binary keepers run: the one this procgate runs, even after a package upgrade replaced
+/// the file at its path. `/proc/self/exe` is opened once (call this at start) and keepers run
+/// `/proc/self/fd/N`, the inode itself (executing `/proc/self/exe` directly would also do,
+/// but not under valgrind, whose own binary that is then).
+pub fn own_binary() -> PathBuf {
+    use std::os::fd::AsRawFd;
+    static OWN: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    match OWN.get_or_init(|| std::fs::File::open("/proc/self/exe").ok()) {
+        Some(file) => PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
+        None => PathBuf::from("/proc/self/exe"),
+    }
 }
 
 /// What to run for one instance.
@@ -110,31 +124,76 @@ pub fn spawn(
                 }
             );
         };
-        let (reported, ()) = tokio::join!(converse(control, orders, &on_event), pumps);
+        // A keeper that died (the OOM killer, a stray SIGKILL) leaves its app behind: its group
+        // is killed, and output still held open by escaped descendants is read a moment only.
+        let keeper_gone = tokio::sync::Notify::new();
+        let talk = async {
+            let talk = converse(control, orders, &on_event).await;
+            if talk.exit.is_none() {
+                if let Some(group) = talk.leader {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group as i32), Signal::SIGKILL);
+                }
+                keeper_gone.notify_one();
+            }
+            talk
+        };
+        let drained = async {
+            tokio::select! {
+                () = pumps => {}
+                () = async { keeper_gone.notified().await; tokio::time::sleep(KEEPER_GONE_DRAIN).await } => {}
+            }
+        };
+        let (talk, ()) = tokio::join!(talk, drained);
         let status = child.wait().await;
         let fallback = status.map(exit_reason_of).unwrap_or(ExitReason::Code(1));
-        on_event(ProcessEvent::Exited(reported.unwrap_or(fallback)));
+        on_event(ProcessEvent::Exited(talk.exit.unwrap_or(fallback)));
     };
     Ok((Controller { orders: orders_tx }, monitor))
 }
 
+/// How long the output of an instance whose keeper died is still read.
+const KEEPER_GONE_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a keeper said before its socket closed.
+struct Talk {
+    /// The app's leader, also its process group.
+    leader: Option<u32>,
+    /// How the leader ended, once the whole tree was gone; `None`: the keeper died first.
+    exit: Option<ExitReason>,
+}
+
 /// Passes orders to the keeper and reports its messages until it closes the socket (exits).
+/// A keeper that does not speak this procgate's protocol version (another binary) is closed.
 async fn converse(
     control: UnixStream,
     mut orders: mpsc::UnboundedReceiver<Order>,
     on_event: &impl Fn(ProcessEvent),
-) -> Option<ExitReason> {
+) -> Talk {
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
-    let mut exit = None;
+    let mut talk = Talk { leader: None, exit: None };
+    match lines.next_line().await.ok().flatten().as_deref().map(Report::decode) {
+        Some(Some(Report::Hello(version))) if version == protocol::VERSION => {}
+        other => {
+            tracing::error!(
+                "a keeper spoke {other:?} instead of `hello {}`: it is another procgate binary",
+                protocol::VERSION
+            );
+            return talk;
+        }
+    }
     loop {
         tokio::select! {
             line = lines.next_line() => match line.ok().flatten().as_deref().map(Report::decode) {
-                Some(Some(Report::Pid(pid))) => on_event(ProcessEvent::Started { pid }),
+                Some(Some(Report::Hello(_))) => {}
+                Some(Some(Report::Pid(pid))) => {
+                    talk.leader = Some(pid);
+                    on_event(ProcessEvent::Started { pid });
+                }
                 Some(Some(Report::LeaderExited)) => on_event(ProcessEvent::LeaderExited),
-                Some(Some(Report::Exit(reason))) => exit = Some(reason),
+                Some(Some(Report::Exit(reason))) => talk.exit = Some(reason),
                 Some(None) => {}
-                None => return exit,
+                None => return talk,
             },
             Some(order) = orders.recv() => {
                 let _ = write.write_all(order.encode().as_bytes()).await;

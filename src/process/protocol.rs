@@ -2,11 +2,16 @@
 //!
 //! procgate → keeper: `signal N` (send signal N to the instance's process tree), `kill`
 //! (SIGKILL everything). End of file means procgate is gone: the keeper kills everything.
-//! keeper → procgate: `pid N` (the app's leader, also its process group), `leader-exited`,
-//! then `exit code N` or `exit signal N` once the whole tree is gone.
+//! keeper → procgate: `hello V` (the protocol version it speaks, first), `pid N` (the app's
+//! leader, also its process group), `leader-exited`, then `exit code N` or `exit signal N` once
+//! the whole tree is gone.
 
 use nix::sys::signal::Signal;
 use std::fmt;
+
+/// The version of this protocol: procgate closes a keeper that says another (a keeper of
+/// another procgate binary, e.g. after a package upgrade replaced it).
+pub const VERSION: u32 = 1;
 
 /// An order from procgate to a keeper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +23,7 @@ pub enum Order {
 /// A report from a keeper to procgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
+    Hello(u32),
     Pid(u32),
     LeaderExited,
     Exit(ExitReason),
@@ -73,6 +79,7 @@ impl Order {
 impl Report {
     pub fn encode(self) -> String {
         match self {
+            Report::Hello(version) => format!("hello {version}\n"),
             Report::Pid(pid) => format!("pid {pid}\n"),
             Report::LeaderExited => "leader-exited\n".to_string(),
             Report::Exit(ExitReason::Code(code)) => format!("exit code {code}\n"),
@@ -83,6 +90,7 @@ impl Report {
     pub fn decode(line: &str) -> Option<Report> {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["hello", v] => v.parse().ok().map(Report::Hello),
             ["pid", n] => n.parse().ok().map(Report::Pid),
             ["leader-exited"] => Some(Report::LeaderExited),
             ["exit", "code", n] => n.parse().ok().map(|c| Report::Exit(ExitReason::Code(c))),
@@ -102,6 +110,7 @@ mod tests {
             assert_eq!(Order::decode(&order.encode()), Some(order));
         }
         let reports = [
+            Report::Hello(VERSION),
             Report::Pid(42),
             Report::LeaderExited,
             Report::Exit(ExitReason::Code(3)),
