@@ -18,31 +18,15 @@ use procgate::procfile::{Procfile, ProcfileError};
 use procgate::settings::{Settings, SettingsError};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Cases per property unless `PROPTEST_CASES` says otherwise.
-const CASES: u32 = 100_000;
-
-/// Runs `property` on [`CASES`] values of `strategy` (or `PROPTEST_CASES`), then says how many ran.
-fn check<S: Strategy>(name: &str, strategy: S, property: impl Fn(S::Value) -> Result<(), TestCaseError>) {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(CASES);
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
-    let ran = Cell::new(0u32);
-    let started = Instant::now();
-    let result = TestRunner::new(config).run(&strategy, |value| {
-        ran.set(ran.get() + 1);
-        property(value)
-    });
-    eprintln!("{name}: {} cases in {:.1?}", ran.get(), started.elapsed());
-    if let Err(err) = result {
-        panic!("{name}: {err}");
-    }
-    assert!(ran.get() >= cases, "{name}: only {} of {cases} cases ran", ran.get());
-}
+#[path = "common/proptest_check.rs"]
+mod proptest_check;
+use proptest_check::check;
 
 /// The 1-based line a `PATH:LINE: message` error names, checking that it starts with `path`.
 fn named_line(message: &str, path: &str) -> Result<usize, TestCaseError> {
