@@ -109,6 +109,9 @@ pub struct StartArgs {
     /// How long a routed instance may take to accept its first connection before R10
     #[arg(long = "boot-timeout", default_value = "60s", value_parser = positive)]
     pub boot_timeout: Duration,
+    /// How long a `release` step may run before it is SIGKILLed (R20), failing the start or the deploy
+    #[arg(long = "release-timeout", default_value = "10m", value_parser = positive)]
+    pub release_timeout: Duration,
     /// How long a client waits for a healthy instance before H10
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
     pub wait: Duration,

@@ -55,7 +55,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let scheduler = SchedulerConfig {
         release,
         instances,
-        timing: Timing { grace: args.grace, boot_timeout: args.boot_timeout },
+        timing: Timing { grace: args.grace, boot_timeout: args.boot_timeout, release_timeout: args.release_timeout },
         cycling: cycling(&args),
         keeper_exe: process::own_binary(),
         output,

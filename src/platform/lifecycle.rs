@@ -131,6 +131,11 @@ pub enum Event {
         slot: SlotId,
         generation: u64,
     },
+    /// A release step's time is up.
+    ReleaseDue {
+        slot: SlotId,
+        generation: u64,
+    },
     /// It has failed its checks since spell `spell` for `restart_unhealthy_after`.
     UnhealthyDue {
         slot: SlotId,
@@ -247,6 +252,8 @@ pub struct Timing {
     pub grace: Duration,
     /// Spawn to first good handshake, for routed types (R10).
     pub boot_timeout: Duration,
+    /// How long a `release` step may run before it is killed (R20).
+    pub release_timeout: Duration,
 }
 
 /// A slot to create.
@@ -399,7 +406,23 @@ impl Lifecycle {
         if first && !slot.one_shot {
             effects.push(Effect::ScheduleCycle { slot: id });
         }
+        if slot.one_shot {
+            let event = Event::ReleaseDue { slot: id, generation: slot.generation };
+            effects.push(Effect::After { delay: self.timing.release_timeout, event });
+        }
         effects
+    }
+
+    /// A release step still running at its timeout: R20, SIGKILL (its exit then fails the start
+    /// or the deploy).
+    fn on_release_due(&mut self, id: SlotId) -> Vec<Effect> {
+        let slot = &self.slots[&id];
+        if !matches!(slot.state, State::Starting | State::Up) {
+            return Vec::new();
+        }
+        let limit = crate::duration::format(self.timing.release_timeout);
+        let text = format!("R20 Release timeout: {} did not finish within {limit}; sending SIGKILL", slot.name);
+        vec![log(Level::Error, text), Effect::Kill { slot: id }]
     }
 
     /// Adds and starts an instance (scale up) under an id from [`Lifecycle::new_id`].
@@ -497,6 +520,7 @@ impl Lifecycle {
             Event::Healthy { slot, .. } => self.on_up(slot, now),
             Event::Unhealthy { slot, .. } => self.on_unhealthy(slot),
             Event::UnhealthyDue { slot, spell, .. } => self.on_unhealthy_due(slot, spell),
+            Event::ReleaseDue { slot, .. } => self.on_release_due(slot),
             Event::Drained { slot, .. } => self.on_drained(slot, now),
             Event::CycleDue { slot } => self.on_cycle_due(slot),
             Event::StopRequested => self.on_stop_requested(),
@@ -772,6 +796,9 @@ impl Lifecycle {
     }
 
     fn on_release_exited(&mut self, reason: ExitReason, now: Instant) -> Vec<Effect> {
+        if matches!(self.phase, Phase::ShuttingDown { .. } | Phase::Done) {
+            return Vec::new();
+        }
         if let Some((kind, pairs)) = self.after_release.take() {
             if reason == ExitReason::Code(0) {
                 return self.launch_rollout(kind, pairs, now);
@@ -818,8 +845,10 @@ impl Lifecycle {
     fn terminate_everything(&mut self) -> Vec<Effect> {
         self.phase = Phase::ShuttingDown { fast: false };
         let mut effects = vec![Effect::CloseGateway];
-        if let Some(rollout) = self.rollout.take() {
-            let text = format!("{} interrupted: procgate is stopping", rollout.kind.describe());
+        // A rollout, or a deploy still in its release step (which gets SIGTERM with the rest).
+        let kind = self.rollout.take().map(|r| r.kind).or(self.after_release.take().map(|(kind, _)| kind));
+        if let Some(kind) = kind {
+            let text = format!("{} interrupted: procgate is stopping", kind.describe());
             effects.push(Effect::RolloutFinished { ok: false, text });
         }
         let ids: Vec<SlotId> = self.slots.keys().copied().collect();
@@ -873,6 +902,7 @@ fn event_slot(event: &Event) -> Option<(SlotId, u64)> {
         | Event::Healthy { slot, generation }
         | Event::Unhealthy { slot, generation }
         | Event::UnhealthyDue { slot, generation, .. }
+        | Event::ReleaseDue { slot, generation }
         | Event::Drained { slot, generation } => Some((slot, generation)),
         Event::CycleDue { .. } | Event::StopRequested | Event::StopAsked => None,
     }
@@ -884,7 +914,8 @@ mod tests {
     use crate::platform::rollout::RolloutKind;
 
     const GRACE: Duration = Duration::from_secs(30);
-    const TIMING: Timing = Timing { grace: GRACE, boot_timeout: Duration::from_secs(60) };
+    const TIMING: Timing =
+        Timing { grace: GRACE, boot_timeout: Duration::from_secs(60), release_timeout: Duration::from_secs(600) };
 
     /// Drives a [`Lifecycle`] like the actor does, with timers on tokio's (paused) clock.
     struct Driver {
@@ -1063,6 +1094,41 @@ mod tests {
         failing.exit(1, ExitReason::Code(5));
         assert!(failing.took(|e| *e == Effect::Exit(1)));
         assert_eq!(failing.spawns.len(), 1, "nothing else starts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_step_past_its_timeout_is_killed_with_r20() {
+        let mut driver = Driver::new(&["web.1"], Some("release.1"));
+        assert!(matches!(driver.fire_next_timer().await, Event::ReleaseDue { slot: 1, .. }));
+        assert!(driver.effects.iter().any(
+            |e| matches!(e, Effect::Log { text, .. } if text == "R20 Release timeout: release.1 did not finish within 10m; sending SIGKILL")
+        ));
+        assert!(driver.took(|e| *e == Effect::Kill { slot: 1 }));
+        driver.exit(1, ExitReason::Signal(9));
+        assert!(driver.took(|e| *e == Effect::Exit(1)), "the start fails");
+    }
+
+    #[test]
+    fn a_stop_during_a_deploys_release_step_never_starts_its_rollout() {
+        let mut driver = Driver::new(&["worker.1"], None);
+        driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
+        let (release, replacement) = (driver.lifecycle.new_id(), driver.lifecycle.new_id() + 1);
+        let init =
+            |name: &str| SlotInit { name: name.into(), routed: false, port: None, restart_unhealthy_after: None };
+        let pairs = vec![(Some(0), Some((replacement, init("worker.1"))))];
+        let effects = driver
+            .lifecycle
+            .begin_rollout(RolloutKind::Deploy, pairs, Some((release, init("release.1"))), Instant::now())
+            .unwrap();
+        driver.apply(effects);
+        driver.send(Event::Started { slot: release, generation: 1, pid: 8 });
+        driver.effects.clear();
+        driver.send(Event::StopRequested);
+        assert!(driver.effects.iter().any(
+            |e| matches!(e, Effect::RolloutFinished { ok: false, text } if text == "deploy interrupted: procgate is stopping")
+        ));
+        driver.exit(release, ExitReason::Code(0));
+        assert!(!driver.effects.iter().any(|e| matches!(e, Effect::Spawn { .. })), "{:?}", driver.effects);
     }
 
     #[test]
