@@ -120,3 +120,50 @@ fn keepers_run_the_binary_procgate_runs_even_after_its_file_is_replaced() {
     running.signal(Signal::SIGINT);
     assert_eq!(running.finish(DEADLINE).code(), Some(0));
 }
+
+/// Counts the SIGTERMs it gets in the 2 s after the first, then says how many.
+const TERM_COUNTER: &str = r#"
+import signal, time
+count = 0
+def on_term(*_):
+    global count
+    count += 1
+signal.signal(signal.SIGTERM, on_term)
+print("ready", flush=True)
+while count == 0:
+    time.sleep(0.01)
+time.sleep(2)
+print(f"SIGTERMs: {count}", flush=True)
+"#;
+
+#[test]
+fn an_app_gets_one_sigterm_also_when_a_service_manager_signals_the_whole_cgroup() {
+    for manager in [false, true] {
+        let app = App::new("app: exec python3 counter.py\n");
+        app.write("counter.py", TERM_COUNTER);
+        let base = free_base_port(1, 1).to_string();
+        let mut command = std::process::Command::new(common::BIN);
+        command
+            .args(["start", "-p", &base, "--grace", "5s", "--tcp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
+            .current_dir(app.path())
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if manager {
+            // This test is procgate's parent: it plays systemd, which sets INVOCATION_ID.
+            command.env("INVOCATION_ID", "procgate-test");
+        }
+        let mut running = common::Running::watch(command.spawn().unwrap());
+        let app_pid = running.pid_of("app.1");
+        running.wait_for("app.1 | ready");
+        let keeper = keeper_pid(running.pid());
+        let term = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+        match manager {
+            // KillMode=control-group: every process of the cgroup at once.
+            true => [app_pid, keeper, running.pid()].into_iter().for_each(term),
+            false => term(running.pid()),
+        }
+        running.wait_for("app.1 | SIGTERMs: 1");
+        assert_eq!(running.finish(DEADLINE).code(), Some(0), "manager: {manager}");
+    }
+}

@@ -10,6 +10,12 @@
 //!   is gone", and reports the leader's status first.
 //!
 //! It also gives the app a fresh `TMPDIR`, removed when the instance is gone.
+//!
+//! A stop signal (SIGTERM, SIGINT) reaches each process of the tree once: procgate's orders send
+//! it only if the tree has not had it yet. Under a service manager that signals the whole cgroup
+//! (systemd's `KillMode=control-group`), the app already got the manager's own: the keeper notes
+//! a stop signal from the manager (the process that started procgate, named in
+//! `PROCGATE_SERVICE_MANAGER`) as delivered instead of forwarding it.
 
 use super::procfs::{self, ProcessInfo};
 use super::protocol::{ExitReason, Order, Report};
@@ -17,6 +23,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -24,6 +32,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Names the service manager's pid to keepers (see the module's documentation).
+pub const SERVICE_MANAGER: &str = "PROCGATE_SERVICE_MANAGER";
 
 /// Signals sent to the keeper itself that it passes on to the app.
 const FORWARDED: [i32; 6] = [
@@ -45,12 +56,14 @@ pub fn run(command: &[String]) -> ! {
         eprintln!("procgate keeper: cannot become a subreaper ({err}); orphans may escape");
     }
     // Registered before the app starts so no signal is lost; exec resets them in the app.
-    let signals = signal_hook::iterator::Signals::new(FORWARDED).ok();
+    let signals = signal_hook::iterator::SignalsInfo::<WithOrigin>::new(FORWARDED).ok();
+    let manager = std::env::var(SERVICE_MANAGER).ok().and_then(|pid| pid.parse::<i32>().ok());
     report(&control, Report::Hello(super::protocol::VERSION));
     let tmpdir = instance_tmpdir();
     let mut app = Command::new(&command[0]);
     app.args(&command[1..]).stdin(Stdio::null()).process_group(0);
     super::nofile::give_back(&mut app);
+    app.env_remove(SERVICE_MANAGER);
     // The app dies with its keeper (and procgate then kills its group): never an orphan.
     // SAFETY: prctl is async-signal-safe, and the closure touches nothing else.
     unsafe {
@@ -63,11 +76,16 @@ pub fn run(command: &[String]) -> ! {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(err) => fail(&format!("procgate keeper: cannot run {}: {err}", command[0])),
     };
-    let tree = Arc::new(Tree { leader, stopping: AtomicBool::new(false), killing: AtomicBool::new(false) });
+    let tree = Arc::new(Tree {
+        leader,
+        stopping: AtomicBool::new(false),
+        stopped_by_signal: AtomicBool::new(false),
+        killing: AtomicBool::new(false),
+    });
     report(&control, Report::Pid(leader.as_raw() as u32));
     listen_for_orders(&control, tree.clone());
     if let Some(signals) = signals {
-        forward_signals(signals, tree.clone());
+        forward_signals(signals, manager, tree.clone());
     }
     let reason = reap_until_empty(&tree, &control);
     report(&control, Report::Exit(reason));
@@ -94,14 +112,20 @@ fn report(mut control: &UnixStream, message: Report) {
 struct Tree {
     leader: Pid,
     stopping: AtomicBool,
+    /// The tree has had its stop signal (SIGTERM or SIGINT), from the keeper or the manager.
+    stopped_by_signal: AtomicBool,
     killing: AtomicBool,
 }
 
 impl Tree {
     /// Sends `signal` exactly once to every process of the tree, including descendants that
-    /// left the group (a second SIGTERM or SIGINT means "hurry" to many apps).
+    /// left the group; a stop signal only if the tree has had none yet (a second SIGTERM or
+    /// SIGINT means "hurry" to many apps; procgate's way to hurry is SIGKILL).
     fn signal(&self, signal: Signal) {
         self.stopping.store(true, Ordering::SeqCst);
+        if is_stop(signal) && self.stopped_by_signal.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let tree = descendants();
         let is_ours = |pid: i32| tree.iter().any(|p| p.pid == pid);
         let mut groups = vec![self.leader.as_raw()];
@@ -160,14 +184,26 @@ fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>) {
     });
 }
 
-fn forward_signals(mut signals: signal_hook::iterator::Signals, tree: Arc<Tree>) {
+/// Passes the signals the keeper gets on to the tree, but a stop signal from the service
+/// manager, which sent the app its own.
+fn forward_signals(mut signals: SignalsInfo<WithOrigin>, manager: Option<i32>, tree: Arc<Tree>) {
     std::thread::spawn(move || {
-        for number in signals.forever() {
-            if let Ok(signal) = Signal::try_from(number) {
-                tree.signal(signal);
+        for origin in signals.forever() {
+            let Ok(signal) = Signal::try_from(origin.signal) else { continue };
+            let from_manager = manager.is_some() && origin.process.map(|p| p.pid) == manager;
+            match from_manager && is_stop(signal) {
+                true => {
+                    tree.stopping.store(true, Ordering::SeqCst);
+                    tree.stopped_by_signal.store(true, Ordering::SeqCst);
+                }
+                false => tree.signal(signal),
             }
         }
     });
+}
+
+fn is_stop(signal: Signal) -> bool {
+    matches!(signal, Signal::SIGTERM | Signal::SIGINT)
 }
 
 /// Reaps every descendant until none is left; returns how the leader ended.

@@ -99,6 +99,11 @@ pub fn spawn(
     if let Some(soft) = nofile::original() {
         command.env(nofile::KEEPER_ENV, soft.to_string());
     }
+    // Under systemd (which sets INVOCATION_ID for a service's processes), procgate's parent is
+    // the service manager; its stop signals reach every process of the cgroup by themselves.
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        command.env(keeper::SERVICE_MANAGER, nix::unistd::getppid().as_raw().to_string());
+    }
     let mut child = command.spawn()?;
     // The keeper's end must close here, or its end of file would never come.
     drop(command);
