@@ -265,3 +265,16 @@ fn a_deploy_from_a_new_directory_keeps_the_procfile_and_env_files_procgate_was_s
     assert!(!running.seen.iter().any(|l| l.contains("the default Procfile")), "{}", running.seen.join("\n"));
     stop(running);
 }
+
+#[test]
+fn a_restart_of_more_than_fifty_instances_takes_ports_past_the_types_block() {
+    let app = App::new("worker: exec sleep 300\n");
+    let base = common::free_base_port(1, 100).to_string();
+    let mut running = app.spawn(&["start", "-m", "worker=60", "-p", &base, "--grace", "2s"]);
+    running.wait_for("worker.60 started with pid");
+    let restart = app.run(&["restart", "worker"]);
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    let ps = ps(&app);
+    assert_eq!(ps.instances.iter().filter(|i| i.state == "up").count(), 60, "{ps:?}");
+    stop(running);
+}

@@ -65,14 +65,25 @@ impl SlotSpec {
 }
 
 /// The port for a new instance `number` of a type: its plan port if nothing uses it, else the
-/// lowest free one of the block (`in_use` says which ports live instances hold).
+/// lowest free one of the block (`in_use` says which ports live instances hold), else, when the
+/// block is full (a rollout of more than 50 instances has old and new at once), any free port.
 pub fn port_for(block_start: u16, number: usize, in_use: impl Fn(u16) -> bool) -> Option<u16> {
     let usable = |port: u16| !in_use(port) && crate::formation::port_is_free(port);
     let planned = block_start.checked_add(u16::try_from(number.checked_sub(1)?).ok()?);
     if let Some(port) = planned.filter(|p| *p < block_start.saturating_add(PORTS_PER_TYPE) && usable(*p)) {
         return Some(port);
     }
-    (block_start..block_start.saturating_add(PORTS_PER_TYPE)).find(|p| usable(*p))
+    let in_block = (block_start..block_start.saturating_add(PORTS_PER_TYPE)).find(|p| usable(*p));
+    in_block.or_else(|| (0..ANY_PORT_TRIES).find_map(|_| any_free_port().filter(|p| !in_use(*p))))
+}
+
+/// Tries at a port the system picks, past the type's block.
+const ANY_PORT_TRIES: usize = 8;
+
+/// A port free on 127.0.0.1 now, as the system picks one.
+fn any_free_port() -> Option<u16> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).ok()?;
+    listener.local_addr().ok().map(|addr| addr.port())
 }
 
 #[cfg(test)]
@@ -99,5 +110,13 @@ mod tests {
         assert_eq!(port_for(base, 2, |_| false), Some(base + 1));
         assert_eq!(port_for(base, 2, |p| p == base + 1), Some(base + 2), "the plan port is used, the held base too");
         assert_eq!(port_for(base, 1, |_| false), Some(base + 1), "the plan port is held by another process");
+    }
+
+    #[test]
+    fn a_full_block_gives_a_free_port_past_it() {
+        let (_held, base) = held_then_two_free();
+        let in_block = |p: u16| (base..base.saturating_add(PORTS_PER_TYPE)).contains(&p);
+        let port = port_for(base, 1, in_block).expect("a free port");
+        assert!(!in_block(port) && crate::formation::port_is_free(port), "{port}");
     }
 }
