@@ -278,3 +278,25 @@ fn a_restart_of_more_than_fifty_instances_takes_ports_past_the_types_block() {
     assert_eq!(ps.instances.iter().filter(|i| i.state == "up").count(), 60, "{ps:?}");
     stop(running);
 }
+
+#[test]
+fn a_deploy_keeps_types_at_zero_and_a_rolled_back_release_stays_out_of_scale() {
+    let app = echo_app("worker: exec sleep 60\n");
+    let (mut running, _) = start(&app, "tcp=1,worker=0", &["--boot-timeout", "1s"]);
+    let same = app.run(&["deploy"]);
+    assert_eq!(same.code(), Some(0), "{}", same.text());
+    let types: HashSet<String> = ps(&app).instances.iter().map(|i| i.type_name.clone()).collect();
+    assert_eq!(types, HashSet::from(["tcp".to_string()]), "worker stays at 0");
+
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("Procfile"), "tcp: echo broken release; exec sleep 60\nworker: exec sleep 60\n")
+        .unwrap();
+    let deploy = app.run(&["deploy", "--from", broken.path().to_str().unwrap()]);
+    assert_eq!(deploy.code(), Some(1), "{}", deploy.text());
+    let scale = app.run(&["scale", "tcp=2"]);
+    assert_eq!(scale.code(), Some(0), "{}", scale.text());
+    running.wait_for("tcp.2 | url=tcp://");
+    running.wait_for("201 app connected tcp.2");
+    assert_eq!(running.seen.iter().filter(|l| l.contains("broken release")).count(), 1, "only the rolled-back try");
+    stop(running);
+}

@@ -133,6 +133,7 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
                 .then(|| ProbeSettings::for_type(&sources.settings.of(&process.name), process.name == WEB_TYPE)),
             block_start: u16::try_from(block).ok(),
             proxy_protocol: sources.settings.of(&process.name).proxy_version().filter(|_| routed),
+            root: sources.root.clone(),
         }));
     }
     let release_step = config.release.as_ref().map(|release| {
@@ -145,9 +146,10 @@ fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigErr
             probe: None,
             block_start: None,
             proxy_protocol: None,
+            root: sources.root.clone(),
         })
     });
-    Ok(Release { templates, release_step, root: sources.root.clone() })
+    Ok(Release { templates, release_step })
 }
 
 /// How `deploy` reads a new release: the flags it was given over those of `start` (README:

@@ -41,7 +41,6 @@ pub type ReleaseLoader = Box<dyn Fn(ReleaseSource) -> Result<Release, String>>;
 pub struct Release {
     pub templates: Vec<Arc<TypeTemplate>>,
     pub release_step: Option<Arc<TypeTemplate>>,
-    pub root: PathBuf,
 }
 
 /// What the Scheduler needs to run the formation.
@@ -85,6 +84,8 @@ pub struct Scheduler {
     health: Addr<HealthChecker>,
     rollout_client: Client,
     queue: VecDeque<Pending>,
+    /// A deploy's release while its rollout runs; in force only if it succeeds.
+    pending_release: Option<Release>,
 }
 
 /// An event for the Scheduler's state machine.
@@ -119,6 +120,7 @@ impl Scheduler {
             health,
             rollout_client: None,
             queue: VecDeque::new(),
+            pending_release: None,
         }
     }
 
@@ -225,6 +227,10 @@ impl Scheduler {
 
     fn rollout_finished(&mut self, ok: bool, text: String, ctx: &mut Context<Self>) {
         log(if ok { Level::Info } else { Level::Warn }, &text);
+        // A deploy's release is in force once its rollout succeeded, never before.
+        if let Some(release) = self.pending_release.take().filter(|_| ok) {
+            self.config.release = release;
+        }
         if let Some(client) = self.rollout_client.take() {
             let _ = client.send(format!("{}: {text}", if ok { "ok" } else { "failed" }));
         }
@@ -373,25 +379,32 @@ impl Scheduler {
 
     /// `deploy`: a new release replaces every instance; added types start with one instance,
     /// removed types drain. The release step, if any, runs first.
+    /// A type the formation has at 0 stays at 0; a type the running release does not have
+    /// starts with one instance. The new release is in force only once the rollout succeeded.
     fn begin_deploy(&mut self, source: ReleaseSource) -> Result<Vec<Effect>, String> {
         let release = (self.config.load_release)(source)?;
         let current: Vec<(SlotId, String, usize)> =
             self.current().into_iter().map(|(id, s)| (id, s.template.type_name.clone(), s.number)).collect();
+        let known = |name: &str| self.config.release.templates.iter().any(|t| t.type_name == name);
         let mut olds = Vec::new();
         for template in &release.templates {
             let same_type: Vec<&(SlotId, String, usize)> =
                 current.iter().filter(|(_, t, _)| *t == template.type_name).collect();
-            match same_type.is_empty() {
-                true => olds.push((None, template.clone(), 1)),
-                false => olds.extend(same_type.iter().map(|(id, _, number)| (Some(*id), template.clone(), *number))),
+            match (same_type.is_empty(), known(&template.type_name)) {
+                (true, true) => {}
+                (true, false) => olds.push((None, template.clone(), 1)),
+                (false, _) => {
+                    olds.extend(same_type.iter().map(|(id, _, number)| (Some(*id), template.clone(), *number)))
+                }
             }
         }
         let mut pairs = self.file_replacements(olds)?;
         let removed = current.iter().filter(|(_, t, _)| !release.templates.iter().any(|n| n.type_name == *t));
         pairs.extend(removed.map(|(id, _, _)| (Some(*id), None)));
         let step = release.release_step.as_ref().map(|t| self.file(t.instance(1, None)));
-        self.config.release = release;
-        self.begin(RolloutKind::Deploy, pairs, step)
+        let effects = self.begin(RolloutKind::Deploy, pairs, step)?;
+        self.pending_release = Some(release);
+        Ok(effects)
     }
 
     /// `scale TYPE=N...`: adds instances with the lowest free numbers, retires the highest.
@@ -455,7 +468,7 @@ impl Scheduler {
         let launch = Launch {
             command: spec.template.command.clone(),
             env: spec.env(),
-            root: self.config.release.root.clone(),
+            root: spec.template.root.clone(),
             prefix: Prefix {
                 output: self.config.output.clone(),
                 name: spec.name.clone(),

@@ -25,6 +25,8 @@ pub struct TypeTemplate {
     pub block_start: Option<u16>,
     /// The PROXY header version the gateway writes to its instances.
     pub proxy_protocol: Option<ProxyVersion>,
+    /// Its release's app directory, where its instances run (old ones stay in theirs).
+    pub root: std::path::PathBuf,
 }
 
 /// One instance: `tcp.2` on port 5101, from a template.
