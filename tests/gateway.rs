@@ -264,15 +264,7 @@ fn a_flood_on_one_route_leaves_the_other_its_share_and_apps_get_the_limit_procga
         "ulimit -Sn 100 && ulimit -Hn 300 && exec {} start -p {base} --tcp-listen 127.0.0.1:0 --web-listen 127.0.0.1:0",
         common::BIN
     );
-    let child = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(app.path())
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut running = Running::watch(child);
+    let mut running = app.spawn_program(std::path::Path::new("sh"), &["-c", &script], &[]);
     running.wait_for("open files limit 300: room for about 118 proxied connections, 4 fewer per running instance");
     running.wait_for("tcp.1 | nofile=100");
     let line = running.wait_for("router http://");

@@ -99,15 +99,8 @@ fn keepers_run_the_binary_procgate_runs_even_after_its_file_is_replaced() {
     std::fs::copy(common::BIN, &installed).unwrap();
     let app = App::new("worker: echo running; exec sleep 300\n");
     let base = free_base_port(1, 1).to_string();
-    let child = std::process::Command::new(&installed)
-        .args(["start", "--grace", "2s", "-p", &base, "--tcp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-        .current_dir(app.path())
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut running = common::Running::watch(child);
+    let args = ["start", "--grace", "2s", "-p", &base, "--tcp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"];
+    let mut running = app.spawn_program(&installed, &args, &[]);
     running.wait_for("worker.1 | running");
     // A package upgrade: another file renamed over the binary's path.
     let upgrade = dir.path().join("procgate.new");
@@ -142,18 +135,11 @@ fn an_app_gets_one_sigterm_also_when_a_service_manager_signals_the_whole_cgroup(
         let app = App::new("app: exec python3 counter.py\n");
         app.write("counter.py", TERM_COUNTER);
         let base = free_base_port(1, 1).to_string();
-        let mut command = std::process::Command::new(common::BIN);
-        command
-            .args(["start", "-p", &base, "--grace", "5s", "--tcp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-            .current_dir(app.path())
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        if manager {
-            // This test is procgate's parent: it plays systemd, which sets INVOCATION_ID.
-            command.env("INVOCATION_ID", "procgate-test");
-        }
-        let mut running = common::Running::watch(command.spawn().unwrap());
+        let args =
+            ["start", "-p", &base, "--grace", "5s", "--tcp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"];
+        // This test is procgate's parent: as systemd, it sets INVOCATION_ID.
+        let envs: &[(&str, &str)] = if manager { &[("INVOCATION_ID", "procgate-test")] } else { &[] };
+        let mut running = app.spawn_program(std::path::Path::new(common::BIN), &args, envs);
         let app_pid = running.pid_of("app.1");
         running.wait_for("app.1 | ready");
         let keeper = keeper_pid(running.pid());

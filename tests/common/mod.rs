@@ -50,6 +50,15 @@ impl App {
         Running::watch(child).finish(DEADLINE)
     }
 
+    /// `program ARGS` (another procgate binary, a shell that sets limits first...) started in the
+    /// app directory as [`App::spawn`] starts procgate, with `envs` added; output captured.
+    pub fn spawn_program(&self, program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Running {
+        let mut command = Command::new(program);
+        command.args(args).envs(envs.iter().copied()).current_dir(self.path()).env("NO_COLOR", "1");
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Running::watch(command.spawn().unwrap())
+    }
+
     /// `procgate ARGS` started in the app directory, output captured.
     pub fn spawn(&self, args: &[&str]) -> Running {
         Running::watch(self.command(args).spawn().unwrap())
