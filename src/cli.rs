@@ -1,5 +1,6 @@
 //! The command line: clap definitions of every subcommand and its flags.
 
+use crate::config::{AppPaths, Choices, Listen, TimeoutOverrides};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -164,6 +165,46 @@ pub struct TimeoutArgs {
     pub tcp_keepalive: Option<OrOff>,
 }
 
+impl SourceArgs {
+    pub fn paths(&self) -> AppPaths {
+        AppPaths { procfile: self.procfile.clone(), env: self.env.clone(), root: self.root.clone() }
+    }
+}
+
+impl ListenArgs {
+    pub fn listen(&self) -> Listen {
+        Listen { tcp: self.tcp_listen, web: self.web_listen }
+    }
+}
+
+impl TimeoutArgs {
+    pub fn overrides(&self) -> TimeoutOverrides {
+        let off = |flag: Option<OrOff>| flag.map(|OrOff(value)| value);
+        TimeoutOverrides {
+            connect: self.connect,
+            head: self.head,
+            keepalive: self.keepalive,
+            response: self.response,
+            response_idle: self.response_idle,
+            idle: off(self.idle),
+            tcp_keepalive: off(self.tcp_keepalive),
+        }
+    }
+}
+
+impl StartArgs {
+    /// The operator's choices, as the release builder takes them.
+    pub fn choices(&self) -> Choices {
+        Choices {
+            formation: self.plan.formation.clone(),
+            port: self.plan.port,
+            only: self.types.clone(),
+            listen: self.listen.listen(),
+            timeouts: self.timeouts.overrides(),
+        }
+    }
+}
+
 /// A duration, or `off` (`None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrOff(pub Option<Duration>);
@@ -280,6 +321,9 @@ pub struct DeployArgs {
     /// in --from DIR if they were inside the app directory]
     #[arg(short = 'e', long = "env")]
     pub env: Option<String>,
+    /// Print the deploy's plan (types added, replaced, kept at 0, removed; what changed) and change nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

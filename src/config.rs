@@ -1,12 +1,15 @@
-//! Flags, Procfile and env files turned into one validated [`Config`], before anything runs.
+//! One place builds a release: the app's files (Procfile, env files, procgate.toml) and the
+//! operator's choices (formation, base port, listen addresses, timeout flags) turned into one
+//! validated [`Release`], before anything runs. `start`, `check`, `deploy` and `test-shutdown`
+//! all build theirs here, from plain values (the commands map their flags into them).
 
-use crate::cli::{ListenArgs, PlanArgs, SourceArgs};
 use crate::env::{EnvError, EnvFile, EnvMap};
 use crate::formation::{self, Formation, FormationError, InstanceSpec};
 use crate::procfile::{ProcessType, Procfile, ProcfileError, RELEASE};
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{Settings, SettingsError, TypeSettings};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The base port when neither `-p` nor a `PORT` variable sets one (foreman's).
 pub const DEFAULT_BASE_PORT: u16 = 5000;
@@ -44,19 +47,75 @@ pub enum ConfigError {
     BadRoot { path: String },
 }
 
-/// The app's sources: root directory, Procfile, env files' values and procgate.toml.
+/// Where an app's files are (`-f`, `-e`, `-d`); `None`: the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppPaths {
+    pub procfile: Option<PathBuf>,
+    /// Env files, comma separated, later ones win.
+    pub env: Option<String>,
+    pub root: Option<PathBuf>,
+}
+
+/// The gateway's public addresses chosen on the command line (they win over procgate.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Listen {
+    pub tcp: Option<SocketAddr>,
+    pub web: Option<SocketAddr>,
+}
+
+/// Route timeouts chosen on the command line, for every route (they win over procgate.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub connect: Option<Duration>,
+    pub head: Option<Duration>,
+    pub keepalive: Option<Duration>,
+    pub response: Option<Duration>,
+    pub response_idle: Option<Duration>,
+    /// `Some(None)`: `off`.
+    pub idle: Option<Option<Duration>>,
+    pub tcp_keepalive: Option<Option<Duration>>,
+}
+
+impl TimeoutOverrides {
+    /// `settings` with these overrides applied.
+    fn over(&self, mut settings: TypeSettings) -> TypeSettings {
+        settings.connect_timeout = self.connect.or(settings.connect_timeout);
+        settings.head_timeout = self.head.or(settings.head_timeout);
+        settings.keepalive_timeout = self.keepalive.or(settings.keepalive_timeout);
+        settings.request_timeout = self.response.or(settings.request_timeout);
+        settings.router_idle_timeout = self.response_idle.or(settings.router_idle_timeout);
+        settings.idle_timeout = self.idle.or(settings.idle_timeout);
+        settings.tcp_keepalive = self.tcp_keepalive.or(settings.tcp_keepalive);
+        settings
+    }
+}
+
+/// What the operator chose beyond the app's files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Choices {
+    /// `-m web=2,tcp=3` [default: all=1].
+    pub formation: Option<String>,
+    /// `-p`: the base port [default: PORT from the env files, else 5000].
+    pub port: Option<u16>,
+    /// `start web worker`: only these types run.
+    pub only: Vec<String>,
+    pub listen: Listen,
+    pub timeouts: TimeoutOverrides,
+}
+
+/// The app's files, read: root directory, Procfile, env files' values and procgate.toml.
 #[derive(Debug, Clone)]
-pub struct Sources {
+pub struct AppFiles {
     pub root: PathBuf,
     pub procfile: Procfile,
     pub env: EnvMap,
     pub settings: Settings,
 }
 
-impl Sources {
-    /// Reads the Procfile and env files named by the flags (paths relative to the current
-    /// directory; the default `.env` is in the app root).
-    pub fn load(args: &SourceArgs) -> Result<Sources, ConfigError> {
+impl AppFiles {
+    /// Reads the Procfile and env files (paths relative to the current directory; the default
+    /// `.env` is in the app root) and procgate.toml.
+    pub fn read(args: &AppPaths) -> Result<AppFiles, ConfigError> {
         let procfile_path = match (&args.procfile, &args.root) {
             (Some(path), _) => path.clone(),
             (None, Some(root)) => root.join("Procfile"),
@@ -73,22 +132,22 @@ impl Sources {
         let env = crate::env::load(&env_files(args.env.as_deref(), &root))?;
         let types: Vec<&str> = procfile.types.iter().map(|t| t.name.as_str()).collect();
         let settings = Settings::load(&root, &types)?;
-        Ok(Sources { root, procfile, env, settings })
+        Ok(AppFiles { root, procfile, env, settings })
     }
 
     /// Where the `tcp` type is served: the flag, else procgate.toml, else the default.
-    pub fn tcp_listen(&self, listen: &ListenArgs) -> SocketAddr {
-        listen.tcp_listen.or(self.settings.of(TCP_TYPE).listen).unwrap_or(DEFAULT_TCP_LISTEN)
+    pub fn tcp_listen(&self, listen: &Listen) -> SocketAddr {
+        listen.tcp.or(self.settings.of(TCP_TYPE).listen).unwrap_or(DEFAULT_TCP_LISTEN)
     }
 
     /// Where the HTTP router serves `web`: the flag, else procgate.toml, else the default.
-    pub fn web_listen(&self, listen: &ListenArgs) -> SocketAddr {
-        listen.web_listen.or(self.settings.of(WEB_TYPE).listen).unwrap_or(DEFAULT_WEB_LISTEN)
+    fn web_listen(&self, listen: &Listen) -> SocketAddr {
+        listen.web.or(self.settings.of(WEB_TYPE).listen).unwrap_or(DEFAULT_WEB_LISTEN)
     }
 
     /// The gateway's routes: `tcp` and `web` (when the Procfile has them; `web` over HTTP) and
     /// every other type with a `listen` in procgate.toml.
-    pub fn routes(&self, listen: &ListenArgs) -> Result<Vec<RouteSpec>, ConfigError> {
+    fn routes(&self, listen: &Listen) -> Result<Vec<RouteSpec>, ConfigError> {
         let mut routes: Vec<RouteSpec> = Vec::new();
         for (_, process) in formation::long_running(&self.procfile) {
             let listen = match process.name.as_str() {
@@ -123,7 +182,7 @@ impl ReleaseSource {
     /// The sources of the new release: given paths win; the started ones are kept, moved into
     /// the new directory when they were inside the old one (`-e config/prod.env` stays
     /// `config/prod.env` of the new release, `-e /etc/app.env` stays as it is).
-    pub fn over(&self, started: &SourceArgs, started_root: &Path) -> SourceArgs {
+    pub fn over(&self, started: &AppPaths, started_root: &Path) -> AppPaths {
         let moved = |path: &Path| match (&self.from, relative_to(path, started_root)) {
             (Some(from), Some(inside)) => from.join(inside),
             _ => path.to_path_buf(),
@@ -132,7 +191,7 @@ impl ReleaseSource {
             let files = list.split(',').map(str::trim).filter(|p| !p.is_empty());
             files.map(|p| moved(Path::new(p)).display().to_string()).collect::<Vec<_>>().join(",")
         });
-        SourceArgs {
+        AppPaths {
             procfile: self.procfile.clone().or_else(|| started.procfile.as_deref().map(moved)),
             env: self.env.clone().or(env),
             root: self.from.clone().or_else(|| started.root.clone()),
@@ -182,10 +241,10 @@ fn env_files(flag: Option<&str>, root: &Path) -> Vec<EnvFile> {
     }
 }
 
-/// A validated plan: what `start` and `check` act on.
+/// A validated release: what `start`, `check` and `deploy` act on.
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub sources: Sources,
+pub struct Release {
+    pub files: AppFiles,
     pub formation: Formation,
     pub base_port: u16,
     pub plan: Vec<InstanceSpec>,
@@ -193,28 +252,50 @@ pub struct Config {
     pub release: Option<ProcessType>,
     pub routes: Vec<RouteSpec>,
     pub tcp_listen: SocketAddr,
+    /// Where its files were read from, and the operator's choices: a deploy starts from them.
+    pub paths: AppPaths,
+    pub choices: Choices,
 }
 
-impl Config {
-    /// Builds the plan; `only` restricts it to these types (as `procgate start web`).
-    pub fn build(
-        sources: Sources,
-        plan: &PlanArgs,
-        listen: &ListenArgs,
-        only: &[String],
-    ) -> Result<Config, ConfigError> {
-        let spec = match (&plan.formation, only.is_empty()) {
+impl Release {
+    /// Reads the app's files and builds the release from them.
+    pub fn build(paths: &AppPaths, choices: &Choices) -> Result<Release, ConfigError> {
+        Release::of(AppFiles::read(paths)?, paths, choices)
+    }
+
+    /// The release a deploy rolls out: `source`'s paths over the running ones, on the running
+    /// base port and listen addresses, with the same timeout flags; every type at 1 (the deploy
+    /// plan keeps the running formation).
+    pub fn next(&self, source: &ReleaseSource) -> Result<Release, ConfigError> {
+        let paths = source.over(&self.paths, &self.files.root);
+        let choices = Choices { formation: None, port: Some(self.base_port), only: Vec::new(), ..self.choices.clone() };
+        Release::build(&paths, &choices)
+    }
+
+    fn of(files: AppFiles, paths: &AppPaths, choices: &Choices) -> Result<Release, ConfigError> {
+        let spec = match (&choices.formation, choices.only.is_empty()) {
             (Some(spec), true) => spec.clone(),
             (None, true) => "all=1".to_string(),
-            (spec, false) => restrict(spec.as_deref(), only),
+            (spec, false) => restrict(spec.as_deref(), &choices.only),
         };
-        let formation = Formation::parse(&spec, &sources.procfile)?;
-        let base_port = base_port(plan.port, &sources.env)?;
-        let instances = formation::plan(&sources.procfile, &formation, base_port)?;
-        let release = sources.procfile.get(RELEASE).filter(|_| formation.count(RELEASE) == 1).cloned();
-        let routes = sources.routes(listen)?;
-        let tcp_listen = sources.tcp_listen(listen);
-        Ok(Config { sources, formation, base_port, plan: instances, release, routes, tcp_listen })
+        let formation = Formation::parse(&spec, &files.procfile)?;
+        let base_port = base_port(choices.port, &files.env)?;
+        let plan = formation::plan(&files.procfile, &formation, base_port)?;
+        let release = files.procfile.get(RELEASE).filter(|_| formation.count(RELEASE) == 1).cloned();
+        let routes = files.routes(&choices.listen)?;
+        let tcp_listen = files.tcp_listen(&choices.listen);
+        let (paths, choices) = (paths.clone(), choices.clone());
+        Ok(Release { files, formation, base_port, plan, release, routes, tcp_listen, paths, choices })
+    }
+
+    /// What a type runs with: its procgate.toml section with the command line's overrides.
+    pub fn settings_of(&self, type_name: &str) -> TypeSettings {
+        self.choices.timeouts.over(self.files.settings.of(type_name))
+    }
+
+    /// Whether the gateway routes `type_name`.
+    pub fn routes_type(&self, type_name: &str) -> bool {
+        self.routes.iter().any(|r| r.type_name == type_name)
     }
 }
 

@@ -208,13 +208,15 @@ fn daily_cycling_replaces_instances_repeatedly_without_a_failed_connection() {
 #[test]
 fn a_deploy_that_never_binds_is_rolled_back_and_a_good_one_goes_live() {
     let app = echo_app("clock: exec sleep 60\n");
-    let (mut running, addr) = start(&app, "tcp=1,clock=1", &["--boot-timeout", "1s"]);
+    // Long enough for a Python app to bind on a loaded machine, short for the broken one.
+    let (mut running, addr) = start(&app, "tcp=1,clock=1", &["--boot-timeout", "3s"]);
     running.wait_for("clock.1 started with pid");
     let old = pids_of(&app, "tcp");
     let broken = tempfile::tempdir().unwrap();
     std::fs::write(broken.path().join("Procfile"), "tcp: exec sleep 60\n").unwrap();
     let deploy = app.run(&["deploy", "--from", broken.path().to_str().unwrap()]);
     assert_eq!(deploy.code(), Some(1), "{}", deploy.text());
+    assert!(deploy.has("deploy plan:") && deploy.has("clock: removed, 1 instance drain"), "{}", deploy.text());
     assert!(
         deploy.has("failed: deploy failed: tcp.1 (pid") && deploy.has("the old instances keep serving"),
         "{}",
@@ -298,5 +300,81 @@ fn a_deploy_keeps_types_at_zero_and_a_rolled_back_release_stays_out_of_scale() {
     running.wait_for("tcp.2 | url=tcp://");
     running.wait_for("201 app connected tcp.2");
     assert_eq!(running.seen.iter().filter(|l| l.contains("broken release")).count(), 1, "only the rolled-back try");
+    stop(running);
+}
+
+/// A release directory holding `files`.
+fn release_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn deploy_dry_run_prints_the_plan_and_changes_nothing() {
+    let app = echo_app("worker: exec sleep 60\nold: exec sleep 60\n");
+    let (running, _) = start(&app, "tcp=1,worker=0,old=1", &[]);
+    let instances = || ps(&app).instances.into_iter().map(|i| (i.name, i.pid)).collect::<Vec<_>>();
+    let before = instances();
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let procfile = format!("tcp: exec python3 {}\nworker: exec sleep 60\nclock: exec sleep 60\n", echo.display());
+    let release = release_dir(&[("Procfile", &procfile), (".env", "REGION=eu\n")]);
+    let dry = app.run(&["deploy", "--dry-run", "--from", release.path().to_str().unwrap()]);
+    assert_eq!(dry.code(), Some(0), "{}", dry.text());
+    for line in [
+        "deploy plan:",
+        "tcp: 1 instance replaced (command changed; env: REGION added; runs in",
+        "worker: stays at 0 instances",
+        "clock: added, starts with 1 instance",
+        "old: removed, 1 instance drain",
+        "ok: dry run: nothing was changed",
+    ] {
+        assert!(dry.has(line), "{line:?} in {}", dry.text());
+    }
+    assert_eq!(instances(), before, "nothing started or stopped");
+    stop(running);
+}
+
+#[test]
+fn a_deploy_changing_a_routes_listener_settings_is_refused_with_the_keys_and_changes_nothing() {
+    let app = echo_app("");
+    let (running, addr) = start(&app, "tcp=1", &[]);
+    let old = pids_of(&app, "tcp");
+    let procfile = std::fs::read_to_string(app.path().join("Procfile")).unwrap();
+    let release = release_dir(&[("Procfile", &procfile), ("procgate.toml", "[types.tcp]\nrate = 50.0\n")]);
+    let deploy = app.run(&["deploy", "--from", release.path().to_str().unwrap()]);
+    assert_eq!(deploy.code(), Some(1), "{}", deploy.text());
+    assert!(deploy.has("failed: the deploy changes what a listener holds"), "{}", deploy.text());
+    assert!(deploy.has("[types.tcp] rate: unset → 50.0") && deploy.has("stop and start procgate"), "{}", deploy.text());
+    assert_eq!(pids_of(&app, "tcp"), old);
+    assert!(old.contains(&greet(addr).unwrap().1));
+    stop(running);
+}
+
+#[test]
+fn a_deploy_changing_proxy_protocol_changes_it_with_the_rollout() {
+    let proxy_echo = common::repo().join("sample-apps/python/proxy_echo.py");
+    let procfile = format!("tcp: echo url=$TCP_URL; exec python3 {}\n", proxy_echo.display());
+    let app = App::new(&procfile);
+    app.write("procgate.toml", "[types.tcp]\nproxy_protocol = \"v1\"\n");
+    let (mut running, addr) = start(&app, "tcp=1", &[]);
+    let held = TcpStream::connect(addr).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut held = BufReader::new(held);
+    let mut greeting = String::new();
+    held.read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("hello tcp.1, you are 127.0.0.1:"), "{greeting:?}");
+    let release = release_dir(&[("Procfile", &procfile), ("procgate.toml", "[types.tcp]\nproxy_protocol = \"v2\"\n")]);
+    let deploy = app.run(&["deploy", "--from", release.path().to_str().unwrap()]);
+    assert_eq!(deploy.code(), Some(0), "{}", deploy.text());
+    assert!(deploy.has("proxy_protocol: \"v1\" → \"v2\""), "{}", deploy.text());
+    running.wait_for("tcp.1 reading PROXY v2 headers");
+    let mut fresh = BufReader::new(TcpStream::connect(addr).unwrap());
+    fresh.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut line = String::new();
+    fresh.read_line(&mut line).unwrap();
+    assert!(line.starts_with("hello tcp.1, you are 127.0.0.1:"), "the new instance reads the v2 header: {line:?}");
     stop(running);
 }

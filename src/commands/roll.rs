@@ -2,6 +2,7 @@
 //! rollout, print its progress, and exit 0 only if it ended with `ok:`.
 
 use crate::cli::{DeployArgs, RestartArgs};
+use crate::config::ReleaseSource;
 use crate::control::{client, ControlError, DeployRequest, RestartRequest};
 use std::path::{Path, PathBuf};
 
@@ -16,11 +17,12 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<i32> {
         Some(list) => Some(list.split(',').map(|p| absolute(Path::new(p.trim()))).collect::<Result<Vec<_>, _>>()?),
         None => None,
     };
-    let request = DeployRequest {
+    let source = ReleaseSource {
         from: args.from.as_deref().map(absolute).transpose()?,
         procfile: args.procfile.as_deref().map(absolute).transpose()?,
         env: env.map(|files| files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(",")),
     };
+    let request = DeployRequest { source, dry_run: args.dry_run };
     let body = serde_json::to_string(&request)?;
     roll(&args.root, "/deploy", body).map_err(|err| match (err.downcast_ref(), &args.from) {
         (Some(ControlError::NotRunning { .. }), None) if args.root != Path::new(".") => err.context(format!(

@@ -4,7 +4,7 @@
 //! belong to the command alone.
 
 use crate::cli::RunArgs;
-use crate::config::Sources;
+use crate::config::AppFiles;
 use crate::env::{instance_env, PlatformVars};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -14,8 +14,8 @@ pub const ONE_OFF_NAME: &str = "run.1";
 
 /// Only returns when the command could not be started (status 127).
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let sources = Sources::load(&args.source)?;
-    let tcp_url = format!("tcp://{}", sources.tcp_listen(&args.listen));
+    let sources = AppFiles::read(&args.source.paths())?;
+    let tcp_url = format!("tcp://{}", sources.tcp_listen(&args.listen.listen()));
     let vars = PlatformVars { dyno: ONE_OFF_NAME.into(), port: None, tcp_url, proxy_protocol: None };
     let mut command = match args.command.as_slice() {
         [line] => {

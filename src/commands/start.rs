@@ -2,28 +2,24 @@
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
 //! data plane serves.
 
-use crate::cli::{Cycle, ListenArgs, OrOff, PlanArgs, StartArgs, TimeoutArgs};
-use crate::config::{tcp_url, Config, ConfigError, ReleaseSource, RouteSpec, Sources, WEB_TYPE};
+use crate::cli::{Cycle, StartArgs};
+use crate::config::{ConfigError, Release, RouteSpec};
 use crate::control::{self, server::ControlServer};
-use crate::formation::{self, PORTS_PER_TYPE};
+use crate::formation;
 use crate::gateway::budget::{self, Descriptors};
-use crate::gateway::clients::ClientLimits;
-use crate::gateway::route::{Limits, Policy, Route};
-use crate::gateway::timeouts::Timeouts;
+use crate::gateway::route::{Policy, Route};
 use crate::gateway::{self, Gateway, GatewaySettings};
 use crate::logs::Output;
 use crate::platform::balancer::Balancer;
-use crate::platform::health::{HealthChecker, ProbeSettings};
+use crate::platform::health::HealthChecker;
 use crate::platform::lifecycle::Timing;
-use crate::platform::scheduler::{Cycling, Release, ReleaseLoader, Scheduler, SchedulerConfig};
-use crate::platform::spec::TypeTemplate;
+use crate::platform::scheduler::{Cycling, Running, Scheduler, SchedulerConfig};
+use crate::platform::spec::Templates;
 use crate::process;
 use crate::procfile::RELEASE;
-use crate::settings::TypeSettings;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The default cycle jitter, as a share of the period (Heroku: 216 min of 24 h).
@@ -31,29 +27,30 @@ const JITTER_SHARE: f64 = 0.15;
 
 /// Runs until the formation is stopped; returns the exit status (README: "Exit status").
 pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
-    let sources = Sources::load(&args.source)?;
-    let config = Config::build(sources, &args.plan, &args.listen, &args.types)?;
-    formation::check_ports_free(&config.plan)?;
-    let control_socket = control::server::bind(&config.sources.root)?;
-    let (bound, listeners) = bind(&config.routes)?;
+    let release = Release::build(&args.source.paths(), &args.choices())?;
+    formation::check_ports_free(&release.plan)?;
+    let control_socket = control::server::bind(&release.files.root)?;
+    let (bound, listeners) = bind(&release.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
     let descriptors = descriptors();
     let route = |r: &RouteSpec| {
-        let policy = policy(&config, r, &args.timeouts);
+        let policy = Policy::of(&release.settings_of(&r.type_name), r.http);
         Arc::new(Route::new(r.type_name.clone(), policy, descriptors.route(), failures.clone()))
     };
     let routes: Vec<Arc<Route>> = bound.iter().map(route).collect();
-    fit_names(&config, &output);
+    fit_names(&release, &output);
     let settings = gateway_settings(&args);
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), settings)?;
     let control_routes = routes.clone();
     let stopper = gateway.stopper();
-    let release = release_of(&config, &bound)?;
+    tracing::info!("{}", summary(&release, &bound));
+    let templates = Templates::of(&release, &bound)?;
     let instances =
-        config.plan.iter().map(|i| release.templates[i.type_index].instance(i.number, Some(i.port))).collect();
+        release.plan.iter().map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect();
     let scheduler = SchedulerConfig {
-        release,
+        running: Running { release, templates },
+        bound,
         instances,
         timing: Timing { grace: args.grace, boot_timeout: args.boot_timeout, release_timeout: args.release_timeout },
         cycling: cycling(&args),
@@ -61,9 +58,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         output,
         close_gateway: Box::new(move || stopper.stop_accepting()),
         descriptors: descriptors.clone(),
-        load_release: release_loader(&args, config.sources.root.clone(), config.base_port, bound.clone()),
     };
-    tracing::info!("{}", summary(&config, &bound));
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
         let balancer = Balancer::new(routes).start();
@@ -83,7 +78,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
 }
 
 /// Widens the name column for every instance of the plan before the first line is printed.
-fn fit_names(config: &Config, output: &Output) {
+fn fit_names(config: &Release, output: &Output) {
     for spec in &config.plan {
         output.fit(&spec.name());
     }
@@ -108,104 +103,6 @@ fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), Conf
         listeners.push(listener);
     }
     Ok((bound, listeners))
-}
-
-/// The templates of a validated config's types, against the routes actually bound.
-fn release_of(config: &Config, bound: &[RouteSpec]) -> Result<Release, ConfigError> {
-    let sources = &config.sources;
-    let env = Arc::new(sources.env.clone());
-    let mut templates = Vec::new();
-    for (type_index, process) in formation::long_running(&sources.procfile) {
-        let routed = config.routes.iter().any(|r| r.type_name == process.name);
-        if routed && !bound.iter().any(|r| r.type_name == process.name) {
-            let addr = config.routes.iter().find(|r| r.type_name == process.name).map_or(config.tcp_listen, |r| r.addr);
-            let reason = "this procgate has no listener for it; restart procgate to serve a new route".to_string();
-            return Err(ConfigError::Listen { type_name: process.name.clone(), addr, reason });
-        }
-        let block = u32::from(config.base_port) + u32::from(PORTS_PER_TYPE) * type_index as u32;
-        templates.push(Arc::new(TypeTemplate {
-            type_name: process.name.clone(),
-            type_index,
-            command: process.command.clone(),
-            env: env.clone(),
-            tcp_url: tcp_url(&process.name, bound, config.tcp_listen),
-            probe: routed
-                .then(|| ProbeSettings::for_type(&sources.settings.of(&process.name), process.name == WEB_TYPE)),
-            block_start: u16::try_from(block).ok(),
-            proxy_protocol: sources.settings.of(&process.name).proxy_version().filter(|_| routed),
-            root: sources.root.clone(),
-        }));
-    }
-    let release_step = config.release.as_ref().map(|release| {
-        Arc::new(TypeTemplate {
-            type_name: RELEASE.to_string(),
-            type_index: sources.procfile.types.len(),
-            command: release.command.clone(),
-            env: env.clone(),
-            tcp_url: tcp_url(RELEASE, bound, config.tcp_listen),
-            probe: None,
-            block_start: None,
-            proxy_protocol: None,
-            root: sources.root.clone(),
-        })
-    });
-    Ok(Release { templates, release_step })
-}
-
-/// How `deploy` reads a new release: the flags it was given over those of `start` (README:
-/// `deploy`), the running base port.
-fn release_loader(args: &StartArgs, root: PathBuf, base_port: u16, bound: Vec<RouteSpec>) -> ReleaseLoader {
-    let (started, listen) = (args.source.clone(), args.listen.clone());
-    Box::new(move |deploy: ReleaseSource| {
-        let source = deploy.over(&started, &root);
-        let plan = PlanArgs { formation: None, port: Some(base_port) };
-        let load = || -> Result<Release, ConfigError> {
-            let config = Config::build(Sources::load(&source)?, &plan, &listen_for(&listen, &bound), &[])?;
-            release_of(&config, &bound)
-        };
-        load().map_err(|err| err.to_string())
-    })
-}
-
-/// The flags as they were, but the `tcp` and `web` routes where they were actually bound.
-fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
-    let bound_at = |type_name: &str| bound.iter().find(|r| r.type_name == type_name).map(|r| r.addr);
-    ListenArgs {
-        tcp_listen: bound_at(crate::config::TCP_TYPE).or(listen.tcp_listen),
-        web_listen: bound_at(crate::config::WEB_TYPE).or(listen.web_listen),
-    }
-}
-
-/// How a route treats its clients, from procgate.toml and the flags.
-fn policy(config: &Config, route: &RouteSpec, flags: &TimeoutArgs) -> Policy {
-    let settings = config.sources.settings.of(&route.type_name);
-    let limits = Limits {
-        per_instance: settings.max_per_instance,
-        per_type: settings.max_per_type,
-        backlog: settings.backlog.unwrap_or(0),
-        queue_timeout: settings.queue_timeout,
-    };
-    let clients = ClientLimits { rate: settings.rate, burst: settings.burst, max_open: settings.max_per_client };
-    let proxy_protocol = settings.proxy_version();
-    let (accept_proxy, trusted_proxies) =
-        (settings.accepts_proxy(), settings.trusted_proxies.clone().unwrap_or_default());
-    let timeouts = timeouts(&settings, flags);
-    Policy { http: route.http, limits, clients, proxy_protocol, accept_proxy, trusted_proxies, timeouts }
-}
-
-/// A route's timeouts: the flag, else the type's key in procgate.toml, else the default.
-fn timeouts(settings: &TypeSettings, flags: &TimeoutArgs) -> Timeouts {
-    let default = Timeouts::default();
-    let off = |flag: Option<OrOff>| flag.map(|OrOff(value)| value);
-    Timeouts {
-        connect: flags.connect.or(settings.connect_timeout).unwrap_or(default.connect),
-        head: flags.head.or(settings.head_timeout).unwrap_or(default.head),
-        keepalive: flags.keepalive.or(settings.keepalive_timeout).unwrap_or(default.keepalive),
-        response: flags.response.or(settings.request_timeout).unwrap_or(default.response),
-        response_idle: flags.response_idle.or(settings.router_idle_timeout).unwrap_or(default.response_idle),
-        idle: off(flags.idle).or(settings.idle_timeout).unwrap_or(default.idle),
-        tcp_keepalive: off(flags.tcp_keepalive).or(settings.tcp_keepalive).unwrap_or(default.tcp_keepalive),
-    }
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {
@@ -243,10 +140,9 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
     }
 }
 
-/// A type's probe from procgate.toml: an HTTP check for `web`, a TCP handshake for the others.
 /// `starting app in ./demo: release=1,tcp=2 on ports from 5000; gateway tcp://127.0.0.1:20003 for tcp`.
-fn summary(config: &Config, bound: &[RouteSpec]) -> String {
-    let root = config.sources.root.display();
+fn summary(config: &Release, bound: &[RouteSpec]) -> String {
+    let root = config.files.root.display();
     let mut text = format!("starting app in {root}: {} on ports from {}", config.formation, config.base_port);
     for route in bound {
         let what = if route.http { "router http" } else { "gateway tcp" };

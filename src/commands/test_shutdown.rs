@@ -2,7 +2,7 @@
 //! and prints the graded checklist (text, or JSON with `--json`); status 0 only when all pass.
 
 use crate::cli::TestShutdownArgs;
-use crate::config::{tcp_url, Config, Sources, WEB_TYPE};
+use crate::config::{tcp_url, Choices, Release, WEB_TYPE};
 use crate::env::{instance_env, PlatformVars};
 use crate::logs::Output;
 use crate::platform::health::ProbeSettings;
@@ -26,14 +26,14 @@ pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
     if args.type_name == RELEASE {
         return Err(NotLongRunning::Release.into());
     }
-    let sources = Sources::load(&args.source)?;
-    let config = Config::build(sources, &Default::default(), &args.listen, std::slice::from_ref(&args.type_name))?;
-    let sources = &config.sources;
+    let choices = Choices { only: vec![args.type_name.clone()], listen: args.listen.listen(), ..Choices::default() };
+    let config = Release::build(&args.source.paths(), &choices)?;
+    let sources = &config.files;
     let process = sources.procfile.get(&args.type_name).ok_or_else(|| {
         let types = sources.procfile.types.iter().map(|t| t.name.as_str()).filter(|name| *name != RELEASE);
         NotLongRunning::Unknown { name: args.type_name.clone(), types: types.collect::<Vec<_>>().join(", ") }
     })?;
-    let settings = sources.settings.of(&args.type_name);
+    let settings = config.settings_of(&args.type_name);
     let web = args.type_name == WEB_TYPE;
     let probe = ProbeSettings::for_type(&settings, web);
     let port = match args.port {

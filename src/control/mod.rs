@@ -6,7 +6,7 @@
 //! | `GET /ps` | `{"instances":[{"name":"tcp.1","type":"tcp","state":"up",...,"connections":3}]}` |
 //! | `POST /scale` `{"tcp":3}` | `{"changes":["tcp.2 starting on port 5101",...]}`, or 400 and why |
 //! | `POST /restart` `{"target":"tcp"}` | progress lines; the last starts with `ok:` or `failed:` |
-//! | `POST /deploy` `{"root":"/srv/app"}` | the same, for a new release |
+//! | `POST /deploy` `{"from":"/srv/app/v2","dry_run":false}` | the same, for a new release (its plan first; `dry_run`: the plan only) |
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
 
 pub mod client;
@@ -83,8 +83,15 @@ pub struct RestartRequest {
     pub target: Option<String>,
 }
 
-/// The body of `POST /deploy`: where the new release is (what it leaves out: as started).
-pub type DeployRequest = crate::config::ReleaseSource;
+/// The body of `POST /deploy`: where the new release is (what it leaves out: as started), and
+/// whether only its plan is wanted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    #[serde(flatten)]
+    pub source: crate::config::ReleaseSource,
+    #[serde(default)]
+    pub dry_run: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

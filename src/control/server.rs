@@ -182,7 +182,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
         (&Method::POST, "/deploy") => match read_json::<DeployRequest>(request).await {
-            Ok(source) => stream(|client| Roll::Deploy { source, client }, &shared),
+            Ok(DeployRequest { source, dry_run }) => stream(|client| Roll::Deploy { source, dry_run, client }, &shared),
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
         (&Method::POST, "/stop") => {

@@ -25,6 +25,9 @@ pub struct Backend {
     /// `tcp.2`
     pub name: String,
     pub addr: SocketAddr,
+    /// The PROXY header written to it before any client byte: its own release's setting, so a
+    /// deploy that changes it changes it with the rollout (old instances keep theirs).
+    pub proxy_protocol: Option<ProxyVersion>,
     /// Open proxied connections, counted from the pick until the connection closes.
     pub open: AtomicUsize,
     /// Connections ever assigned.
@@ -37,9 +40,10 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(id: InstanceId, name: String, addr: SocketAddr) -> Backend {
+    pub fn new(id: InstanceId, name: String, addr: SocketAddr, proxy_protocol: Option<ProxyVersion>) -> Backend {
         let (open, total, down) = (AtomicUsize::new(0), AtomicU64::new(0), AtomicBool::new(false));
-        Backend { id, name, addr, open, total, down, draining: AtomicBool::new(false), idle: Notify::new() }
+        let (draining, idle) = (AtomicBool::new(false), Notify::new());
+        Backend { id, name, addr, proxy_protocol, open, total, down, draining, idle }
     }
 
     /// Resolves once no connection is open on it (drain by connection count, not by a timer).
@@ -122,8 +126,6 @@ pub struct Policy {
     pub http: bool,
     pub limits: Limits,
     pub clients: ClientLimits,
-    /// The PROXY header written to instances before any client byte.
-    pub proxy_protocol: Option<ProxyVersion>,
     /// Clients (a load balancer) send a PROXY header first.
     pub accept_proxy: bool,
     /// The peers that may send it (`accept_proxy`); any other is closed at once (P403).
@@ -132,6 +134,35 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A route's policy from its type's settings (procgate.toml with the flags over it).
+    pub fn of(settings: &crate::settings::TypeSettings, http: bool) -> Policy {
+        let limits = Limits {
+            per_instance: settings.max_per_instance,
+            per_type: settings.max_per_type,
+            backlog: settings.backlog.unwrap_or(0),
+            queue_timeout: settings.queue_timeout,
+        };
+        let clients = ClientLimits { rate: settings.rate, burst: settings.burst, max_open: settings.max_per_client };
+        let default = super::timeouts::Timeouts::default();
+        let timeouts = super::timeouts::Timeouts {
+            connect: settings.connect_timeout.unwrap_or(default.connect),
+            head: settings.head_timeout.unwrap_or(default.head),
+            keepalive: settings.keepalive_timeout.unwrap_or(default.keepalive),
+            response: settings.request_timeout.unwrap_or(default.response),
+            response_idle: settings.router_idle_timeout.unwrap_or(default.response_idle),
+            idle: settings.idle_timeout.unwrap_or(default.idle),
+            tcp_keepalive: settings.tcp_keepalive.unwrap_or(default.tcp_keepalive),
+        };
+        Policy {
+            http,
+            limits,
+            clients,
+            accept_proxy: settings.accepts_proxy(),
+            trusted_proxies: settings.trusted_proxies.clone().unwrap_or_default(),
+            timeouts,
+        }
+    }
+
     /// Whether `peer` may send a PROXY header.
     pub fn trusts(&self, peer: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|block| block.contains(peer))
@@ -303,7 +334,7 @@ mod tests {
 
     fn backends(open: &[usize]) -> Vec<Arc<Backend>> {
         let make = |(i, n): (usize, &usize)| {
-            let backend = Backend::new((i, 1), format!("tcp.{}", i + 1), "127.0.0.1:1".parse().unwrap());
+            let backend = Backend::new((i, 1), format!("tcp.{}", i + 1), "127.0.0.1:1".parse().unwrap(), None);
             backend.open.store(*n, Ordering::Relaxed);
             Arc::new(backend)
         };

@@ -80,8 +80,9 @@ async fn handle(
             return;
         }
     };
-    let Ok(early) = introduce(&mut instance, &route, admitted.addrs(), &client, admitted.rest).await else { return };
     let backend = &open.0;
+    let introduction = introduce(&mut instance, backend.proxy_protocol, admitted.addrs(), &client, admitted.rest);
+    let Ok(early) = introduction.await else { return };
     if settings.access_log {
         tracing::info!("202 connection assigned {} from {peer}", backend.name);
     }
@@ -125,17 +126,17 @@ async fn gone(client: &TcpStream) {
 const FIRST_WRITE: usize = 4096;
 
 /// Writes what the instance must read before the client's bytes: the PROXY header (real client
-/// address) when the route sends one, with the client bytes already read past a load balancer's
+/// address) when the instance expects one, with the client bytes already read past a load balancer's
 /// header or already waiting in the socket, all in one write (one system call, one packet).
 /// Returns how many client bytes went.
 async fn introduce(
     instance: &mut TcpStream,
-    route: &Route,
+    proxy_protocol: Option<proxy_protocol::ProxyVersion>,
     (client, destination): (SocketAddr, Option<SocketAddr>),
     from: &TcpStream,
     rest: Vec<u8>,
 ) -> std::io::Result<usize> {
-    let Some(version) = route.policy.proxy_protocol else {
+    let Some(version) = proxy_protocol else {
         instance.write_all(&rest).await?;
         return Ok(rest.len());
     };

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod balancer;
+pub mod deploy_plan;
 pub mod health;
 pub mod lifecycle;
 pub mod probe;

@@ -6,11 +6,12 @@
 //! (join, leave). It also prepares what the pure state machine cannot: ports, specs, releases.
 
 use super::balancer::{Balancer, Join, Leave};
+use super::deploy_plan::{self, TypeChange};
 use super::health::{HealthChecker, Unwatch, Watch};
 use super::lifecycle::{Effect, Event, Level, Lifecycle, NewPair, SlotId, SlotInit, State, Timing};
 use super::rollout::RolloutKind;
-use super::spec::{port_for, SlotSpec, TypeTemplate};
-use crate::config::ReleaseSource;
+use super::spec::{port_for, SlotSpec, Templates, TypeTemplate};
+use crate::config::{Release, ReleaseSource, RouteSpec};
 use crate::control::InstanceStatus;
 use crate::gateway::budget::Descriptors;
 use crate::gateway::route::Backend;
@@ -34,18 +35,17 @@ pub struct Cycling {
     pub jitter: Duration,
 }
 
-/// Where a deploy finds the new release.
-pub type ReleaseLoader = Box<dyn Fn(ReleaseSource) -> Result<Release, String>>;
-
-/// A release: the templates of its types (Procfile order) and its `release` step, if any.
-pub struct Release {
-    pub templates: Vec<Arc<TypeTemplate>>,
-    pub release_step: Option<Arc<TypeTemplate>>,
+/// A release in force: what it was built from, and its templates.
+pub struct Running {
+    pub release: Release,
+    pub templates: Templates,
 }
 
 /// What the Scheduler needs to run the formation.
 pub struct SchedulerConfig {
-    pub release: Release,
+    pub running: Running,
+    /// The routes' addresses as bound at start (a deploy keeps them).
+    pub bound: Vec<RouteSpec>,
     /// The initial instances, in plan order.
     pub instances: Vec<SlotSpec>,
     pub timing: Timing,
@@ -55,8 +55,6 @@ pub struct SchedulerConfig {
     pub output: Output,
     /// Stops the gateway from accepting when the platform stops.
     pub close_gateway: Box<dyn Fn()>,
-    /// Reads and validates a new release for `deploy`.
-    pub load_release: ReleaseLoader,
     /// The descriptor account: each running instance costs procgate some.
     pub descriptors: Arc<Descriptors>,
 }
@@ -85,7 +83,9 @@ pub struct Scheduler {
     rollout_client: Client,
     queue: VecDeque<Pending>,
     /// A deploy's release while its rollout runs; in force only if it succeeds.
-    pending_release: Option<Release>,
+    pending_release: Option<Running>,
+    /// The instance whose daily cycle is the rollout under way.
+    cycling: Option<SlotId>,
 }
 
 /// An event for the Scheduler's state machine.
@@ -105,7 +105,7 @@ impl Scheduler {
         exit: tokio::sync::oneshot::Sender<i32>,
     ) -> Scheduler {
         let (balancer, health) = actors;
-        let release_step = config.release.release_step.as_ref().map(|t| t.instance(1, None));
+        let release_step = config.running.templates.release_step.as_ref().map(|t| t.instance(1, None));
         let instances: Vec<SlotInit> = config.instances.iter().map(init).collect();
         let lifecycle = Lifecycle::new(instances, release_step.as_ref().map(init), config.timing);
         let specs = config.instances.iter().cloned().chain(release_step).enumerate().collect();
@@ -121,6 +121,7 @@ impl Scheduler {
             rollout_client: None,
             queue: VecDeque::new(),
             pending_release: None,
+            cycling: None,
         }
     }
 
@@ -179,7 +180,7 @@ impl Scheduler {
         // One set of counters per incarnation: a rejoin after failed checks keeps its count.
         let backend = match self.counters.get(&slot) {
             Some(backend) if backend.id == id => backend.clone(),
-            _ => Arc::new(Backend::new(id, spec.name.clone(), spec.addr())),
+            _ => Arc::new(Backend::new(id, spec.name.clone(), spec.addr(), spec.template.proxy_protocol)),
         };
         self.counters.insert(slot, backend.clone());
         self.balancer.do_send(Join { type_name: spec.template.type_name.clone(), backend });
@@ -229,7 +230,11 @@ impl Scheduler {
         log(if ok { Level::Info } else { Level::Warn }, &text);
         // A deploy's release is in force once its rollout succeeded, never before.
         if let Some(release) = self.pending_release.take().filter(|_| ok) {
-            self.config.release = release;
+            self.config.running = release;
+        }
+        // A cycle that failed is tried again a period later; the old instance kept serving.
+        if let Some(slot) = self.cycling.take().filter(|_| !ok) {
+            self.schedule_cycle(slot, ctx);
         }
         if let Some(client) = self.rollout_client.take() {
             let _ = client.send(format!("{}: {text}", if ok { "ok" } else { "failed" }));
@@ -245,18 +250,21 @@ impl Scheduler {
             self.queue.push_back(pending);
             return;
         }
-        let (result, client) = match pending {
-            Pending::Restart { target, client } => (self.begin_restart(target), client),
-            Pending::Deploy { source, client } => (self.begin_deploy(source), client),
-            Pending::Cycle { slot } => (self.begin_cycle(slot), None),
+        let result = match pending {
+            Pending::Restart { target, client } => {
+                self.rollout_client = client;
+                self.begin_restart(target)
+            }
+            Pending::Deploy { source, client } => {
+                self.rollout_client = client;
+                self.begin_deploy(source)
+            }
+            Pending::Cycle { slot } => self.begin_cycle(slot, ctx),
         };
         match result {
-            Ok(effects) => {
-                self.rollout_client = client;
-                self.apply(effects, ctx);
-            }
+            Ok(effects) => self.apply(effects, ctx),
             Err(why) => {
-                if let Some(client) = client {
+                if let Some(client) = self.rollout_client.take() {
                     let _ = client.send(format!("failed: {why}"));
                 }
                 if let Some(next) = self.queue.pop_front() {
@@ -370,40 +378,86 @@ impl Scheduler {
         self.begin(kind, pairs, None)
     }
 
-    fn begin_cycle(&mut self, slot: SlotId) -> Result<Vec<Effect>, String> {
-        let spec = self.specs.get(&slot).cloned().ok_or("the instance is gone")?;
+    /// Daily cycling of one instance, if it is still a current one: a rollout that ran while
+    /// its cycle waited may have replaced it already (the replacement has its own clock).
+    fn begin_cycle(&mut self, slot: SlotId, ctx: &mut Context<Self>) -> Result<Vec<Effect>, String> {
+        let Some(spec) = self.current().into_iter().find(|(id, _)| *id == slot).map(|(_, spec)| spec.clone()) else {
+            return Ok(Vec::new());
+        };
         tracing::info!("Cycling {}", spec.name);
-        let pairs = self.file_replacements(vec![(Some(slot), spec.template.clone(), spec.number)])?;
-        self.begin(RolloutKind::Cycle(spec.name.clone()), pairs, None)
-    }
-
-    /// `deploy`: a new release replaces every instance; added types start with one instance,
-    /// removed types drain. The release step, if any, runs first.
-    /// A type the formation has at 0 stays at 0; a type the running release does not have
-    /// starts with one instance. The new release is in force only once the rollout succeeded.
-    fn begin_deploy(&mut self, source: ReleaseSource) -> Result<Vec<Effect>, String> {
-        let release = (self.config.load_release)(source)?;
-        let current: Vec<(SlotId, String, usize)> =
-            self.current().into_iter().map(|(id, s)| (id, s.template.type_name.clone(), s.number)).collect();
-        let known = |name: &str| self.config.release.templates.iter().any(|t| t.type_name == name);
-        let mut olds = Vec::new();
-        for template in &release.templates {
-            let same_type: Vec<&(SlotId, String, usize)> =
-                current.iter().filter(|(_, t, _)| *t == template.type_name).collect();
-            match (same_type.is_empty(), known(&template.type_name)) {
-                (true, true) => {}
-                (true, false) => olds.push((None, template.clone(), 1)),
-                (false, _) => {
-                    olds.extend(same_type.iter().map(|(id, _, number)| (Some(*id), template.clone(), *number)))
-                }
+        let pairs = self.file_replacements(vec![(Some(slot), spec.template.clone(), spec.number)]);
+        let begun = pairs.and_then(|pairs| self.begin(RolloutKind::Cycle(spec.name.clone()), pairs, None));
+        match begun {
+            Ok(effects) => {
+                self.cycling = Some(slot);
+                Ok(effects)
+            }
+            Err(why) => {
+                tracing::warn!("cycling of {} failed: {why}; trying again in one period", spec.name);
+                self.schedule_cycle(slot, ctx);
+                Ok(Vec::new())
             }
         }
+    }
+
+    /// The plan of a deploy from `source` (deploy_plan), against the running formation.
+    fn deploy_plan(&self, source: &ReleaseSource) -> Result<(Release, deploy_plan::DeployPlan), String> {
+        let new = self.config.running.release.next(source).map_err(|err| err.to_string())?;
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, spec) in self.current() {
+            *counts.entry(spec.template.type_name.clone()).or_insert(0) += 1;
+        }
+        let plan = deploy_plan::plan(&self.config.running.release, &new, &counts);
+        Ok((new, plan))
+    }
+
+    /// `deploy --dry-run`: the plan, and whether it would be carried out.
+    fn answer_plan(&self, source: &ReleaseSource, client: &UnboundedSender<String>) {
+        let last = match self.deploy_plan(source) {
+            Ok((_, plan)) => {
+                for line in plan.to_string().lines() {
+                    let _ = client.send(line.to_string());
+                }
+                match plan.is_refused() {
+                    true => format!("failed: {}", deploy_plan::refusal_text(&plan)),
+                    false => "ok: dry run: nothing was changed".to_string(),
+                }
+            }
+            Err(why) => format!("failed: {why}"),
+        };
+        let _ = client.send(last);
+    }
+
+    /// `deploy`: carries out the plan (deploy_plan); the release step, if any, runs first. The
+    /// new release is in force only once the rollout succeeded.
+    fn begin_deploy(&mut self, source: ReleaseSource) -> Result<Vec<Effect>, String> {
+        let (release, plan) = self.deploy_plan(&source)?;
+        if plan.is_refused() {
+            return Err(deploy_plan::refusal_text(&plan));
+        }
+        let templates = Templates::of(&release, &self.config.bound).map_err(|err| err.to_string())?;
+        let current = self.current();
+        let mut olds = Vec::new();
+        let mut removed = Vec::new();
+        for line in &plan.types {
+            let of_type = current.iter().filter(|(_, s)| s.template.type_name == line.type_name);
+            match (&line.change, templates.get(&line.type_name)) {
+                (TypeChange::Added, Some(template)) => olds.push((None, template.clone(), 1)),
+                (TypeChange::Replaced { .. }, Some(template)) => {
+                    olds.extend(of_type.map(|(id, spec)| (Some(*id), template.clone(), spec.number)))
+                }
+                (TypeChange::Removed { .. }, _) => removed.extend(of_type.map(|(id, _)| *id)),
+                _ => {}
+            }
+        }
+        for line in plan.to_string().lines() {
+            self.progress(line.to_string());
+        }
         let mut pairs = self.file_replacements(olds)?;
-        let removed = current.iter().filter(|(_, t, _)| !release.templates.iter().any(|n| n.type_name == *t));
-        pairs.extend(removed.map(|(id, _, _)| (Some(*id), None)));
-        let step = release.release_step.as_ref().map(|t| self.file(t.instance(1, None)));
+        pairs.extend(removed.into_iter().map(|id| (Some(id), None)));
+        let step = templates.release_step.as_ref().map(|t| self.file(t.instance(1, None)));
         let effects = self.begin(RolloutKind::Deploy, pairs, step)?;
-        self.pending_release = Some(release);
+        self.pending_release = Some(Running { release, templates });
         Ok(effects)
     }
 
@@ -414,7 +468,7 @@ impl Scheduler {
         }
         let mut plan = Vec::new();
         for (type_name, count) in &changes {
-            let template = self.config.release.templates.iter().find(|t| t.type_name == *type_name).cloned();
+            let template = self.config.running.templates.get(type_name).cloned();
             let template = template.ok_or_else(|| format!("the Procfile has no type `{type_name}`"))?;
             if *count > crate::formation::PORTS_PER_TYPE as usize {
                 return Err(ScaleRefused::Bad(format!(
@@ -586,12 +640,12 @@ impl Handler<Scale> for Scheduler {
 }
 
 /// `restart [TARGET]` or `deploy [--from DIR]`: progress lines go to `client`, the last one starts
-/// with `ok:` or `failed:`.
+/// with `ok:` or `failed:`. A dry run of a deploy answers its plan and changes nothing.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Roll {
     Restart { target: Option<String>, client: UnboundedSender<String> },
-    Deploy { source: ReleaseSource, client: UnboundedSender<String> },
+    Deploy { source: ReleaseSource, dry_run: bool, client: UnboundedSender<String> },
 }
 
 impl Handler<Roll> for Scheduler {
@@ -600,7 +654,8 @@ impl Handler<Roll> for Scheduler {
     fn handle(&mut self, roll: Roll, ctx: &mut Context<Self>) {
         let pending = match roll {
             Roll::Restart { target, client } => Pending::Restart { target, client: Some(client) },
-            Roll::Deploy { source, client } => Pending::Deploy { source, client: Some(client) },
+            Roll::Deploy { source, dry_run: true, client } => return self.answer_plan(&source, &client),
+            Roll::Deploy { source, dry_run: false, client } => Pending::Deploy { source, client: Some(client) },
         };
         if self.lifecycle.rollout_running().is_some() {
             if let Pending::Restart { client: Some(client), .. } | Pending::Deploy { client: Some(client), .. } =

@@ -1,10 +1,12 @@
-//! What instances run: each type's template for the current release (command, env, route,
-//! probe), the spec of each instance made from it, and port allocation in a type's block.
+//! What instances run: each type's template for a release (command, env, route, probe), the
+//! spec of each instance made from it, and port allocation in a type's block.
 
 use super::health::ProbeSettings;
+use crate::config::{tcp_url, ConfigError, Release, RouteSpec, WEB_TYPE};
 use crate::env::{instance_env, EnvMap, PlatformVars};
-use crate::formation::PORTS_PER_TYPE;
+use crate::formation::{self, PORTS_PER_TYPE};
 use crate::gateway::proxy_protocol::ProxyVersion;
+use crate::procfile::RELEASE;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -36,6 +38,57 @@ pub struct SlotSpec {
     pub number: usize,
     pub port: Option<u16>,
     pub template: Arc<TypeTemplate>,
+}
+
+/// A release's templates: its long-running types (Procfile order) and its `release` step.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    pub types: Vec<Arc<TypeTemplate>>,
+    pub release_step: Option<Arc<TypeTemplate>>,
+}
+
+impl Templates {
+    /// The templates of `release`'s types, against the routes actually bound (`bound`); a
+    /// routed type without a listener is an error (procgate binds its routes at start).
+    pub fn of(release: &Release, bound: &[RouteSpec]) -> Result<Templates, ConfigError> {
+        let files = &release.files;
+        let env = Arc::new(files.env.clone());
+        let template = |name: &str, type_index: usize, command: &str, block_start: Option<u16>| {
+            let routed = release.routes_type(name) && name != RELEASE;
+            let settings = release.settings_of(name);
+            Arc::new(TypeTemplate {
+                type_name: name.to_string(),
+                type_index,
+                command: command.to_string(),
+                env: env.clone(),
+                tcp_url: tcp_url(name, bound, release.tcp_listen),
+                probe: routed.then(|| ProbeSettings::for_type(&settings, name == WEB_TYPE)),
+                block_start,
+                proxy_protocol: settings.proxy_version().filter(|_| routed),
+                root: files.root.clone(),
+            })
+        };
+        let mut types = Vec::new();
+        for (type_index, process) in formation::long_running(&files.procfile) {
+            if let Some(route) = release.routes.iter().find(|r| r.type_name == process.name) {
+                if !bound.iter().any(|r| r.type_name == process.name) {
+                    let reason = "this procgate has no listener for it; restart procgate to serve a new route";
+                    let (type_name, addr) = (process.name.clone(), route.addr);
+                    return Err(ConfigError::Listen { type_name, addr, reason: reason.to_string() });
+                }
+            }
+            let block = u32::from(release.base_port) + u32::from(PORTS_PER_TYPE) * type_index as u32;
+            types.push(template(&process.name, type_index, &process.command, u16::try_from(block).ok()));
+        }
+        let steps = files.procfile.types.len();
+        let release_step = release.release.as_ref().map(|step| template(RELEASE, steps, &step.command, None));
+        Ok(Templates { types, release_step })
+    }
+
+    /// The template of `type_name`.
+    pub fn get(&self, type_name: &str) -> Option<&Arc<TypeTemplate>> {
+        self.types.iter().find(|t| t.type_name == type_name)
+    }
 }
 
 impl TypeTemplate {
