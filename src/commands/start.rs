@@ -13,7 +13,8 @@ use crate::logs::Output;
 use crate::platform::balancer::Balancer;
 use crate::platform::health::HealthChecker;
 use crate::platform::lifecycle::Timing;
-use crate::platform::scheduler::{Cycling, Running, Scheduler, SchedulerConfig};
+use crate::platform::rollout_actor::{Cycling, RolloutActor};
+use crate::platform::scheduler::{Peers, Running, Scheduler, SchedulerConfig};
 use crate::platform::spec::Templates;
 use crate::process;
 use crate::procfile::RELEASE;
@@ -53,22 +54,26 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         bound,
         instances,
         timing: Timing { grace: args.grace, boot_timeout: args.boot_timeout, release_timeout: args.release_timeout },
-        cycling: cycling(&args),
         keeper_exe: process::own_binary(),
         output,
         close_gateway: Box::new(move || stopper.stop_accepting()),
         descriptors: descriptors.clone(),
     };
+    let cycling = cycling(&args);
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
         let balancer = Balancer::new(routes).start();
         let (exit, exited) = tokio::sync::oneshot::channel();
+        let mut rollouts = None;
         let scheduler = Scheduler::create(|ctx| {
             let health = HealthChecker::new(ctx.address().recipient(), balancer.clone(), failure_reports).start();
-            Scheduler::new(scheduler, (balancer, health), exit)
+            let rollout = RolloutActor::new(ctx.address(), cycling).start();
+            rollouts = Some(rollout.clone());
+            Scheduler::new(scheduler, Peers { balancer, health, rollouts: rollout.recipient() }, exit)
         });
         signals.forward_to(scheduler.clone());
-        let server = ControlServer::spawn(control_socket, scheduler, control_routes)?;
+        let rollouts = rollouts.expect("set as the Scheduler was created");
+        let server = ControlServer::spawn(control_socket, (scheduler, rollouts), control_routes)?;
         let code = exited.await.unwrap_or(1);
         server.finish(code).await;
         Ok::<i32, std::io::Error>(code)

@@ -47,6 +47,23 @@ pub struct InstanceStatus {
     pub served: Option<u64>,
 }
 
+impl From<crate::platform::scheduler::InstanceView> for InstanceStatus {
+    fn from(view: crate::platform::scheduler::InstanceView) -> InstanceStatus {
+        InstanceStatus {
+            name: view.name,
+            type_name: view.type_name,
+            state: view.state,
+            pid: view.pid,
+            port: view.port,
+            uptime: view.uptime,
+            restarts: view.restarts,
+            restart_in: view.restart_in,
+            connections: view.connections,
+            served: view.served,
+        }
+    }
+}
+
 /// One gateway route as `ps` shows it: clients waiting and refused before reaching an instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteStatus {

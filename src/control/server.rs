@@ -1,10 +1,11 @@
 //! The control socket's server: binds before anything starts (refusing to steal a live socket),
 //! answers on the actors' thread, and removes the socket when procgate stops.
 
-use super::{socket_path, ControlError, DeployRequest, PsReply, RestartRequest, RouteStatus, DIR};
+use super::{socket_path, ControlError, DeployRequest, InstanceStatus, PsReply, RestartRequest, RouteStatus, DIR};
 use crate::gateway::route::Route;
 use crate::platform::lifecycle::Event;
-use crate::platform::scheduler::{Notify, Roll, Scale, ScaleRefused, Scheduler, Status};
+use crate::platform::rollout_actor::{Roll, RolloutActor};
+use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Scheduler, Status};
 use actix::Addr;
 use bytes::Bytes;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
@@ -89,6 +90,7 @@ fn own_directory(dir: &Path) -> Result<(), ControlError> {
 /// What the request handlers share.
 struct Shared {
     scheduler: Addr<Scheduler>,
+    rollouts: Addr<RolloutActor>,
     routes: Vec<Arc<Route>>,
     /// Clients of `POST /stop`, told the exit status when everything has stopped.
     stop_waiters: RefCell<Vec<mpsc::UnboundedSender<Bytes>>>,
@@ -106,11 +108,15 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Serves the bound socket; call from inside the actix system.
-    pub fn spawn(bound: Bound, scheduler: Addr<Scheduler>, routes: Vec<Arc<Route>>) -> std::io::Result<ControlServer> {
+    pub fn spawn(
+        bound: Bound,
+        (scheduler, rollouts): (Addr<Scheduler>, Addr<RolloutActor>),
+        routes: Vec<Arc<Route>>,
+    ) -> std::io::Result<ControlServer> {
         let Bound { listener, path, _lock } = bound;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let (stop_waiters, connections) = (RefCell::default(), RefCell::default());
-        let shared = Rc::new(Shared { scheduler, routes, stop_waiters, connections });
+        let shared = Rc::new(Shared { scheduler, rollouts, routes, stop_waiters, connections });
         let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
         Ok(ControlServer { path, shared, accept, _lock })
     }
@@ -163,6 +169,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET, "/ps") => match shared.scheduler.send(Status).await {
             Ok(instances) => {
+                let instances = instances.into_iter().map(InstanceStatus::from).collect();
                 let routes = shared.routes.iter().map(|r| route_status(r)).collect();
                 json(StatusCode::OK, &PsReply { instances, routes })
             }
@@ -216,7 +223,7 @@ fn route_status(route: &Route) -> RouteStatus {
 fn stream(roll: impl FnOnce(mpsc::UnboundedSender<String>) -> Roll, shared: &Shared) -> Response<Body> {
     let (client, lines) = mpsc::unbounded_channel::<String>();
     let (bytes, body) = mpsc::unbounded_channel();
-    shared.scheduler.do_send(roll(client));
+    shared.rollouts.do_send(roll(client));
     tokio::task::spawn_local(forward_lines(lines, bytes));
     Response::new(LineStream(body).boxed_unsync())
 }

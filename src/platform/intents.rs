@@ -1,0 +1,56 @@
+//! What the Rollout controller and the Scheduler say to each other, as in Kubernetes' split of
+//! the Deployment controller from the ReplicaSet controller: intents one way (start replacements,
+//! run a release step, switch routing, abandon replacements), reports the other (a replacement is
+//! ready or failed, an old instance drained, a release step exited, the platform is stopping).
+//! The Scheduler stays the one owner of instances; the Rollout controller owns rollouts.
+
+use crate::process::protocol::ExitReason;
+
+/// Identifies an instance slot: one name, one port, one command, across its crash restarts.
+/// A replacement (rollout) or a scaled-up instance gets a new slot; ids are never reused.
+pub type SlotId = usize;
+
+/// An old instance and its replacement; either may be absent (a type a deploy adds or removes).
+pub type Pair = (Option<SlotId>, Option<SlotId>);
+
+/// Which instances a rollout replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `restart`: every current instance (`None`), a type's (`tcp`) or one (`tcp.2`).
+    Restart(Option<String>),
+    /// Daily cycling of one instance, if it is still a current one.
+    Cycle(SlotId),
+    /// The deploy the Scheduler has planned (`PlanDeploy`).
+    Deploy,
+}
+
+/// What the Scheduler reports about the instances a rollout cares about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// A regular instance ran for the first time: its daily cycle clock starts.
+    Spawned { slot: SlotId, name: String },
+    /// A line of a replacement's progress (`tcp.1 replacement starting (pid 7, port 5001)`).
+    Progress(String),
+    /// A replacement held out of routing is healthy.
+    Ready { slot: SlotId },
+    /// A replacement failed before the switch (`why` names it, with its pid).
+    Failed { slot: SlotId, why: String },
+    /// A retiring instance has no open connection left, or is gone; `who` is `tcp.1 (pid 7)`.
+    Drained { slot: SlotId, who: String },
+    /// A deploy's release step exited.
+    StepExited { slot: SlotId, reason: ExitReason },
+    /// The platform is stopping: no rollout may go on.
+    Stopping,
+}
+
+/// Why the Scheduler did not carry out an intent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntentRefused {
+    #[error("procgate is stopping")]
+    Stopping,
+    /// The instance to cycle was replaced or removed meanwhile.
+    #[error("the instance was replaced meanwhile")]
+    Gone,
+    #[error("{0}")]
+    Failed(String),
+}
