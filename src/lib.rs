@@ -4,7 +4,7 @@
 //! - [`cli`]: clap definitions of the subcommands and flags.
 //! - [`config`]: flags, Procfile, env files and procgate.toml turned into one validated [`config::Config`].
 //! - [`settings`]: the optional `procgate.toml` (per-type routes, checks, limits, PROXY protocol).
-//! - [`procfile`]: the ordered, strict Procfile parser.
+//! - [`procfile`]: the ordered, strict Procfile parser, and the type names procgate treats apart.
 //! - [`env`](mod@env): env files (dotenvy iterator API) and each instance's environment.
 //! - [`formation`]: the formation (`web=2`) and the port plan.
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.

@@ -43,6 +43,7 @@
 
 use crate::cidr::Cidr;
 use crate::gateway::proxy_protocol::ProxyVersion;
+use crate::procfile::WEB_TYPE;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -200,8 +201,8 @@ impl Settings {
                 message => message.to_string(),
             },
         })?;
-        if settings.of(crate::config::WEB_TYPE).proxy_version().is_some() {
-            let line = line_of(text, crate::config::WEB_TYPE, Some("proxy_protocol"));
+        if settings.of(WEB_TYPE).proxy_version().is_some() {
+            let line = line_of(text, WEB_TYPE, Some("proxy_protocol"));
             let message =
                 "proxy_protocol applies to TCP types; web instances get the client address in X-Forwarded-For".into();
             return Err(SettingsError::Invalid { path: shown, line, message });

@@ -3,7 +3,7 @@
 //! data plane serves.
 
 use crate::cli::{Cycle, ListenArgs, OrOff, PlanArgs, StartArgs, TimeoutArgs};
-use crate::config::{tcp_url, Config, ConfigError, ReleaseSource, RouteSpec, Sources, WEB_TYPE};
+use crate::config::{tcp_url, Config, ConfigError, ReleaseSource, RouteSpec, Sources};
 use crate::control::{self, server::ControlServer};
 use crate::formation::{self, PORTS_PER_TYPE};
 use crate::gateway::budget::{self, Descriptors};
@@ -18,7 +18,7 @@ use crate::platform::lifecycle::Timing;
 use crate::platform::scheduler::{Cycling, Release, ReleaseLoader, Scheduler, SchedulerConfig};
 use crate::platform::spec::TypeTemplate;
 use crate::process;
-use crate::procfile::RELEASE;
+use crate::procfile::{RELEASE, WEB_TYPE};
 use crate::settings::TypeSettings;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
@@ -171,8 +171,8 @@ fn release_loader(args: &StartArgs, root: PathBuf, base_port: u16, bound: Vec<Ro
 fn listen_for(listen: &ListenArgs, bound: &[RouteSpec]) -> ListenArgs {
     let bound_at = |type_name: &str| bound.iter().find(|r| r.type_name == type_name).map(|r| r.addr);
     ListenArgs {
-        tcp_listen: bound_at(crate::config::TCP_TYPE).or(listen.tcp_listen),
-        web_listen: bound_at(crate::config::WEB_TYPE).or(listen.web_listen),
+        tcp_listen: bound_at(crate::procfile::TCP_TYPE).or(listen.tcp_listen),
+        web_listen: bound_at(crate::procfile::WEB_TYPE).or(listen.web_listen),
     }
 }
 
