@@ -5,6 +5,7 @@
 //! - [`config`]: flags, Procfile, env files and procgate.toml turned into one validated [`config::Config`].
 //! - [`settings`]: the optional `procgate.toml` (per-type routes, checks, limits, PROXY protocol).
 //! - [`procfile`]: the ordered, strict Procfile parser, and the type names procgate treats apart.
+//! - [`proxy_version`]: the PROXY protocol version instances expect, and the `LOCAL` header of checks.
 //! - [`env`](mod@env): env files (dotenvy iterator API) and each instance's environment.
 //! - [`formation`]: the formation (`web=2`) and the port plan.
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.
@@ -32,6 +33,7 @@ pub mod logs;
 pub mod platform;
 pub mod process;
 pub mod procfile;
+pub mod proxy_version;
 pub mod settings;
 pub mod shutdown;
 pub mod signals;

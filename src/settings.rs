@@ -42,8 +42,8 @@
 //! `["0.0.0.0/0", "::/0"]` trusts every peer, for a listener only the load balancer can reach.
 
 use crate::cidr::Cidr;
-use crate::gateway::proxy_protocol::ProxyVersion;
 use crate::procfile::WEB_TYPE;
+use crate::proxy_version::ProxyVersion;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

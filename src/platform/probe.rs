@@ -2,7 +2,7 @@
 //! fall in the expected range (any answer below 500 by default, like a router that only needs an
 //! answer). Every probe is bounded by its timeout.
 
-use crate::gateway::proxy_protocol::{local_header, ProxyVersion};
+use crate::proxy_version::{local_header, ProxyVersion};
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 use super::health::ProbeSettings;
 use crate::env::{instance_env, EnvMap, PlatformVars};
 use crate::formation::PORTS_PER_TYPE;
-use crate::gateway::proxy_protocol::ProxyVersion;
+use crate::proxy_version::ProxyVersion;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 

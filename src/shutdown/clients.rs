@@ -4,7 +4,8 @@
 //! ended: the app's FIN, a reset, or still open when the test stopped watching. A slow request
 //! in flight at SIGTERM records whether its response still came.
 
-use crate::gateway::proxy_protocol::{self, ProxyVersion};
+use crate::gateway::proxy_protocol;
+use crate::proxy_version::ProxyVersion;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
