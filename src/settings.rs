@@ -47,6 +47,7 @@ use crate::proxy_version::ProxyVersion;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ pub struct TypeSettings {
     pub health_path: Option<String>,
     /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
     #[serde(default, deserialize_with = "statuses")]
-    pub health_status: Option<std::ops::RangeInclusive<u16>>,
+    pub health_status: Option<RangeInclusive<u16>>,
     /// Restart an instance that has failed its checks this long [default: never; failed checks
     /// only take it out of routing].
     #[serde(default, deserialize_with = "duration")]
@@ -175,9 +176,20 @@ impl TypeSettings {
     }
 }
 
-fn statuses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<std::ops::RangeInclusive<u16>>, D::Error> {
+fn statuses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RangeInclusive<u16>>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    crate::platform::probe::parse_statuses(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_statuses(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Parses `200-399` or `200` (`health_status`).
+fn parse_statuses(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("invalid status range `{text}`: write e.g. \"200-399\" or \"200\"");
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high): (u16, u16) = (low.trim().parse().map_err(|_| bad())?, high.trim().parse().map_err(|_| bad())?);
+    if !(100..=599).contains(&low) || high < low || high > 599 {
+        return Err(bad());
+    }
+    Ok(low..=high)
 }
 
 impl Settings {
@@ -328,6 +340,15 @@ mod tests {
         assert_eq!(socket.health_interval, Some(Duration::from_millis(500)));
         assert_eq!(socket.fall, Some(3));
         assert!(parse(text).unwrap().of("tcp").listen.is_none());
+    }
+
+    #[test]
+    fn status_ranges_are_checked() {
+        assert_eq!(parse_statuses("200-399"), Ok(200..=399));
+        assert_eq!(parse_statuses("204"), Ok(204..=204));
+        assert!(parse_statuses("399-200").is_err());
+        assert!(parse_statuses("ok").is_err());
+        assert!(parse_statuses("99").is_err());
     }
 
     #[test]

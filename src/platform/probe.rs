@@ -65,17 +65,6 @@ fn parse_status(head: &[u8]) -> Option<u16> {
     words.next()?.parse().ok()
 }
 
-/// Parses `200-399` or `200` (as in procgate.toml's `health_status`).
-pub fn parse_statuses(text: &str) -> Result<RangeInclusive<u16>, String> {
-    let bad = || format!("invalid status range `{text}`: write e.g. \"200-399\" or \"200\"");
-    let (low, high) = text.split_once('-').unwrap_or((text, text));
-    let (low, high): (u16, u16) = (low.trim().parse().map_err(|_| bad())?, high.trim().parse().map_err(|_| bad())?);
-    if !(100..=599).contains(&low) || high < low || high > 599 {
-        return Err(bad());
-    }
-    Ok(low..=high)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,15 +75,6 @@ mod tests {
         assert_eq!(parse_status(b"HTTP/1.0 503 Busy\r\nx"), Some(503));
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status(b""), None);
-    }
-
-    #[test]
-    fn status_ranges_are_checked() {
-        assert_eq!(parse_statuses("200-399"), Ok(200..=399));
-        assert_eq!(parse_statuses("204"), Ok(204..=204));
-        assert!(parse_statuses("399-200").is_err());
-        assert!(parse_statuses("ok").is_err());
-        assert!(parse_statuses("99").is_err());
     }
 
     #[tokio::test]
