@@ -13,6 +13,7 @@
 //! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself.
 //! - [`platform`]: the control plane's actors (Scheduler, HealthChecker, Balancer), their pure
 //!   state machines (instance lifecycle, rollouts, backoff, health hysteresis) and the specs.
+//! - [`http_check`]: procgate's small HTTP/1 client of instances: health probes, test-shutdown's requests.
 //! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): server and client.
 //! - [`signals`]: procgate's own SIGINT/SIGTERM/SIGHUP.
@@ -29,6 +30,7 @@ pub mod duration;
 pub mod env;
 pub mod formation;
 pub mod gateway;
+pub mod http_check;
 pub mod logs;
 pub mod platform;
 pub mod process;

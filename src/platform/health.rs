@@ -7,9 +7,9 @@
 
 use super::balancer::{Balancer, Restore};
 use super::lifecycle::Event;
-use super::probe::{probe, HttpCheck};
 use super::scheduler::Notify;
 use crate::gateway::route::InstanceId;
+use crate::http_check::{probe, HttpCheck};
 use crate::proxy_version::ProxyVersion;
 use actix::prelude::*;
 use std::collections::HashMap;

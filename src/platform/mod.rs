@@ -5,7 +5,6 @@ pub mod backoff;
 pub mod balancer;
 pub mod health;
 pub mod lifecycle;
-pub mod probe;
 pub mod rollout;
 pub mod scheduler;
 pub mod spec;
