@@ -5,7 +5,7 @@
 
 use crate::env::{EnvError, EnvFile, EnvMap};
 use crate::formation::{self, Formation, FormationError, InstanceSpec};
-use crate::procfile::{ProcessType, Procfile, ProcfileError, RELEASE};
+use crate::procfile::{ProcessType, Procfile, ProcfileError, RELEASE, TCP_TYPE, WEB_TYPE};
 use crate::settings::{Settings, SettingsError, TypeSettings};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,14 +14,8 @@ use std::time::Duration;
 /// The base port when neither `-p` nor a `PORT` variable sets one (foreman's).
 pub const DEFAULT_BASE_PORT: u16 = 5000;
 
-/// The process type the TCP gateway serves by default, as Scalingo's TCP add-on.
-pub const TCP_TYPE: &str = "tcp";
-
 /// Where the `tcp` type is served unless a flag or procgate.toml says otherwise (Scalingo's port).
 pub const DEFAULT_TCP_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 20003);
-
-/// The process type the HTTP router serves, as Heroku's router.
-pub const WEB_TYPE: &str = "web";
 
 /// Where the HTTP router listens unless a flag or procgate.toml says otherwise.
 pub const DEFAULT_WEB_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);

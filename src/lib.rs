@@ -4,7 +4,8 @@
 //! - [`cli`]: clap definitions of the subcommands and flags.
 //! - [`config`]: flags, Procfile, env files and procgate.toml turned into one validated [`config::Config`].
 //! - [`settings`]: the optional `procgate.toml` (per-type routes, checks, limits, PROXY protocol).
-//! - [`procfile`]: the ordered, strict Procfile parser.
+//! - [`procfile`]: the ordered, strict Procfile parser, and the type names procgate treats apart.
+//! - [`proxy_version`]: the PROXY protocol version instances expect, and the `LOCAL` header of checks.
 //! - [`env`](mod@env): env files (dotenvy iterator API) and each instance's environment.
 //! - [`formation`]: the formation (`web=2`) and the port plan.
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.
@@ -12,6 +13,7 @@
 //! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself.
 //! - [`platform`]: the control plane's actors (Scheduler, HealthChecker, Balancer), their pure
 //!   state machines (instance lifecycle, rollouts, backoff, health hysteresis) and the specs.
+//! - [`http_check`]: procgate's small HTTP/1 client of instances: health probes, test-shutdown's requests.
 //! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): server and client.
 //! - [`signals`]: procgate's own SIGINT/SIGTERM/SIGHUP.
@@ -28,10 +30,12 @@ pub mod duration;
 pub mod env;
 pub mod formation;
 pub mod gateway;
+pub mod http_check;
 pub mod logs;
 pub mod platform;
 pub mod process;
 pub mod procfile;
+pub mod proxy_version;
 pub mod settings;
 pub mod shutdown;
 pub mod signals;

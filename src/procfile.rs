@@ -11,6 +11,12 @@ use std::path::{Path, PathBuf};
 /// The type name that runs once before the others, as Heroku's and Dokku's release phase.
 pub const RELEASE: &str = "release";
 
+/// The process type the TCP gateway serves by default, as Scalingo's TCP add-on.
+pub const TCP_TYPE: &str = "tcp";
+
+/// The process type the HTTP router serves, as Heroku's router.
+pub const WEB_TYPE: &str = "web";
+
 /// One process type of the Procfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessType {

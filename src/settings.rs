@@ -42,10 +42,12 @@
 //! `["0.0.0.0/0", "::/0"]` trusts every peer, for a listener only the load balancer can reach.
 
 use crate::cidr::Cidr;
-use crate::gateway::proxy_protocol::ProxyVersion;
+use crate::procfile::WEB_TYPE;
+use crate::proxy_version::ProxyVersion;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,7 +82,7 @@ pub struct TypeSettings {
     pub health_path: Option<String>,
     /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
     #[serde(default, deserialize_with = "statuses")]
-    pub health_status: Option<std::ops::RangeInclusive<u16>>,
+    pub health_status: Option<RangeInclusive<u16>>,
     /// Restart an instance that has failed its checks this long [default: never; failed checks
     /// only take it out of routing].
     #[serde(default, deserialize_with = "duration")]
@@ -174,9 +176,20 @@ impl TypeSettings {
     }
 }
 
-fn statuses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<std::ops::RangeInclusive<u16>>, D::Error> {
+fn statuses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RangeInclusive<u16>>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    crate::platform::probe::parse_statuses(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_statuses(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Parses `200-399` or `200` (`health_status`).
+fn parse_statuses(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("invalid status range `{text}`: write e.g. \"200-399\" or \"200\"");
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high): (u16, u16) = (low.trim().parse().map_err(|_| bad())?, high.trim().parse().map_err(|_| bad())?);
+    if !(100..=599).contains(&low) || high < low || high > 599 {
+        return Err(bad());
+    }
+    Ok(low..=high)
 }
 
 impl Settings {
@@ -200,8 +213,8 @@ impl Settings {
                 message => message.to_string(),
             },
         })?;
-        if settings.of(crate::config::WEB_TYPE).proxy_version().is_some() {
-            let line = line_of(text, crate::config::WEB_TYPE, Some("proxy_protocol"));
+        if settings.of(WEB_TYPE).proxy_version().is_some() {
+            let line = line_of(text, WEB_TYPE, Some("proxy_protocol"));
             let message =
                 "proxy_protocol applies to TCP types; web instances get the client address in X-Forwarded-For".into();
             return Err(SettingsError::Invalid { path: shown, line, message });
@@ -327,6 +340,15 @@ mod tests {
         assert_eq!(socket.health_interval, Some(Duration::from_millis(500)));
         assert_eq!(socket.fall, Some(3));
         assert!(parse(text).unwrap().of("tcp").listen.is_none());
+    }
+
+    #[test]
+    fn status_ranges_are_checked() {
+        assert_eq!(parse_statuses("200-399"), Ok(200..=399));
+        assert_eq!(parse_statuses("204"), Ok(204..=204));
+        assert!(parse_statuses("399-200").is_err());
+        assert!(parse_statuses("ok").is_err());
+        assert!(parse_statuses("99").is_err());
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! and prints the graded checklist (text, or JSON with `--json`); status 0 only when all pass.
 
 use crate::cli::TestShutdownArgs;
-use crate::config::{tcp_url, Choices, Release, WEB_TYPE};
+use crate::config::{tcp_url, Choices, Release};
 use crate::env::{instance_env, PlatformVars};
 use crate::logs::Output;
 use crate::platform::health::ProbeSettings;
-use crate::procfile::RELEASE;
+use crate::procfile::{RELEASE, WEB_TYPE};
 use crate::shutdown::clients::{Protocol, Target};
 use crate::shutdown::grade::{Report, Setup};
 use crate::shutdown::{self, Scenario};

@@ -4,9 +4,10 @@
 //!
 //! What procgate itself needs is kept aside first: a fixed reserve (logs, listeners, the control
 //! socket, probes), each running instance's pipes and keeper socket, and the router's idle
-//! connections to instances (`pool::idle_count`). What is left, two descriptors per proxied connection, is shared by
-//! the routes, and no route may take the share the others are guaranteed: with `n` routes each
-//! keeps at least `1/(2n)` of the room, so a flood on one route cannot starve another.
+//! connections to instances (which the pool counts here, [`pooled`]). What is left, two
+//! descriptors per proxied connection, is shared by the routes, and no route may take the share
+//! the others are guaranteed: with `n` routes each keeps at least `1/(2n)` of the room, so a
+//! flood on one route cannot starve another.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,21 @@ pub const PER_INSTANCE: usize = 8;
 
 /// Descriptors of a proxied connection: the client's and the instance's.
 const PER_CONNECTION: usize = 2;
+
+/// Idle connections in every thread's router pool: descriptors set aside, counted by the pool.
+static POOLED: AtomicUsize = AtomicUsize::new(0);
+
+/// The router's pool keeps `count` more idle connections to instances.
+#[inline]
+pub fn pooled(count: usize) {
+    POOLED.fetch_add(count, Ordering::Relaxed);
+}
+
+/// The router's pool let `count` of its idle connections go.
+#[inline]
+pub fn unpooled(count: usize) {
+    POOLED.fetch_sub(count, Ordering::Relaxed);
+}
 
 /// The whole open-files limit and what is in use against it.
 #[derive(Debug)]
@@ -43,7 +59,7 @@ impl Descriptors {
     /// Proxied connections that fit once procgate's own needs are set aside.
     pub fn room(&self) -> usize {
         let instances = self.instances.load(Ordering::Relaxed) * PER_INSTANCE;
-        let reserved = BASE_RESERVE + instances + super::pool::idle_count();
+        let reserved = BASE_RESERVE + instances + POOLED.load(Ordering::Relaxed);
         self.limit.saturating_sub(reserved) / PER_CONNECTION
     }
 

@@ -10,6 +10,7 @@ use super::client_stream::{ClientClock, ClientStream};
 use super::header_values;
 use super::pool;
 use super::route::{Backend, OpenConnection, Route};
+use super::socket::{ACCEPT_ERROR_PAUSE, MAX_BUFFER};
 use super::GatewaySettings;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -43,12 +44,6 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
-/// The most a connection's read buffer grows to, client or instance side. hyper's default
-/// (about 400 KiB) kept that much for each pooled connection that once carried a large body:
-/// the router bench's RSS after its bulk load went from 15 to 25-28 MB. 128 KiB keeps it at
-/// 15.5 MB and bulk throughput above HAProxy's (bench/README.md).
-pub const MAX_BUFFER: usize = 128 * 1024;
 
 /// The header that carries the router's error code on its error pages.
 const CODE_HEADER: &str = "x-procgate-code";
@@ -91,7 +86,7 @@ pub async fn serve(
                 }
                 Err(err) => {
                     tracing::warn!("accept on the {} router failed: {err}", route.type_name);
-                    tokio::time::sleep(super::tcp::ACCEPT_ERROR_PAUSE).await;
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
             _ = shutdown.changed() => return,

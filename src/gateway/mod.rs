@@ -15,6 +15,7 @@ pub mod pool;
 pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
+pub mod socket;
 pub mod tcp;
 pub mod timeouts;
 

@@ -8,6 +8,7 @@
 //! connections the instance closed or past their limit are dropped. (The request that still
 //! loses the race is retried by the router when that is safe: `http::send`.)
 
+use super::budget;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
@@ -15,7 +16,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -73,17 +73,9 @@ thread_local! {
     static POOL: RefCell<Pool> = const { RefCell::new(Vec::new()) };
 }
 
-/// Idle connections in every thread's pool (descriptors the budget sets aside).
-static IDLE: AtomicUsize = AtomicUsize::new(0);
-
-/// How many connections wait in the pools of all threads.
-pub fn idle_count() -> usize {
-    IDLE.load(Ordering::Relaxed)
-}
-
 /// Drops the entry at `index` of `idle`, counting it out.
 fn remove(idle: &mut Vec<Idle>, index: usize) -> Idle {
-    IDLE.fetch_sub(1, Ordering::Relaxed);
+    budget::unpooled(1);
     idle.swap_remove(index)
 }
 
@@ -105,9 +97,9 @@ pub async fn sender(addr: SocketAddr, timeout: Duration, upgrade: bool) -> Optio
 
 /// A new connection to `addr`, driven by a task of its own.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Option<Sender> {
-    let stream = super::tcp::connect(addr, timeout).await?;
+    let stream = super::socket::connect(addr, timeout).await?;
     let mut builder = hyper::client::conn::http1::Builder::new();
-    builder.max_buf_size(super::http::MAX_BUFFER);
+    builder.max_buf_size(super::socket::MAX_BUFFER);
     let (sender, connection) = builder.handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(async move {
         let _ = connection.with_upgrades().await;
@@ -147,7 +139,7 @@ async fn take(addr: SocketAddr) -> Option<Pooled> {
 /// Puts a connection back in the pool (its response is done) for at most `limit` idle.
 pub fn give_back(addr: SocketAddr, sender: Sender, limit: Duration) {
     let conn = Idle { sender, since: Instant::now(), limit };
-    IDLE.fetch_add(1, Ordering::Relaxed);
+    budget::pooled(1);
     POOL.with_borrow_mut(|pool| match idle_to(pool, addr) {
         Some(idle) => idle.push(conn),
         None => pool.push((addr, vec![conn])),
@@ -160,7 +152,7 @@ pub fn sweep(now: Instant) {
         for (_, idle) in pool.iter_mut() {
             let before = idle.len();
             idle.retain(|conn| !conn.sender.is_closed() && !conn.expired(now));
-            IDLE.fetch_sub(before - idle.len(), Ordering::Relaxed);
+            budget::unpooled(before - idle.len());
         }
         pool.retain(|(_, idle)| !idle.is_empty());
     });

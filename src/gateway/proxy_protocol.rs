@@ -2,38 +2,22 @@
 //! to instances before any client byte so an app learns the real client address, and read from
 //! clients when procgate itself sits behind a load balancer.
 
+use crate::proxy_version::V1_UNKNOWN;
 use proxy_header::{ParseConfig, ProxiedAddress, ProxyHeader};
-use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+/// The version (read from procgate.toml, so the settings' type) and the `LOCAL` header of health
+/// checks, part of this module's interface: the headers it writes take a version.
+pub use crate::proxy_version::{local_header, ProxyVersion};
 
 /// The most bytes a client's header may take (v1 is at most 107; v2 with a few TLVs fits).
 const MAX_HEADER: usize = 4096;
 
 /// The most bytes a v1 header may take, its CRLF included (the spec's limit).
 const MAX_V1: usize = 107;
-
-/// The version written to a type's instances (`proxy_protocol` in procgate.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProxyVersion {
-    V1,
-    V2,
-    Off,
-}
-
-impl ProxyVersion {
-    /// `v1`/`v2`, as instances get it in `PROXY_PROTOCOL`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProxyVersion::V1 => "v1",
-            ProxyVersion::V2 => "v2",
-            ProxyVersion::Off => "off",
-        }
-    }
-}
 
 /// The header telling an instance that `client` connected to `destination` (the load balancer's
 /// address from its own header, else the gateway's). Addresses of two families (an IPv6 client
@@ -78,10 +62,6 @@ fn one_family(client: SocketAddr, destination: SocketAddr, map: bool) -> Option<
     map.then(|| (mapped(client), mapped(destination)))
 }
 
-/// v1's header without addresses: `LOCAL` for a health check, "unknown" for a client.
-const V1_UNKNOWN: &[u8] = b"PROXY UNKNOWN\r\n";
-/// v2's `LOCAL` header (command 0x20, no address).
-const V2_LOCAL: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
 /// v2's `PROXY` header with `AF_UNSPEC` (command 0x21, family 0): "use the connection's addresses".
 const V2_UNSPEC: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x21\x00\x00\x00";
 
@@ -90,14 +70,6 @@ fn unknown(version: ProxyVersion) -> &'static [u8] {
     match version {
         ProxyVersion::V1 => V1_UNKNOWN,
         ProxyVersion::V2 | ProxyVersion::Off => V2_UNSPEC,
-    }
-}
-
-/// The `LOCAL` header of health checks: "this connection is procgate's own, not a client's".
-pub fn local_header(version: ProxyVersion) -> Vec<u8> {
-    match version {
-        ProxyVersion::V1 => V1_UNKNOWN.to_vec(),
-        ProxyVersion::V2 | ProxyVersion::Off => V2_LOCAL.to_vec(),
     }
 }
 

@@ -2,8 +2,8 @@
 //! immutable snapshots (`ArcSwap`, lock-free loads), each instance with atomic counters.
 
 use super::clients::{ClientLimits, Clients};
-use super::proxy_protocol::ProxyVersion;
 use crate::cidr::Cidr;
+use crate::proxy_version::ProxyVersion;
 use arc_swap::ArcSwap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

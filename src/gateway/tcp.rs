@@ -7,18 +7,15 @@ use super::budget::Place;
 use super::proxy_protocol;
 use super::pump::{self, Ending, Side, Traffic};
 use super::route::{Backend, Route};
+use super::socket::{connect, ACCEPT_ERROR_PAUSE};
 use super::GatewaySettings;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-/// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
-pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Accepts clients on `listener` until `shutdown` flips; each client gets its own task.
 pub async fn serve(
@@ -152,11 +149,4 @@ async fn introduce(
     }
     instance.write_all(&first).await?;
     Ok(first.len() - header)
-}
-
-/// A connection to an instance, with `TCP_NODELAY`, within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Option<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr)).await.ok()?.ok()?;
-    let _ = stream.set_nodelay(true);
-    Some(stream)
 }

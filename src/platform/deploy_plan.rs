@@ -13,7 +13,7 @@
 use crate::config::{Release, RouteSpec};
 use crate::env::EnvMap;
 use crate::formation::long_running;
-use crate::gateway::proxy_protocol::ProxyVersion;
+use crate::proxy_version::ProxyVersion;
 use crate::settings::TypeSettings;
 use std::collections::BTreeMap;
 use std::fmt;

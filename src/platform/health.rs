@@ -7,10 +7,10 @@
 
 use super::balancer::{Balancer, Restore};
 use super::lifecycle::Event;
-use super::probe::{probe, HttpCheck};
 use super::scheduler::Notify;
-use crate::gateway::proxy_protocol::ProxyVersion;
 use crate::gateway::route::InstanceId;
+use crate::http_check::{probe, HttpCheck};
+use crate::proxy_version::ProxyVersion;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;

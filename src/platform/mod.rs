@@ -7,7 +7,6 @@ pub mod deploy_plan;
 pub mod health;
 pub mod intents;
 pub mod lifecycle;
-pub mod probe;
 pub mod rollout;
 pub mod rollout_actor;
 pub mod scheduler;

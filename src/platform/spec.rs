@@ -2,11 +2,11 @@
 //! spec of each instance made from it, and port allocation in a type's block.
 
 use super::health::ProbeSettings;
-use crate::config::{tcp_url, ConfigError, Release, RouteSpec, WEB_TYPE};
+use crate::config::{tcp_url, ConfigError, Release, RouteSpec};
 use crate::env::{instance_env, EnvMap, PlatformVars};
 use crate::formation::{self, PORTS_PER_TYPE};
-use crate::gateway::proxy_protocol::ProxyVersion;
-use crate::procfile::RELEASE;
+use crate::procfile::{RELEASE, WEB_TYPE};
+use crate::proxy_version::ProxyVersion;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 

@@ -4,11 +4,13 @@
 //! ended: the app's FIN, a reset, or still open when the test stopped watching. A slow request
 //! in flight at SIGTERM records whether its response still came.
 
-use crate::gateway::proxy_protocol::{self, ProxyVersion};
+use crate::gateway::proxy_protocol;
+use crate::http_check::{get_request, read_response, Connection};
+use crate::proxy_version::ProxyVersion;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -16,8 +18,8 @@ use tokio::time::Instant;
 /// How long the first TCP client waits for the app's first bytes (a greeting) before it counts
 /// as held; the others wait as long only when the app greeted the first.
 pub const GREETING_WAIT: Duration = Duration::from_millis(500);
-/// The longest response head or body a client reads.
-const MAX_RESPONSE: usize = 1024 * 1024;
+/// The `User-Agent` of the clients' requests.
+const USER_AGENT: &str = "procgate-test-shutdown";
 
 /// What the clients speak.
 #[derive(Debug, Clone)]
@@ -75,7 +77,7 @@ pub async fn open(target: &Target, greeting_wait: Duration) -> io::Result<(TcpSt
             }
         }
         Protocol::Http => {
-            stream.write_all(get_request(target.addr, "/").as_bytes()).await?;
+            stream.write_all(get_request(target.addr, "/", USER_AGENT, Connection::KeepAlive).as_bytes()).await?;
             read_response(&mut stream).await?;
             true
         }
@@ -103,7 +105,7 @@ pub async fn watch_end(mut stream: TcpStream, mut stop: watch::Receiver<bool>) -
 /// the response (or `stop`).
 pub async fn send_slow_request(target: &Target, path: &str) -> io::Result<TcpStream> {
     let mut stream = connect(target).await?;
-    stream.write_all(get_request(target.addr, path).as_bytes()).await?;
+    stream.write_all(get_request(target.addr, path, USER_AGENT, Connection::KeepAlive).as_bytes()).await?;
     Ok(stream)
 }
 
@@ -125,72 +127,4 @@ async fn connect(target: &Target) -> io::Result<TcpStream> {
         stream.write_all(&proxy_protocol::header(version, stream.local_addr()?, target.addr)).await?;
     }
     Ok(stream)
-}
-
-fn get_request(addr: SocketAddr, path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: procgate-test-shutdown\r\n\r\n")
-}
-
-/// Reads one whole HTTP/1.1 response (a `Content-Length` or chunked body); returns its status.
-async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<u16> {
-    let mut buffer = Vec::with_capacity(1024);
-    let head_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        read_more(stream, &mut buffer, "the response's head").await?;
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("no status"))?;
-    let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
-    let body_done = |buffer: &[u8]| match (header("content-length:"), header("transfer-encoding:")) {
-        (Some(length), _) => length.parse::<usize>().map_or(true, |length| buffer.len() - head_end >= length),
-        (None, Some(coding)) if coding.contains("chunked") => buffer[head_end..].ends_with(b"0\r\n\r\n"),
-        _ => true,
-    };
-    while !body_done(&buffer) {
-        read_more(stream, &mut buffer, "the response's body").await?;
-    }
-    Ok(status)
-}
-
-async fn read_more(stream: &mut (impl AsyncRead + Unpin), buffer: &mut Vec<u8>, what: &str) -> io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    match stream.read(&mut chunk).await? {
-        0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the connection closed before {what} ended"))),
-        _ if buffer.len() > MAX_RESPONSE => Err(invalid("the response is too long")),
-        read => {
-            buffer.extend_from_slice(&chunk[..read]);
-            Ok(())
-        }
-    }
-}
-
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn status_of(response: &[u8]) -> io::Result<u16> {
-        read_response(&mut &response[..]).await
-    }
-
-    #[tokio::test]
-    async fn responses_end_at_their_length_or_last_chunk() {
-        assert_eq!(status_of(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc").await.unwrap(), 200);
-        let chunked = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        assert_eq!(status_of(chunked).await.unwrap(), 404);
-        assert_eq!(status_of(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap(), 204);
-    }
-
-    #[tokio::test]
-    async fn a_response_cut_short_is_an_error() {
-        let cut = status_of(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await.unwrap_err();
-        assert!(cut.to_string().contains("before the response's body ended"), "{cut}");
-        let headless = status_of(b"HTTP/1.1 200 OK\r\n").await.unwrap_err();
-        assert!(headless.to_string().contains("head"), "{headless}");
-    }
 }

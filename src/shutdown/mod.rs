@@ -11,8 +11,8 @@ pub mod clients;
 pub mod grade;
 
 use crate::env::EnvMap;
+use crate::http_check::{probe, HttpCheck};
 use crate::logs::Output;
-use crate::platform::probe::{probe, HttpCheck};
 use crate::process::output::Prefix;
 use crate::process::protocol::ExitReason;
 use crate::process::{self, procfs, Controller, Launch, ProcessEvent};
