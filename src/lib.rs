@@ -39,3 +39,8 @@ pub mod proxy_version;
 pub mod settings;
 pub mod shutdown;
 pub mod signals;
+
+/// The property tests' runner, shared with `tests/fuzz.rs`.
+#[cfg(test)]
+#[path = "../tests/common/proptest_check.rs"]
+mod proptest_check;

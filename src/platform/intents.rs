@@ -24,6 +24,39 @@ pub enum Selector {
     Deploy,
 }
 
+/// A current instance as a selector sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current<'a> {
+    pub slot: SlotId,
+    pub type_name: &'a str,
+    /// `tcp.2`
+    pub name: &'a str,
+}
+
+impl Selector {
+    /// The current instances a restart or a cycle replaces (a deploy's come from its plan).
+    pub fn pick(&self, current: &[Current]) -> Result<Vec<SlotId>, IntentRefused> {
+        match self {
+            Selector::Restart(target) => {
+                let matches = |c: &&Current| target.as_deref().is_none_or(|t| t == c.type_name || t == c.name);
+                let picked: Vec<SlotId> = current.iter().filter(matches).map(|c| c.slot).collect();
+                match picked.is_empty() {
+                    true => {
+                        let target = target.as_deref().unwrap_or("all");
+                        Err(IntentRefused::Failed(format!("no running instance matches `{target}`")))
+                    }
+                    false => Ok(picked),
+                }
+            }
+            Selector::Cycle(slot) => match current.iter().any(|c| c.slot == *slot) {
+                true => Ok(vec![*slot]),
+                false => Err(IntentRefused::Gone),
+            },
+            Selector::Deploy => Ok(Vec::new()),
+        }
+    }
+}
+
 /// What the Scheduler reports about the instances a rollout cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {

@@ -3,6 +3,8 @@
 
 pub mod backoff;
 pub mod balancer;
+#[cfg(test)]
+mod control_plane_property;
 pub mod deploy_plan;
 pub mod health;
 pub mod intents;

@@ -4,9 +4,7 @@ use super::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-#[path = "../../../tests/common/proptest_check.rs"]
-mod proptest_check;
-use proptest_check::check;
+use crate::proptest_check::check;
 
 /// Any value a client can put in a header: visible ASCII, spaces, tabs and obs-text.
 fn value(longest: usize) -> impl Strategy<Value = HeaderValue> {

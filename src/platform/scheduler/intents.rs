@@ -6,7 +6,7 @@
 use super::{Running, Scheduler};
 use crate::config::{Release, ReleaseSource};
 use crate::platform::deploy_plan::{self, DeployPlan, TypeChange};
-use crate::platform::intents::{IntentRefused, Pair, Selector, SlotId};
+use crate::platform::intents::{Current, IntentRefused, Pair, Selector, SlotId};
 use crate::platform::lifecycle::SlotInit;
 use crate::platform::spec::{port_for, SlotSpec, Templates, TypeTemplate};
 use actix::prelude::*;
@@ -129,25 +129,16 @@ impl Scheduler {
     /// Which instances `selector` replaces, each with the template of its replacement.
     fn orders(&self, selector: &Selector) -> Result<(Vec<Order>, Vec<SlotId>), IntentRefused> {
         let current = self.current();
-        let own = |(id, spec): &(SlotId, &SlotSpec)| (Some(*id), spec.template.clone(), spec.number);
-        match selector {
-            Selector::Restart(target) => {
-                let matches =
-                    |spec: &SlotSpec| target.as_deref().is_none_or(|t| t == spec.template.type_name || t == spec.name);
-                let orders: Vec<Order> = current.iter().filter(|(_, s)| matches(s)).map(own).collect();
-                match orders.is_empty() {
-                    true => {
-                        Err(failed(format!("no running instance matches `{}`", target.as_deref().unwrap_or("all"))))
-                    }
-                    false => Ok((orders, Vec::new())),
-                }
-            }
-            Selector::Cycle(slot) => match current.iter().find(|(id, _)| id == slot) {
-                Some(found) => Ok((vec![own(found)], Vec::new())),
-                None => Err(IntentRefused::Gone),
-            },
-            Selector::Deploy => self.deploy_orders(&current),
+        if *selector == Selector::Deploy {
+            return self.deploy_orders(&current);
         }
+        let seen: Vec<Current> = current
+            .iter()
+            .map(|(slot, spec)| Current { slot: *slot, type_name: &spec.template.type_name, name: &spec.name })
+            .collect();
+        let picked = selector.pick(&seen)?;
+        let own = |(id, spec): &(SlotId, &SlotSpec)| (Some(*id), spec.template.clone(), spec.number);
+        Ok((current.iter().filter(|(id, _)| picked.contains(id)).map(own).collect(), Vec::new()))
     }
 
     /// The planned deploy's replacements (added types start with one instance) and removals.
