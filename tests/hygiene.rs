@@ -44,6 +44,19 @@ fn nothing_survives_a_graceful_stop() {
 }
 
 #[test]
+fn a_process_whose_group_lost_its_leader_gets_the_stop_signal_alone() {
+    // The setsid shell has exited by `ready`: its sleep is in a group with no leader in the tree.
+    let app = App::new("tree: setsid sh -c 'sleep 303 & echo orphan $!'; echo ready; exec sleep 300\n");
+    let mut running = app.spawn(&["start", "--grace", "2s", "-p", &free_base_port(1, 1).to_string()]);
+    let orphan = running.wait_for("tree.1 | orphan ").rsplit(' ').next().unwrap().parse().unwrap();
+    running.wait_for("tree.1 | ready");
+    running.signal(Signal::SIGINT);
+    let finished = running.finish(DEADLINE);
+    assert!(!finished.has("R12 Exit timeout: tree.1"), "the orphan got SIGTERM too:\n{}", finished.text());
+    wait_gone(&[orphan], Duration::from_secs(1));
+}
+
+#[test]
 fn leftovers_of_a_crashed_instance_are_stopped_before_it_restarts() {
     let app = App::new("crashy: sleep 300 & echo child $!; exit 7\n");
     let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
@@ -79,13 +92,14 @@ fn keeper_pid(procgate: i32) -> i32 {
 
 #[test]
 fn a_keeper_killed_takes_its_app_with_it_and_a_stop_still_finishes() {
-    let app = App::new("worker: exec sleep 300\n");
+    // The leader dies with its keeper (its parent-death signal); procgate kills its child.
+    let app = App::new("worker: sleep 300 & echo child $!; wait\n");
     let mut running = app.spawn(&["start", "--grace", "2s", "-p", &free_base_port(1, 1).to_string()]);
     let worker = running.pid_of("worker.1");
-    running.wait_for("worker.1 started with pid");
+    let child = running.wait_for("worker.1 | child ").rsplit(' ').next().unwrap().parse().unwrap();
     let keeper = keeper_pid(running.pid());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), Signal::SIGKILL).unwrap();
-    wait_gone(&[worker], Duration::from_secs(1));
+    wait_gone(&[worker, child], Duration::from_secs(1));
     running.wait_for("worker.1 crashed; restarting in 1s");
     let stop = app.run(&["stop"]);
     assert_eq!(stop.code(), Some(0), "{}", stop.text());

@@ -16,12 +16,17 @@
 //! (systemd's `KillMode=control-group`), the app already got the manager's own: the keeper notes
 //! a stop signal from the manager (the process that started procgate, named in
 //! `PROCGATE_SERVICE_MANAGER`) as delivered instead of forwarding it.
+//!
+//! No signal reaches a process that merely took over a pid of the tree after its owner was reaped
+//! (the keeper reaps while it signals): groups are signalled only while they provably have a
+//! member ([`split`]), processes outside them through pidfds ([`signal_single`]).
 
+use super::pidfd::PidFd;
 use super::procfs::{self, ProcessInfo};
 use super::protocol::{ExitReason, Order, Report};
 use nix::errno::Errno;
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::iterator::SignalsInfo;
@@ -31,7 +36,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Names the service manager's pid to keepers (see the module's documentation).
 pub const SERVICE_MANAGER: &str = "PROCGATE_SERVICE_MANAGER";
@@ -78,6 +83,7 @@ pub fn run(command: &[String]) -> ! {
     };
     let tree = Arc::new(Tree {
         leader,
+        leader_unreaped: Mutex::new(true),
         stopping: AtomicBool::new(false),
         stopped_by_signal: AtomicBool::new(false),
         killing: AtomicBool::new(false),
@@ -111,6 +117,9 @@ fn report(mut control: &UnixStream, message: Report) {
 /// The app's process tree: its group, plus descendants that left the group.
 struct Tree {
     leader: Pid,
+    /// The leader still holds its pid, the app's group id. Locked by the reaper while it reaps a
+    /// child and by `signal` while it signals groups, so no child of the keeper is reaped then.
+    leader_unreaped: Mutex<bool>,
     stopping: AtomicBool,
     /// The tree has had its stop signal (SIGTERM or SIGINT), from the keeper or the manager.
     stopped_by_signal: AtomicBool,
@@ -126,32 +135,76 @@ impl Tree {
         if is_stop(signal) && self.stopped_by_signal.swap(true, Ordering::SeqCst) {
             return;
         }
+        let leader_unreaped = self.lock_leader_unreaped();
         let tree = descendants();
-        let is_ours = |pid: i32| tree.iter().any(|p| p.pid == pid);
-        let mut groups = vec![self.leader.as_raw()];
-        let mut singles = Vec::new();
-        for process in &tree {
-            if groups.contains(&process.pgid) {
-                continue;
-            }
-            // A group is signalled whole only when its leader is ours; else only our member.
-            match is_ours(process.pgid) {
-                true => groups.push(process.pgid),
-                false => singles.push(process.pid),
-            }
-        }
-        // The leader's pid stays reserved as a group id while any member lives.
+        let (groups, singles) = split(&tree, self.leader.as_raw(), *leader_unreaped);
         for group in groups {
             let _ = killpg(Pid::from_raw(group), signal);
         }
-        for pid in singles {
-            let _ = kill(Pid::from_raw(pid), signal);
+        drop(leader_unreaped);
+        for process in singles {
+            signal_single(process, signal);
         }
     }
 
     fn kill_all(&self) {
         self.killing.store(true, Ordering::SeqCst);
         self.signal(Signal::SIGKILL);
+    }
+
+    /// Waits for a child of the keeper to end, then reaps it (never while `signal` signals
+    /// groups), noting when the leader is reaped.
+    fn reap_next(&self) -> nix::Result<WaitStatus> {
+        let ended = waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)?;
+        let Some(pid) = ended.pid() else { return Ok(ended) };
+        let mut leader_unreaped = self.lock_leader_unreaped();
+        let reaped = waitpid(pid, None)?;
+        if pid == self.leader {
+            *leader_unreaped = false;
+        }
+        Ok(reaped)
+    }
+
+    fn lock_leader_unreaped(&self) -> MutexGuard<'_, bool> {
+        self.leader_unreaped.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Splits `tree` into the process groups to signal whole and the processes to signal alone.
+///
+/// A group gets `killpg`: one atomic step that also reaches members forked meanwhile, which a
+/// walk of /proc would miss. It is safe while the group has a member: its id stays reserved
+/// (no new process can get that pid, so none can lead a new group with that id) while any
+/// member lives, even as a zombie. The app's group is signalled while its leader is unreaped
+/// (exact, under the reaper's lock) or a member of it is in `tree`; another group while its
+/// leader is in `tree`, since only a group whose leader is ours is all ours. A `tree` is a
+/// snapshot: the group would have to empty and its id come round again as a new pid (pids are
+/// handed out cyclically) between the snapshot and the `killpg`.
+fn split(tree: &[ProcessInfo], leader: i32, leader_unreaped: bool) -> (Vec<i32>, Vec<&ProcessInfo>) {
+    let is_ours = |pid: i32| tree.iter().any(|p| p.pid == pid);
+    let app_group_lives = leader_unreaped || tree.iter().any(|p| p.pgid == leader);
+    let mut groups = if app_group_lives { vec![leader] } else { Vec::new() };
+    let mut singles = Vec::new();
+    for process in tree {
+        if groups.contains(&process.pgid) {
+            continue;
+        }
+        match is_ours(process.pgid) {
+            true => groups.push(process.pgid),
+            false => singles.push(process),
+        }
+    }
+    (groups, singles)
+}
+
+/// Sends `signal` to `process` (seen in a snapshot of the tree) through a pidfd, if the process
+/// now holding its pid is still ours: in the same group, with the same parent or the keeper (a
+/// parent that died left its children to the keeper).
+fn signal_single(process: &ProcessInfo, signal: Signal) {
+    let keeper = std::process::id() as i32;
+    let still_ours = |now: &ProcessInfo| now.pgid == process.pgid && (now.ppid == process.ppid || now.ppid == keeper);
+    if let Some(pidfd) = PidFd::open_verified(process.pid, still_ours) {
+        let _ = pidfd.send(signal);
     }
 }
 
@@ -210,7 +263,7 @@ fn is_stop(signal: Signal) -> bool {
 fn reap_until_empty(tree: &Tree, control: &UnixStream) -> ExitReason {
     let mut leader_reason = ExitReason::Code(0);
     loop {
-        match waitpid(None::<Pid>, None) {
+        match tree.reap_next() {
             Ok(WaitStatus::Exited(pid, code)) if pid == tree.leader => {
                 leader_reason = ExitReason::Code(code);
                 on_leader_exit(tree, control);
@@ -230,5 +283,32 @@ fn on_leader_exit(tree: &Tree, control: &UnixStream) {
     report(control, Report::LeaderExited);
     if !tree.stopping.load(Ordering::SeqCst) {
         tree.signal(Signal::SIGTERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: i32, pgid: i32) -> ProcessInfo {
+        ProcessInfo { pid, ppid: 1, pgid, name: "sh".into(), zombie: false }
+    }
+
+    #[test]
+    fn groups_whose_leader_is_in_the_tree_are_signalled_whole_and_other_processes_alone() {
+        let tree = [process(10, 10), process(11, 10), process(20, 20), process(21, 20), process(30, 99)];
+        let (groups, singles) = split(&tree, 10, true);
+        assert_eq!(groups, [10, 20]);
+        assert_eq!(singles.iter().map(|p| p.pid).collect::<Vec<_>>(), [30]);
+    }
+
+    #[test]
+    fn the_app_group_is_signalled_while_its_leader_is_unreaped_or_a_member_lives() {
+        assert_eq!(split(&[], 10, true).0, [10]);
+        assert_eq!(split(&[process(11, 10)], 10, false).0, [10]);
+        let escaped = [process(30, 99)];
+        let (groups, singles) = split(&escaped, 10, false);
+        assert!(groups.is_empty(), "an empty group's id may be taken again");
+        assert_eq!(singles.len(), 1);
     }
 }

@@ -4,12 +4,14 @@
 pub mod keeper;
 pub mod nofile;
 pub mod output;
+pub mod pidfd;
 pub mod procfs;
 pub mod protocol;
 
 use crate::env::EnvMap;
 use nix::sys::signal::Signal;
 use output::Prefix;
+use pidfd::PidFd;
 use protocol::{ExitReason, Order, Report};
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -130,13 +132,14 @@ pub fn spawn(
             );
         };
         // A keeper that died (the OOM killer, a stray SIGKILL) leaves its app behind: its group
-        // is killed, and output still held open by escaped descendants is read a moment only.
+        // is killed (`kill_orphaned_group`), and output still held open by escaped descendants
+        // is read a moment only.
         let keeper_gone = tokio::sync::Notify::new();
         let talk = async {
             let talk = converse(control, orders, &on_event).await;
             if talk.exit.is_none() {
                 if let Some(group) = talk.leader {
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group as i32), Signal::SIGKILL);
+                    kill_orphaned_group(group as i32).await;
                 }
                 keeper_gone.notify_one();
             }
@@ -158,6 +161,29 @@ pub fn spawn(
 
 /// How long the output of an instance whose keeper died is still read.
 const KEEPER_GONE_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How many times the group of a keeper that died is swept: its members may fork meanwhile.
+const ORPHANED_GROUP_SWEEPS: usize = 5;
+/// The pause after a sweep, for the members it killed to die and leave the group.
+const ORPHANED_GROUP_SWEEP_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// SIGKILLs what is left of the app of a keeper that died: every live member of its group,
+/// each through a pidfd opened before its group is read again, so a process that took over a
+/// member's pid is never hit. Sweeps repeat until one finds no member, a bounded number of times.
+async fn kill_orphaned_group(group: i32) {
+    for _ in 0..ORPHANED_GROUP_SWEEPS {
+        let members = procfs::group_members(group);
+        if members.is_empty() {
+            return;
+        }
+        for member in members {
+            if let Some(process) = PidFd::open_verified(member.pid, |now| now.pgid == group) {
+                let _ = process.send(Signal::SIGKILL);
+            }
+        }
+        tokio::time::sleep(ORPHANED_GROUP_SWEEP_PAUSE).await;
+    }
+}
 
 /// What a keeper said before its socket closed.
 struct Talk {

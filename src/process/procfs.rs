@@ -17,7 +17,7 @@ pub fn processes() -> Vec<ProcessInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok()).filter_map(process_info).collect()
+    entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok()).filter_map(process).collect()
 }
 
 /// The live (not zombie) members of process group `pgid`.
@@ -25,7 +25,8 @@ pub fn group_members(pgid: i32) -> Vec<ProcessInfo> {
     processes().into_iter().filter(|p| p.pgid == pgid && !p.zombie).collect()
 }
 
-fn process_info(pid: i32) -> Option<ProcessInfo> {
+/// The process that has `pid` now, if any.
+pub fn process(pid: i32) -> Option<ProcessInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The name may hold spaces and parentheses; the fields resume after the last ')':
     // state, ppid, pgrp, ...
