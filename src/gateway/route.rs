@@ -16,7 +16,11 @@ thread_local! {
 }
 
 /// Identifies one incarnation of an instance: its slot and the generation of that slot.
-pub type InstanceId = (usize, u64);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceId {
+    pub slot: usize,
+    pub generation: u64,
+}
 
 /// A routable instance and its live counters (shared with `ps` and metrics).
 #[derive(Debug)]
@@ -334,7 +338,12 @@ mod tests {
 
     fn backends(open: &[usize]) -> Vec<Arc<Backend>> {
         let make = |(i, n): (usize, &usize)| {
-            let backend = Backend::new((i, 1), format!("tcp.{}", i + 1), "127.0.0.1:1".parse().unwrap(), None);
+            let backend = Backend::new(
+                InstanceId { slot: i, generation: 1 },
+                format!("tcp.{}", i + 1),
+                "127.0.0.1:1".parse().unwrap(),
+                None,
+            );
             backend.open.store(*n, Ordering::Relaxed);
             Arc::new(backend)
         };

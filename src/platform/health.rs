@@ -6,8 +6,6 @@
 //! counts as one failed probe and triggers an immediate probe to confirm it.
 
 use super::balancer::{Balancer, Restore};
-use super::lifecycle::Event;
-use super::scheduler::Notify;
 use crate::gateway::route::InstanceId;
 use crate::http_check::{probe, HttpCheck};
 use crate::proxy_version::ProxyVersion;
@@ -130,7 +128,7 @@ struct Target {
 
 pub struct HealthChecker {
     targets: HashMap<InstanceId, Target>,
-    scheduler: Recipient<Notify>,
+    scheduler: Recipient<HealthChanged>,
     balancer: Addr<Balancer>,
     /// Connect failures reported by the data plane; taken when the actor starts.
     failures: Option<mpsc::UnboundedReceiver<InstanceId>>,
@@ -138,7 +136,7 @@ pub struct HealthChecker {
 
 impl HealthChecker {
     pub fn new(
-        scheduler: Recipient<Notify>,
+        scheduler: Recipient<HealthChanged>,
         balancer: Addr<Balancer>,
         failures: mpsc::UnboundedReceiver<InstanceId>,
     ) -> HealthChecker {
@@ -165,9 +163,8 @@ impl HealthChecker {
             target.passive_down = false;
             self.balancer.do_send(Restore(id));
         }
-        let (slot, generation) = id;
         match change {
-            Some(Change::Up) => self.scheduler.do_send(Notify(Event::Healthy { slot, generation })),
+            Some(Change::Up) => self.scheduler.do_send(HealthChanged { id, healthy: true }),
             Some(Change::Down) => {
                 let what = target
                     .settings
@@ -175,7 +172,7 @@ impl HealthChecker {
                     .as_ref()
                     .map_or("health checks".into(), |h| format!("HTTP checks (GET {})", h.path));
                 tracing::warn!("{} failed {} {what} in a row on {}", target.name, target.settings.fall, target.addr);
-                self.scheduler.do_send(Notify(Event::Unhealthy { slot, generation }));
+                self.scheduler.do_send(HealthChanged { id, healthy: false });
             }
             None => {}
         }
@@ -212,6 +209,14 @@ pub struct Watch {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unwatch(pub InstanceId);
+
+/// What the HealthChecker tells the Scheduler: an instance turned healthy or unhealthy.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HealthChanged {
+    pub id: InstanceId,
+    pub healthy: bool,
+}
 
 /// The gateway could not connect to an instance.
 #[derive(Message)]
@@ -250,8 +255,7 @@ impl Handler<PassiveFailure> for HealthChecker {
         let Some(target) = self.targets.get_mut(&id) else { return };
         target.passive_down = true;
         if target.health.record(false, &target.settings) == Some(Change::Down) {
-            let (slot, generation) = id;
-            self.scheduler.do_send(Notify(Event::Unhealthy { slot, generation }));
+            self.scheduler.do_send(HealthChanged { id, healthy: false });
         }
         self.probe(id, ctx);
     }

@@ -12,13 +12,13 @@ mod intents;
 pub use intents::{Abandon, Busy, Commit, Discard, PlanDeploy, PlanReply, Replace, RunStep, Switch};
 
 use super::balancer::{Balancer, Join, Leave};
-use super::health::{HealthChecker, Unwatch, Watch};
+use super::health::{HealthChanged, HealthChecker, Unwatch, Watch};
 use super::intents::{Report, SlotId};
 use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotInit, State, Timing};
 use super::spec::{SlotSpec, Templates, TypeTemplate};
 use crate::config::{Release, RouteSpec};
 use crate::gateway::budget::Descriptors;
-use crate::gateway::route::Backend;
+use crate::gateway::route::{Backend, InstanceId};
 use crate::logs::Output;
 use crate::process::output::Prefix;
 use crate::process::{self, Controller, Launch, ProcessEvent};
@@ -120,10 +120,12 @@ impl Scheduler {
                     ctx.run_later(delay, move |act, ctx| act.handle_event(event, ctx));
                 }
                 Effect::Watch { slot, generation } => self.watch(slot, generation),
-                Effect::Unwatch { slot, generation } => self.peers.health.do_send(Unwatch((slot, generation))),
+                Effect::Unwatch { slot, generation } => {
+                    self.peers.health.do_send(Unwatch(InstanceId { slot, generation }))
+                }
                 Effect::Join { slot, generation } => self.join(slot, generation),
                 Effect::Leave { slot, generation, reason } => {
-                    self.peers.balancer.do_send(Leave { id: (slot, generation), reason })
+                    self.peers.balancer.do_send(Leave { id: InstanceId { slot, generation }, reason })
                 }
                 Effect::WatchDrain { slot, generation } => self.watch_drain(slot, generation, ctx),
                 Effect::Forget { slot } => self.forget(slot),
@@ -154,12 +156,12 @@ impl Scheduler {
         let Some(spec) = self.specs.get(&slot) else { return };
         let settings = spec.template.probe.clone().unwrap_or_default();
         let name = spec.name.clone();
-        self.peers.health.do_send(Watch { id: (slot, generation), name, addr: spec.addr(), settings });
+        self.peers.health.do_send(Watch { id: InstanceId { slot, generation }, name, addr: spec.addr(), settings });
     }
 
     fn join(&mut self, slot: SlotId, generation: u64) {
         let Some(spec) = self.specs.get(&slot) else { return };
-        let id = (slot, generation);
+        let id = InstanceId { slot, generation };
         // One set of counters per incarnation: a rejoin after failed checks keeps its count.
         let backend = match self.counters.get(&slot) {
             Some(backend) if backend.id == id => backend.clone(),
@@ -171,7 +173,7 @@ impl Scheduler {
 
     /// Reports a retiring instance's open connections; `Drained` follows when none is left.
     fn watch_drain(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
-        let counters = self.counters.get(&slot).filter(|c| c.id == (slot, generation)).cloned();
+        let counters = self.counters.get(&slot).filter(|c| c.id == InstanceId { slot, generation }).cloned();
         let open = counters.as_ref().map_or(0, |c| c.open.load(Ordering::Relaxed));
         if let (Some(spec), Some(state)) = (self.specs.get(&slot), self.lifecycle.slot(slot)) {
             let pid = state.pid.map_or(String::new(), |p| format!("pid {p}, "));
@@ -289,7 +291,8 @@ impl Scheduler {
         for (id, slot) in self.lifecycle.slots() {
             let Some(spec) = self.specs.get(&id) else { continue };
             let running = matches!(slot.state, State::Starting | State::Up | State::Draining);
-            let counters = self.counters.get(&id).filter(|c| c.id == (id, slot.generation));
+            let counters =
+                self.counters.get(&id).filter(|c| c.id == InstanceId { slot: id, generation: slot.generation });
             let status = InstanceView {
                 name: slot.name.clone(),
                 type_name: spec.template.type_name.clone(),
@@ -323,6 +326,19 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let effects = self.lifecycle.start(Instant::now());
         self.apply(effects, ctx);
+    }
+}
+
+impl Handler<HealthChanged> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, HealthChanged { id, healthy }: HealthChanged, ctx: &mut Context<Self>) {
+        let InstanceId { slot, generation } = id;
+        let event = match healthy {
+            true => Event::Healthy { slot, generation },
+            false => Event::Unhealthy { slot, generation },
+        };
+        self.handle_event(event, ctx);
     }
 }
 
