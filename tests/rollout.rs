@@ -378,3 +378,80 @@ fn a_deploy_changing_proxy_protocol_changes_it_with_the_rollout() {
     assert!(line.starts_with("hello tcp.1, you are 127.0.0.1:"), "the new instance reads the v2 header: {line:?}");
     stop(running);
 }
+
+#[test]
+fn a_cycle_that_came_due_during_a_restart_never_makes_a_second_instance() {
+    let keeps = common::repo().join("sample-apps/python/keeps_clients.py");
+    let app = App::new(&format!("tcp: echo url=$TCP_URL; exec python3 {}\n", keeps.display()));
+    let (mut running, addr) = start(&app, "tcp=1", &["--cycle", "4s", "--cycle-jitter", "0s", "--grace", "20s"]);
+    // A client the old instance keeps after SIGTERM holds the restart until tcp.1's cycle is due.
+    let mut held = BufReader::new(TcpStream::connect(addr).unwrap());
+    held.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut welcome = String::new();
+    held.read_line(&mut welcome).unwrap();
+    let restart = std::thread::scope(|scope| {
+        let restart = scope.spawn(|| app.run(&["restart", "tcp"]));
+        running.wait_for("cycling of tcp.1 queued behind the restart of tcp under way");
+        drop(held);
+        restart.join().unwrap()
+    });
+    assert_eq!(restart.code(), Some(0), "{}", restart.text());
+    running.wait_for("cycling of tcp.1 done");
+    let up: Vec<_> = ps(&app).instances.into_iter().filter(|i| i.name == "tcp.1" && i.state == "up").collect();
+    assert_eq!(up.len(), 1, "{up:?}");
+    stop(running);
+}
+
+#[test]
+fn a_failed_cycle_is_tried_again_a_period_later_and_the_old_instance_keeps_serving() {
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let procfile = format!(
+        "tcp: echo url=$TCP_URL; if [ -e started ]; then exec sleep 60; fi; touch started; exec python3 {}\n",
+        echo.display()
+    );
+    let app = App::new(&procfile);
+    let (mut running, addr) = start(&app, "tcp=1", &["--cycle", "2s", "--cycle-jitter", "0s", "--boot-timeout", "1s"]);
+    let (_, pid) = greet(addr).unwrap();
+    running.wait_for_nth("cycling of tcp.1 failed", 2, DEADLINE);
+    assert_eq!(greet(addr).unwrap().1, pid, "the old instance keeps serving");
+    stop(running);
+}
+
+#[test]
+fn a_deploys_release_step_that_hangs_gets_r20_and_changes_nothing() {
+    let app = echo_app("");
+    let (mut running, addr) = start(&app, "tcp=1", &["--release-timeout", "1s"]);
+    let old = pids_of(&app, "tcp");
+    let procfile = std::fs::read_to_string(app.path().join("Procfile")).unwrap();
+    let release = release_dir(&[("Procfile", &format!("release: exec sleep 60\n{procfile}"))]);
+    let deploy = app.run(&["deploy", "--from", release.path().to_str().unwrap()]);
+    assert_eq!(deploy.code(), Some(1), "{}", deploy.text());
+    assert!(
+        deploy.has("failed: deploy failed: its release terminated by SIGKILL; nothing was changed"),
+        "{}",
+        deploy.text()
+    );
+    running.wait_for("R20 Release timeout: release.1 did not finish within 1s");
+    assert_eq!(pids_of(&app, "tcp"), old);
+    assert!(old.contains(&greet(addr).unwrap().1));
+    stop(running);
+}
+
+#[test]
+fn a_stop_during_a_deploys_release_step_ends_within_the_grace_and_starts_nothing() {
+    let app = echo_app("");
+    let (mut running, _) = start(&app, "tcp=1", &[]);
+    let procfile = std::fs::read_to_string(app.path().join("Procfile")).unwrap();
+    let release = release_dir(&[("Procfile", &format!("release: echo migrating; exec sleep 60\n{procfile}"))]);
+    let from = release.path().to_str().unwrap();
+    let (deploy, stopped) = std::thread::scope(|scope| {
+        let deploy = scope.spawn(|| app.run(&["deploy", "--from", from]));
+        running.wait_for("release.1 | migrating");
+        let stopped = app.run(&["stop"]);
+        (deploy.join().unwrap(), stopped)
+    });
+    assert_eq!(stopped.code(), Some(0), "{}", stopped.text());
+    assert!(deploy.has("failed: deploy interrupted: procgate is stopping"), "{}", deploy.text());
+    let finished = running.finish(DEADLINE);
+    assert!(!finished.has("replacement starting"), "{}", finished.text());
+}

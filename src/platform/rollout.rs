@@ -127,11 +127,15 @@ impl Rollouts {
                 None => Vec::new(),
             };
         }
-        if self.active.is_some() {
-            let told = client_of(&request)
-                .map(|client| Step::Tell { client: Some(client), text: "queued behind the rollout under way".into() });
+        if let Some(active) = &self.active {
+            let (client, text) = match &request {
+                Request::Cycle { name, .. } => {
+                    (None, format!("cycling of {name} queued behind the {} under way", active.kind.describe()))
+                }
+                _ => (client_of(&request), "queued behind the rollout under way".to_string()),
+            };
             self.queue.push_back(request);
-            return told.into_iter().collect();
+            return vec![Step::Tell { client, text }];
         }
         self.begin(request)
     }
@@ -154,10 +158,8 @@ impl Rollouts {
             }
         };
         let mut steps = vec![Step::Busy(Some(kind.describe()))];
-        match &kind {
-            RolloutKind::Restart(_) => steps.push(Step::Tell { client, text: format!("{} started", kind.describe()) }),
-            RolloutKind::Cycle(name) => steps.push(Step::Tell { client, text: format!("Cycling {name}") }),
-            RolloutKind::Deploy => {}
+        if let RolloutKind::Restart(_) = &kind {
+            steps.push(Step::Tell { client, text: format!("{} started", kind.describe()) });
         }
         steps.push(first);
         self.active = Some(Active { kind, client, cycled, stage: Stage::Asking, pairs: Vec::new() });
@@ -204,7 +206,14 @@ impl Rollouts {
                     .map(|(old, new)| Pairing { old, new, ready: new.is_none(), drained: old.is_none() })
                     .collect();
                 active.stage = Stage::Booting;
-                self.switch_if_ready()
+                // The daily `Cycling` line, once there is a replacement to say it of.
+                let cycling = active
+                    .cycled
+                    .as_ref()
+                    .map(|(_, name)| Step::Tell { client: None, text: format!("Cycling {name}") });
+                let mut steps: Vec<Step> = cycling.into_iter().collect();
+                steps.extend(self.switch_if_ready());
+                steps
             }
             // A cycle of an instance replaced meanwhile: its replacement has a clock of its own.
             Err(IntentRefused::Gone) => {
