@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Parses `500ms`, `30s`, `2m`, `24h`, `1h30m`; a bare number is seconds. Amounts may be as
-/// large as [`format`] writes them; a total past [`Duration::MAX`] is an error.
+/// large as [`format()`] writes them; a total past [`Duration::MAX`] is an error.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration `{text}`: use a number with a unit, e.g. 500ms, 30s, 2m, 24h");
     let too_long = || format!("duration `{text}` is too long: the most is {}s", u64::MAX);

@@ -1,8 +1,11 @@
 //! procgate: a self-hosted mini-PaaS from a Procfile, in one binary.
 //!
 //! # Layout
-//! - [`cli`]: clap definitions of the subcommands and flags.
-//! - [`config`]: flags, Procfile, env files and procgate.toml turned into one validated [`config::Config`].
+//! Imports point down only: `commands` → `control` → `platform`, `gateway` → `config`,
+//! `settings`, `procfile`, `env`, `formation` → `logs`, `duration`.
+//! - [`cli`]: clap definitions of the subcommands and flags, mapped to config's plain values.
+//! - [`config`]: one place builds a [`config::Release`] from the app's files (Procfile, env files,
+//!   procgate.toml) and the operator's choices, for `start`, `check`, `deploy` and `test-shutdown`.
 //! - [`settings`]: the optional `procgate.toml` (per-type routes, checks, limits, PROXY protocol).
 //! - [`procfile`]: the ordered, strict Procfile parser, and the type names procgate treats apart.
 //! - [`proxy_version`]: the PROXY protocol version instances expect, and the `LOCAL` header of checks.
@@ -11,11 +14,13 @@
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.
 //! - [`cidr`]: address blocks (`10.0.0.0/8`) for `trusted_proxies`.
 //! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself.
-//! - [`platform`]: the control plane's actors (Scheduler, HealthChecker, Balancer), their pure
-//!   state machines (instance lifecycle, rollouts, backoff, health hysteresis) and the specs.
+//! - [`platform`]: the control plane's actors: the Scheduler (the one owner of instances), the
+//!   Rollout actor (restarts, deploys, cycling; it asks the Scheduler for intents), the
+//!   HealthChecker and the Balancer; their pure state machines (instance lifecycle, rollouts,
+//!   backoff, health hysteresis), the deploy planner and the specs.
 //! - [`http_check`]: procgate's small HTTP/1 client of instances: health probes, test-shutdown's requests.
 //! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
-//! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): server and client.
+//! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server, client.
 //! - [`signals`]: procgate's own SIGINT/SIGTERM/SIGHUP.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events.
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.

@@ -19,7 +19,7 @@
 //!
 //! No signal reaches a process that merely took over a pid of the tree after its owner was reaped
 //! (the keeper reaps while it signals): groups are signalled only while they provably have a
-//! member ([`split`]), processes outside them through pidfds ([`signal_single`]).
+//! member (`split`), processes outside them through pidfds (`signal_single`).
 
 use super::pidfd::PidFd;
 use super::procfs::{self, ProcessInfo};
