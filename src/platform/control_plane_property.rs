@@ -11,7 +11,7 @@
 
 use super::intents::{Current, IntentRefused, Pair, Report, Selector, SlotId};
 use super::lifecycle::{Effect, Event, Lifecycle, SlotInit, State, Timing};
-use super::rollout::{Request, Rollouts, Step};
+use super::rollout::{ClientId, Request, Rollouts, Step};
 use crate::process::protocol::ExitReason;
 use nix::sys::signal::Signal;
 use proptest::prelude::*;
@@ -110,7 +110,7 @@ impl World {
             now: Instant::now(),
             lifecycle,
             rollouts: Rollouts::default(),
-            filed: plan.iter().copied().enumerate().collect(),
+            filed: plan.iter().copied().enumerate().map(|(i, spec)| (SlotId(i), spec)).collect(),
             processes: BTreeMap::new(),
             timers: Vec::new(),
             in_flight: VecDeque::new(),
@@ -152,7 +152,7 @@ impl World {
                 }
                 Effect::Forget { slot } => {
                     if self.routing.contains_key(&slot) {
-                        self.broke(format!("slot {slot} forgotten while in routing"));
+                        self.broke(format!("slot {slot:?} forgotten while in routing"));
                     }
                     self.filed.remove(&slot);
                 }
@@ -315,12 +315,12 @@ impl World {
             }
             Action::Restart(which) => {
                 let target = [None, Some("tcp"), Some("worker"), Some("tcp.1")][which as usize].map(str::to_string);
-                let steps = self.rollouts.request(Request::Restart { target, client: 1 });
+                let steps = self.rollouts.request(Request::Restart { target, client: ClientId(1) });
                 self.carry(steps);
             }
             Action::Deploy(with_step) => {
                 self.step_next = with_step;
-                let steps = self.rollouts.request(Request::Deploy { client: 2 });
+                let steps = self.rollouts.request(Request::Deploy { client: ClientId(2) });
                 self.carry(steps);
             }
             Action::Scale(t, n) => self.scale(t, n),
@@ -385,7 +385,7 @@ impl World {
                 return Err(format!("two {name} in routing: {:?}", self.routing));
             }
             if !self.lifecycle.slot(*slot).is_some_and(|s| s.in_routing) {
-                return Err(format!("slot {slot} ({name}) routed but not in routing for the Lifecycle"));
+                return Err(format!("slot {slot:?} ({name}) routed but not in routing for the Lifecycle"));
             }
         }
         let mut current = BTreeSet::new();
@@ -446,7 +446,7 @@ impl World {
         }
         for (id, slot) in self.lifecycle.slots() {
             if slot.held || slot.state != State::Up || slot.in_routing != slot.routed {
-                return Err(format!("{} (slot {id}) at quiescence: {slot:?}", slot.name));
+                return Err(format!("{} (slot {id:?}) at quiescence: {slot:?}", slot.name));
             }
         }
         Ok(())

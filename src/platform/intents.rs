@@ -8,7 +8,8 @@ use crate::process::protocol::ExitReason;
 
 /// Identifies an instance slot: one name, one port, one command, across its crash restarts.
 /// A replacement (rollout) or a scaled-up instance gets a new slot; ids are never reused.
-pub type SlotId = usize;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotId(pub usize);
 
 /// An old instance and its replacement; either may be absent (a type a deploy adds or removes).
 pub type Pair = (Option<SlotId>, Option<SlotId>);

@@ -19,7 +19,8 @@ use std::collections::VecDeque;
 use tokio::time::Instant;
 
 /// Who asked for a rollout: the shell maps it to the client's answer stream.
-pub type ClientId = u64;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(pub u64);
 
 /// Why a rollout runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! it reads another message, so no report overtakes it), and streams progress lines to the
 //! client that asked.
 
+use super::intents::SlotId;
 use super::rollout::{ClientId, Request, Rollouts, Step};
 use super::scheduler::{
     Abandon, Busy, Commit, Discard, PlanDeploy, PlanReply, Replace, Reported, RunStep, Scheduler, Switch,
@@ -39,7 +40,13 @@ pub struct RolloutActor {
 
 impl RolloutActor {
     pub fn new(scheduler: Addr<Scheduler>, cycling: Option<Cycling>) -> RolloutActor {
-        RolloutActor { rollouts: Rollouts::default(), scheduler, cycling, clients: HashMap::new(), next_client: 0 }
+        RolloutActor {
+            rollouts: Rollouts::default(),
+            scheduler,
+            cycling,
+            clients: HashMap::new(),
+            next_client: ClientId(0),
+        }
     }
 
     /// Carries out `steps` in order; one that asks the Scheduler holds the rest (and every
@@ -123,7 +130,7 @@ impl RolloutActor {
         }
     }
 
-    fn arm_cycle(&self, slot: usize, name: String, ctx: &mut Context<Self>) {
+    fn arm_cycle(&self, slot: SlotId, name: String, ctx: &mut Context<Self>) {
         let Some(cycling) = self.cycling else { return };
         let jitter = rand::thread_rng().gen_range(Duration::ZERO..=cycling.jitter);
         ctx.run_later(cycling.period + jitter, move |act, ctx| {
@@ -133,7 +140,7 @@ impl RolloutActor {
     }
 
     fn client(&mut self, lines: UnboundedSender<String>, source: Option<ReleaseSource>) -> ClientId {
-        self.next_client += 1;
+        self.next_client = ClientId(self.next_client.0 + 1);
         self.clients.insert(self.next_client, Client { lines, source });
         self.next_client
     }

@@ -275,7 +275,7 @@ impl Lifecycle {
     /// Slots `0..instances.len()` are the instances; a release command, if any, is the next slot.
     pub fn new(instances: Vec<SlotInit>, release: Option<SlotInit>, timing: Timing) -> Lifecycle {
         let mut lifecycle =
-            Lifecycle { slots: BTreeMap::new(), next_id: 0, phase: Phase::Running, timing, killed_any: false };
+            Lifecycle { slots: BTreeMap::new(), next_id: SlotId(0), phase: Phase::Running, timing, killed_any: false };
         for init in instances {
             let id = lifecycle.new_id();
             lifecycle.slots.insert(id, Slot::new(init, false));
@@ -289,8 +289,9 @@ impl Lifecycle {
 
     /// Reserves the id of a slot to come (the actor files its spec under it first).
     pub fn new_id(&mut self) -> SlotId {
-        self.next_id += 1;
-        self.next_id - 1
+        let id = self.next_id;
+        self.next_id = SlotId(id.0 + 1);
+        id
     }
 
     /// Every slot, in creation order.

@@ -84,48 +84,48 @@ async fn crash_restarts_back_off_exponentially_under_paused_time() {
     let mut driver = Driver::new(&["web.1"], None);
     let mut delays = Vec::new();
     for _ in 0..11 {
-        driver.exit(0, ExitReason::Code(1));
-        assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Crashed);
+        driver.exit(SlotId(0), ExitReason::Code(1));
+        assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Crashed);
         let crashed_at = Instant::now();
         let event = driver.fire_next_timer().await;
         assert!(matches!(event, Event::RestartDue { .. }), "{event:?}");
         delays.push((driver.spawns.last().unwrap().2 - crashed_at).as_secs());
     }
     assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-    assert_eq!(driver.lifecycle.slot(0).unwrap().restarts, 11);
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().restarts, 11);
 }
 
 #[tokio::test(start_paused = true)]
 async fn ten_minutes_up_resets_the_backoff() {
     let mut driver = Driver::new(&["web.1"], None);
     for _ in 0..3 {
-        driver.exit(0, ExitReason::Code(1));
+        driver.exit(SlotId(0), ExitReason::Code(1));
         driver.fire_next_timer().await;
     }
     tokio::time::sleep(Duration::from_secs(600)).await;
     driver.timers.clear();
-    driver.exit(0, ExitReason::Code(1));
-    let restart_at = driver.lifecycle.slot(0).unwrap().restart_at.unwrap();
+    driver.exit(SlotId(0), ExitReason::Code(1));
+    let restart_at = driver.lifecycle.slot(SlotId(0)).unwrap().restart_at.unwrap();
     assert_eq!(restart_at - Instant::now(), Duration::from_secs(1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_instance_is_up_after_a_second_alive() {
     let mut driver = Driver::new(&["worker.1"], None);
-    driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Starting);
+    driver.send(Event::Started { slot: SlotId(0), generation: 1, pid: 7 });
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Starting);
     driver.fire_next_timer().await;
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Up);
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Up);
 }
 
 #[tokio::test(start_paused = true)]
 async fn stop_sends_sigterm_then_sigkill_with_r12_after_the_grace() {
     let mut driver = Driver::new(&["web.1", "web.2"], None);
     driver.send(Event::StopRequested);
-    assert!(driver.took(|e| *e == Effect::Signal { slot: 1, signal: Signal::SIGTERM }));
-    driver.exit(0, ExitReason::Code(0));
+    assert!(driver.took(|e| *e == Effect::Signal { slot: SlotId(1), signal: Signal::SIGTERM }));
+    driver.exit(SlotId(0), ExitReason::Code(0));
     let fired = driver.fire_next_timer().await;
-    assert!(matches!(fired, Event::GraceOver { slot: 0, .. }), "a stopped slot's timer is stale");
+    assert!(matches!(fired, Event::GraceOver { slot: SlotId(0), .. }), "a stopped slot's timer is stale");
     assert!(!driver.took(|e| matches!(e, Effect::Kill { .. })));
     let start = Instant::now();
     driver.fire_next_timer().await;
@@ -134,18 +134,18 @@ async fn stop_sends_sigterm_then_sigkill_with_r12_after_the_grace() {
         .effects
         .iter()
         .any(|e| matches!(e, Effect::Log { text, .. } if text.starts_with("R12 Exit timeout: web.2"))));
-    assert!(driver.took(|e| *e == Effect::Kill { slot: 1 }));
-    driver.exit(1, ExitReason::Signal(9));
+    assert!(driver.took(|e| *e == Effect::Kill { slot: SlotId(1) }));
+    driver.exit(SlotId(1), ExitReason::Signal(9));
     assert!(driver.took(|e| *e == Effect::Exit(1)), "a SIGKILL makes the exit status 1");
 }
 
 #[test]
 fn a_clean_stop_exits_zero_and_cancels_pending_restarts() {
     let mut driver = Driver::new(&["web.1", "worker.1"], None);
-    driver.exit(1, ExitReason::Code(3));
+    driver.exit(SlotId(1), ExitReason::Code(3));
     driver.send(Event::StopRequested);
-    assert_eq!(driver.lifecycle.slot(1).unwrap().state, State::Stopped);
-    driver.exit(0, ExitReason::Signal(15));
+    assert_eq!(driver.lifecycle.slot(SlotId(1)).unwrap().state, State::Stopped);
+    driver.exit(SlotId(0), ExitReason::Signal(15));
     assert!(driver.took(|e| *e == Effect::Exit(0)));
     let (_, stale) = driver.timers.iter().find(|(_, e)| matches!(e, Event::RestartDue { .. })).cloned().unwrap();
     driver.send(stale);
@@ -158,30 +158,30 @@ fn a_second_stop_request_kills_at_once() {
     driver.send(Event::StopRequested);
     driver.effects.clear();
     driver.send(Event::StopRequested);
-    assert!(driver.took(|e| *e == Effect::Kill { slot: 0 }));
-    driver.exit(0, ExitReason::Signal(9));
+    assert!(driver.took(|e| *e == Effect::Kill { slot: SlotId(0) }));
+    driver.exit(SlotId(0), ExitReason::Signal(9));
     assert!(driver.took(|e| *e == Effect::Exit(1)));
 }
 
 #[test]
 fn leftovers_of_a_crashed_leader_get_the_grace_then_restart() {
     let mut driver = Driver::new(&["web.1"], None);
-    driver.send(Event::LeaderExited { slot: 0, generation: 1 });
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Draining);
+    driver.send(Event::LeaderExited { slot: SlotId(0), generation: 1 });
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Draining);
     assert!(driver.timers.iter().any(|(_, e)| matches!(e, Event::GraceOver { .. })));
-    driver.exit(0, ExitReason::Code(2));
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Crashed);
+    driver.exit(SlotId(0), ExitReason::Code(2));
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Crashed);
 }
 
 #[test]
 fn release_runs_first_and_gates_the_formation() {
     let mut driver = Driver::new(&["web.1"], Some("release.1"));
-    assert_eq!(driver.spawns.iter().map(|s| s.0).collect::<Vec<_>>(), [1]);
-    driver.exit(1, ExitReason::Code(0));
-    assert_eq!(driver.spawns.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 0]);
+    assert_eq!(driver.spawns.iter().map(|s| s.0).collect::<Vec<_>>(), [SlotId(1)]);
+    driver.exit(SlotId(1), ExitReason::Code(0));
+    assert_eq!(driver.spawns.iter().map(|s| s.0).collect::<Vec<_>>(), [SlotId(1), SlotId(0)]);
 
     let mut failing = Driver::new(&["web.1"], Some("release.1"));
-    failing.exit(1, ExitReason::Code(5));
+    failing.exit(SlotId(1), ExitReason::Code(5));
     assert!(failing.took(|e| *e == Effect::Exit(1)));
     assert_eq!(failing.spawns.len(), 1, "nothing else starts");
 }
@@ -189,33 +189,33 @@ fn release_runs_first_and_gates_the_formation() {
 #[tokio::test(start_paused = true)]
 async fn a_release_step_past_its_timeout_is_killed_with_r20() {
     let mut driver = Driver::new(&["web.1"], Some("release.1"));
-    assert!(matches!(driver.fire_next_timer().await, Event::ReleaseDue { slot: 1, .. }));
+    assert!(matches!(driver.fire_next_timer().await, Event::ReleaseDue { slot: SlotId(1), .. }));
     assert!(driver.effects.iter().any(
         |e| matches!(e, Effect::Log { text, .. } if text == "R20 Release timeout: release.1 did not finish within 10m; sending SIGKILL")
     ));
-    assert!(driver.took(|e| *e == Effect::Kill { slot: 1 }));
-    driver.exit(1, ExitReason::Signal(9));
+    assert!(driver.took(|e| *e == Effect::Kill { slot: SlotId(1) }));
+    driver.exit(SlotId(1), ExitReason::Signal(9));
     assert!(driver.took(|e| *e == Effect::Exit(1)), "the start fails");
 }
 
 #[test]
 fn events_of_an_old_incarnation_are_ignored() {
     let mut driver = Driver::new(&["web.1"], None);
-    driver.send(Event::Exited { slot: 0, generation: 99, reason: ExitReason::Code(1) });
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Starting);
+    driver.send(Event::Exited { slot: SlotId(0), generation: 99, reason: ExitReason::Code(1) });
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Starting);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_routed_instance_joins_when_healthy_and_leaves_before_sigterm() {
     let mut driver = Driver::with(&["tcp.1"], None, true);
-    driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
-    assert!(driver.took(|e| *e == Effect::Watch { slot: 0, generation: 1 }));
-    driver.send(Event::Healthy { slot: 0, generation: 1 });
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Up);
-    assert!(driver.took(|e| *e == Effect::Join { slot: 0, generation: 1 }));
-    driver.send(Event::Unhealthy { slot: 0, generation: 1 });
+    driver.send(Event::Started { slot: SlotId(0), generation: 1, pid: 7 });
+    assert!(driver.took(|e| *e == Effect::Watch { slot: SlotId(0), generation: 1 }));
+    driver.send(Event::Healthy { slot: SlotId(0), generation: 1 });
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Up);
+    assert!(driver.took(|e| *e == Effect::Join { slot: SlotId(0), generation: 1 }));
+    driver.send(Event::Unhealthy { slot: SlotId(0), generation: 1 });
     assert!(driver.took(|e| matches!(e, Effect::Leave { reason: "health check failed", .. })));
-    driver.send(Event::Healthy { slot: 0, generation: 1 });
+    driver.send(Event::Healthy { slot: SlotId(0), generation: 1 });
     assert!(driver.took(|e| matches!(e, Effect::Join { .. })), "back in routing");
     driver.send(Event::StopRequested);
     let order: Vec<&Effect> = driver
@@ -229,36 +229,36 @@ async fn a_routed_instance_joins_when_healthy_and_leaves_before_sigterm() {
 #[tokio::test(start_paused = true)]
 async fn a_routed_instance_that_never_accepts_gets_r10_and_restarts() {
     let mut driver = Driver::with(&["tcp.1"], None, true);
-    driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
+    driver.send(Event::Started { slot: SlotId(0), generation: 1, pid: 7 });
     let event = driver.fire_next_timer().await;
     assert!(matches!(event, Event::BootDue { .. }), "{event:?}");
     assert!(driver
         .effects
         .iter()
         .any(|e| matches!(e, Effect::Log { text, .. } if text.starts_with("R10 Boot timeout: tcp.1"))));
-    assert!(driver.took(|e| *e == Effect::Kill { slot: 0 }));
-    driver.exit(0, ExitReason::Signal(9));
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Crashed);
+    assert!(driver.took(|e| *e == Effect::Kill { slot: SlotId(0) }));
+    driver.exit(SlotId(0), ExitReason::Signal(9));
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Crashed);
     assert!(driver.effects.iter().any(|e| matches!(e, Effect::Log { text, .. } if text.contains("restarting in 1s"))));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_exit_takes_the_instance_out_of_routing() {
     let mut driver = Driver::with(&["tcp.1"], None, true);
-    driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
-    driver.send(Event::Healthy { slot: 0, generation: 1 });
+    driver.send(Event::Started { slot: SlotId(0), generation: 1, pid: 7 });
+    driver.send(Event::Healthy { slot: SlotId(0), generation: 1 });
     driver.effects.clear();
-    driver.exit(0, ExitReason::Signal(9));
-    assert!(driver.effects.contains(&Effect::Leave { slot: 0, generation: 1, reason: "exited" }));
-    assert!(driver.took(|e| *e == Effect::Unwatch { slot: 0, generation: 1 }));
+    driver.exit(SlotId(0), ExitReason::Signal(9));
+    assert!(driver.effects.contains(&Effect::Leave { slot: SlotId(0), generation: 1, reason: "exited" }));
+    assert!(driver.took(|e| *e == Effect::Unwatch { slot: SlotId(0), generation: 1 }));
 }
 
 /// Two routed instances up and in routing, ready for a rollout.
 fn serving(names: &[&str]) -> Driver {
     let mut driver = Driver::with(names, None, true);
     for slot in 0..names.len() {
-        driver.send(Event::Started { slot, generation: 1, pid: 100 + slot as u32 });
-        driver.send(Event::Healthy { slot, generation: 1 });
+        driver.send(Event::Started { slot: SlotId(slot), generation: 1, pid: 100 + slot as u32 });
+        driver.send(Event::Healthy { slot: SlotId(slot), generation: 1 });
     }
     driver.effects.clear();
     driver.timers.clear();
@@ -286,7 +286,7 @@ fn reports(driver: &Driver) -> Vec<Report> {
 #[test]
 fn a_replacement_is_held_out_of_routing_and_reported_ready_when_healthy() {
     let mut driver = serving(&["tcp.1"]);
-    let news = replace(&mut driver, &[0]);
+    let news = replace(&mut driver, &[SlotId(0)]);
     assert!(driver.effects.contains(&Effect::Spawn { slot: news[0], generation: 1 }));
     driver.send(Event::Started { slot: news[0], generation: 1, pid: 200 });
     driver.send(Event::Healthy { slot: news[0], generation: 1 });
@@ -295,29 +295,29 @@ fn a_replacement_is_held_out_of_routing_and_reported_ready_when_healthy() {
         reports(&driver)[2..],
         [Report::Progress("tcp.1 (pid 200) healthy".into()), Report::Ready { slot: news[0] }]
     );
-    assert!(!driver.lifecycle.is_current(news[0]) && driver.lifecycle.is_current(0));
+    assert!(!driver.lifecycle.is_current(news[0]) && driver.lifecycle.is_current(SlotId(0)));
 }
 
 #[test]
 fn the_switch_routes_the_replacements_before_the_old_ones_leave_and_retire() {
     let mut driver = serving(&["tcp.1", "tcp.2"]);
-    let news = replace(&mut driver, &[0, 1]);
+    let news = replace(&mut driver, &[SlotId(0), SlotId(1)]);
     driver.send(Event::Started { slot: news[0], generation: 1, pid: 200 });
     driver.send(Event::Healthy { slot: news[0], generation: 1 });
     assert_eq!(
-        driver.lifecycle.switch(&news, &[0, 1]),
+        driver.lifecycle.switch(&news, &[SlotId(0), SlotId(1)]),
         Err(IntentRefused::Failed("tcp.2 is no longer ready".into())),
         "refused while one is not up, changing nothing"
     );
     driver.send(Event::Started { slot: news[1], generation: 1, pid: 201 });
     driver.send(Event::Healthy { slot: news[1], generation: 1 });
     driver.effects.clear();
-    let effects = driver.lifecycle.switch(&news, &[0, 1]).unwrap();
+    let effects = driver.lifecycle.switch(&news, &[SlotId(0), SlotId(1)]).unwrap();
     driver.apply(effects);
     for id in &news {
         assert!(driver.effects.contains(&Effect::Join { slot: *id, generation: 1 }));
     }
-    for old in [0, 1] {
+    for old in [SlotId(0), SlotId(1)] {
         assert!(driver.effects.contains(&Effect::Leave { slot: old, generation: 1, reason: "replaced" }));
         assert!(driver.effects.contains(&Effect::Signal { slot: old, signal: Signal::SIGTERM }));
         assert!(driver.effects.contains(&Effect::WatchDrain { slot: old, generation: 1 }));
@@ -326,24 +326,24 @@ fn the_switch_routes_the_replacements_before_the_old_ones_leave_and_retire() {
     let leave = driver.effects.iter().position(|e| matches!(e, Effect::Leave { .. })).unwrap();
     assert!(join < leave, "the new ones are routed before the old ones leave: never no instance");
     driver.effects.clear();
-    driver.send(Event::Drained { slot: 0, generation: 1 });
-    driver.exit(1, ExitReason::Code(0));
+    driver.send(Event::Drained { slot: SlotId(0), generation: 1 });
+    driver.exit(SlotId(1), ExitReason::Code(0));
     assert_eq!(
         reports(&driver),
         [
-            Report::Drained { slot: 0, who: "tcp.1 (pid 100)".into() },
-            Report::Drained { slot: 1, who: "tcp.2 (pid 101)".into() }
+            Report::Drained { slot: SlotId(0), who: "tcp.1 (pid 100)".into() },
+            Report::Drained { slot: SlotId(1), who: "tcp.2 (pid 101)".into() }
         ],
         "an exit drains too"
     );
-    assert!(driver.effects.contains(&Effect::Forget { slot: 1 }));
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Draining, "the old one keeps its grace");
+    assert!(driver.effects.contains(&Effect::Forget { slot: SlotId(1) }));
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Draining, "the old one keeps its grace");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_replacement_that_never_accepts_is_reported_failed_and_abandoned() {
     let mut driver = serving(&["tcp.1"]);
-    let news = replace(&mut driver, &[0]);
+    let news = replace(&mut driver, &[SlotId(0)]);
     driver.send(Event::Started { slot: news[0], generation: 1, pid: 200 });
     let event = driver.fire_next_timer().await;
     assert!(matches!(event, Event::BootDue { .. }), "{event:?}");
@@ -352,7 +352,7 @@ async fn a_replacement_that_never_accepts_is_reported_failed_and_abandoned() {
     assert!(reports(&driver).contains(&Report::Failed { slot: news[0], why }));
     let effects = driver.lifecycle.abandon(&news);
     driver.apply(effects);
-    assert!(driver.lifecycle.slot(0).unwrap().in_routing, "the old one keeps serving");
+    assert!(driver.lifecycle.slot(SlotId(0)).unwrap().in_routing, "the old one keeps serving");
     driver.exit(news[0], ExitReason::Signal(9));
     assert!(driver.lifecycle.slot(news[0]).is_none(), "the failed replacement is gone, not restarted");
 }
@@ -360,7 +360,7 @@ async fn a_replacement_that_never_accepts_is_reported_failed_and_abandoned() {
 #[test]
 fn a_replacement_that_exits_before_it_is_healthy_is_reported_failed() {
     let mut driver = serving(&["tcp.1"]);
-    let news = replace(&mut driver, &[0]);
+    let news = replace(&mut driver, &[SlotId(0)]);
     driver.send(Event::Started { slot: news[0], generation: 1, pid: 200 });
     driver.exit(news[0], ExitReason::Code(1));
     let why = "tcp.1 (pid 200) exited with code 1 before it was healthy".to_string();
@@ -393,10 +393,10 @@ fn a_deploys_release_step_reports_its_exit() {
 #[test]
 fn a_first_spawn_is_reported_for_the_cycle_clock_and_a_crash_restart_is_not() {
     let mut driver = serving(&["tcp.1"]);
-    driver.exit(0, ExitReason::Code(1));
-    driver.send(Event::RestartDue { slot: 0, generation: 1 });
+    driver.exit(SlotId(0), ExitReason::Code(1));
+    driver.send(Event::RestartDue { slot: SlotId(0), generation: 1 });
     assert!(!reports(&driver).iter().any(|r| matches!(r, Report::Spawned { .. })), "a crash restart keeps its clock");
-    let news = replace(&mut driver, &[0]);
+    let news = replace(&mut driver, &[SlotId(0)]);
     assert!(reports(&driver).contains(&Report::Spawned { slot: news[0], name: "tcp.1".into() }));
 }
 
@@ -413,12 +413,12 @@ fn scaling_adds_and_retires_instances() {
         )
         .unwrap();
     assert!(effects.contains(&Effect::Spawn { slot: id, generation: 1 }));
-    let effects = driver.lifecycle.retire(0, "scaled down");
-    assert!(effects.contains(&Effect::Leave { slot: 0, generation: 1, reason: "scaled down" }));
-    assert!(effects.contains(&Effect::Signal { slot: 0, signal: Signal::SIGTERM }));
-    driver.exit(0, ExitReason::Code(0));
-    assert!(driver.took(|e| *e == Effect::Forget { slot: 0 }));
-    assert!(driver.lifecycle.slot(0).is_none());
+    let effects = driver.lifecycle.retire(SlotId(0), "scaled down");
+    assert!(effects.contains(&Effect::Leave { slot: SlotId(0), generation: 1, reason: "scaled down" }));
+    assert!(effects.contains(&Effect::Signal { slot: SlotId(0), signal: Signal::SIGTERM }));
+    driver.exit(SlotId(0), ExitReason::Code(0));
+    assert!(driver.took(|e| *e == Effect::Forget { slot: SlotId(0) }));
+    assert!(driver.lifecycle.slot(SlotId(0)).is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -433,14 +433,14 @@ async fn an_instance_failing_its_checks_for_restart_unhealthy_after_is_restarted
     };
     let effects = driver.lifecycle.start(Instant::now());
     driver.apply(effects);
-    driver.send(Event::Started { slot: 0, generation: 1, pid: 7 });
-    driver.send(Event::Healthy { slot: 0, generation: 1 });
+    driver.send(Event::Started { slot: SlotId(0), generation: 1, pid: 7 });
+    driver.send(Event::Healthy { slot: SlotId(0), generation: 1 });
     driver.effects.clear();
-    driver.send(Event::Unhealthy { slot: 0, generation: 1 });
-    assert!(driver.effects.contains(&Effect::Leave { slot: 0, generation: 1, reason: "health check failed" }));
+    driver.send(Event::Unhealthy { slot: SlotId(0), generation: 1 });
+    assert!(driver.effects.contains(&Effect::Leave { slot: SlotId(0), generation: 1, reason: "health check failed" }));
     // Healthy again in between: that spell's timer does nothing; the next spell's restarts it.
-    driver.send(Event::Healthy { slot: 0, generation: 1 });
-    driver.send(Event::Unhealthy { slot: 0, generation: 1 });
+    driver.send(Event::Healthy { slot: SlotId(0), generation: 1 });
+    driver.send(Event::Unhealthy { slot: SlotId(0), generation: 1 });
     driver.effects.clear();
     driver.timers.retain(|(_, event)| matches!(event, Event::UnhealthyDue { .. }));
     assert!(matches!(driver.fire_next_timer().await, Event::UnhealthyDue { spell: 2, .. }));
@@ -449,16 +449,16 @@ async fn an_instance_failing_its_checks_for_restart_unhealthy_after_is_restarted
     assert!(driver.effects.iter().any(
         |e| matches!(e, Effect::Log { text, .. } if text == "R16 Unresponsive: web.1 failed its health checks for 1m; restarting it")
     ));
-    assert!(driver.took(|e| *e == Effect::Signal { slot: 0, signal: Signal::SIGTERM }));
-    driver.exit(0, ExitReason::Code(0));
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Crashed, "then restarted with backoff");
+    assert!(driver.took(|e| *e == Effect::Signal { slot: SlotId(0), signal: Signal::SIGTERM }));
+    driver.exit(SlotId(0), ExitReason::Code(0));
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Crashed, "then restarted with backoff");
 }
 
 #[test]
 fn by_default_failed_checks_only_take_an_instance_out_of_routing() {
     let mut driver = serving(&["tcp.1"]);
-    driver.send(Event::Unhealthy { slot: 0, generation: 1 });
+    driver.send(Event::Unhealthy { slot: SlotId(0), generation: 1 });
     assert!(!driver.effects.iter().any(|e| matches!(e, Effect::Signal { .. })));
     assert!(!driver.timers.iter().any(|(_, e)| matches!(e, Event::UnhealthyDue { .. })));
-    assert_eq!(driver.lifecycle.slot(0).unwrap().state, State::Up);
+    assert_eq!(driver.lifecycle.slot(SlotId(0)).unwrap().state, State::Up);
 }

@@ -86,6 +86,11 @@ pub struct Scheduler {
 #[rtype(result = "()")]
 pub struct Notify(pub Event);
 
+/// The gateway's name for a slot's incarnation.
+fn incarnation(slot: SlotId, generation: u64) -> InstanceId {
+    InstanceId { slot: slot.0, generation }
+}
+
 fn init(spec: &SlotSpec) -> SlotInit {
     let restart_unhealthy_after = spec.template.probe.as_ref().and_then(|p| p.restart_unhealthy_after);
     SlotInit { name: spec.name.clone(), routed: spec.routed(), port: spec.port, restart_unhealthy_after }
@@ -96,7 +101,14 @@ impl Scheduler {
         let release_step = config.running.templates.release_step.as_ref().map(|t| t.instance(1, None));
         let instances: Vec<SlotInit> = config.instances.iter().map(init).collect();
         let lifecycle = Lifecycle::new(instances, release_step.as_ref().map(init), config.timing);
-        let specs = config.instances.iter().cloned().chain(release_step).enumerate().collect();
+        let specs = config
+            .instances
+            .iter()
+            .cloned()
+            .chain(release_step)
+            .enumerate()
+            .map(|(i, spec)| (SlotId(i), spec))
+            .collect();
         Scheduler {
             config,
             exit: Some(exit),
@@ -121,11 +133,11 @@ impl Scheduler {
                 }
                 Effect::Watch { slot, generation } => self.watch(slot, generation),
                 Effect::Unwatch { slot, generation } => {
-                    self.peers.health.do_send(Unwatch(InstanceId { slot, generation }))
+                    self.peers.health.do_send(Unwatch(incarnation(slot, generation)))
                 }
                 Effect::Join { slot, generation } => self.join(slot, generation),
                 Effect::Leave { slot, generation, reason } => {
-                    self.peers.balancer.do_send(Leave { id: InstanceId { slot, generation }, reason })
+                    self.peers.balancer.do_send(Leave { id: incarnation(slot, generation), reason })
                 }
                 Effect::WatchDrain { slot, generation } => self.watch_drain(slot, generation, ctx),
                 Effect::Forget { slot } => self.forget(slot),
@@ -156,12 +168,12 @@ impl Scheduler {
         let Some(spec) = self.specs.get(&slot) else { return };
         let settings = spec.template.probe.clone().unwrap_or_default();
         let name = spec.name.clone();
-        self.peers.health.do_send(Watch { id: InstanceId { slot, generation }, name, addr: spec.addr(), settings });
+        self.peers.health.do_send(Watch { id: incarnation(slot, generation), name, addr: spec.addr(), settings });
     }
 
     fn join(&mut self, slot: SlotId, generation: u64) {
         let Some(spec) = self.specs.get(&slot) else { return };
-        let id = InstanceId { slot, generation };
+        let id = incarnation(slot, generation);
         // One set of counters per incarnation: a rejoin after failed checks keeps its count.
         let backend = match self.counters.get(&slot) {
             Some(backend) if backend.id == id => backend.clone(),
@@ -173,7 +185,7 @@ impl Scheduler {
 
     /// Reports a retiring instance's open connections; `Drained` follows when none is left.
     fn watch_drain(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
-        let counters = self.counters.get(&slot).filter(|c| c.id == InstanceId { slot, generation }).cloned();
+        let counters = self.counters.get(&slot).filter(|c| c.id == incarnation(slot, generation)).cloned();
         let open = counters.as_ref().map_or(0, |c| c.open.load(Ordering::Relaxed));
         if let (Some(spec), Some(state)) = (self.specs.get(&slot), self.lifecycle.slot(slot)) {
             let pid = state.pid.map_or(String::new(), |p| format!("pid {p}, "));
@@ -291,8 +303,7 @@ impl Scheduler {
         for (id, slot) in self.lifecycle.slots() {
             let Some(spec) = self.specs.get(&id) else { continue };
             let running = matches!(slot.state, State::Starting | State::Up | State::Draining);
-            let counters =
-                self.counters.get(&id).filter(|c| c.id == InstanceId { slot: id, generation: slot.generation });
+            let counters = self.counters.get(&id).filter(|c| c.id == incarnation(id, slot.generation));
             let status = InstanceView {
                 name: slot.name.clone(),
                 type_name: spec.template.type_name.clone(),
@@ -333,7 +344,7 @@ impl Handler<HealthChanged> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, HealthChanged { id, healthy }: HealthChanged, ctx: &mut Context<Self>) {
-        let InstanceId { slot, generation } = id;
+        let (slot, generation) = (SlotId(id.slot), id.generation);
         let event = match healthy {
             true => Event::Healthy { slot, generation },
             false => Event::Unhealthy { slot, generation },
