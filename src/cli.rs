@@ -9,9 +9,9 @@ use std::time::Duration;
 /// The signals procgate reacts to, for `--version` and `start --help` (src/signals.rs).
 macro_rules! signals {
     () => {
-        "Signals: SIGINT, SIGTERM and SIGHUP stop gracefully (instances leave routing, get SIGTERM, \
-         and SIGKILL after --grace); a second one of them SIGKILLs every instance at once. SIGPIPE \
-         is ignored; other signals keep their default action."
+        "Signals: SIGINT and SIGTERM stop gracefully (instances leave routing, get SIGTERM, and \
+         SIGKILL after --grace); a second one SIGKILLs every instance at once. SIGHUP reloads: a \
+         deploy of the same root. SIGPIPE is ignored; other signals keep their default action."
     };
 }
 pub const SIGNALS: &str = signals!();
@@ -30,7 +30,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the formation in the foreground until SIGINT, SIGTERM or SIGHUP (a second one skips the grace).
+    /// Run the formation in the foreground until SIGINT or SIGTERM (a second one skips the grace); SIGHUP reloads.
     #[command(after_help = SIGNALS)]
     Start(StartArgs),
     /// Validate the Procfile, env files and formation; print types, ports and env names.
@@ -47,6 +47,9 @@ pub enum Command {
     Deploy(DeployArgs),
     /// Stop the procgate running in the app root, as SIGINT would; returns when it is done.
     Stop(RootArgs),
+    /// Print a systemd unit that runs `procgate start` with these flags (Type=notify, KillMode=mixed, ExecReload)
+    #[command(name = "systemd-unit")]
+    SystemdUnit(SystemdUnitArgs),
     /// Check that a type's app shuts down gracefully: one instance, held clients, SIGTERM, a graded checklist.
     #[command(name = "test-shutdown")]
     TestShutdown(TestShutdownArgs),
@@ -324,6 +327,13 @@ pub struct DeployArgs {
     /// Print the deploy's plan (types added, replaced, kept at 0, removed; what changed) and change nothing
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemdUnitArgs {
+    /// The flags `start` gets (`-d /srv/app -m web=2 --grace 20s`); relative paths are from here
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub start: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,8 @@
 //! - [`http_check`]: procgate's small HTTP/1 client of instances: health probes, test-shutdown's requests.
 //! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server, client.
-//! - [`signals`]: procgate's own SIGINT/SIGTERM/SIGHUP.
+//! - [`signals`]: procgate's own signals: SIGINT/SIGTERM stop, SIGHUP reloads.
+//! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STATUS=`, the watchdog), no C library.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events.
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
 //! - [`commands`]: `start`, `check`, `run`, `ps`, `scale`, `restart`, `deploy`, `stop`, `test-shutdown`.
@@ -41,6 +42,7 @@ pub mod platform;
 pub mod process;
 pub mod procfile;
 pub mod proxy_version;
+pub mod sd_notify;
 pub mod settings;
 pub mod shutdown;
 pub mod signals;

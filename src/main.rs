@@ -38,6 +38,7 @@ fn main() {
         Command::Restart(args) => commands::roll::restart(args),
         Command::Deploy(args) => commands::roll::deploy(args),
         Command::Stop(args) => commands::stop::run(args),
+        Command::SystemdUnit(args) => commands::systemd_unit::run(args),
         Command::TestShutdown(args) => commands::test_shutdown::run(args, output),
     };
     // The lines still queued for the writer thread go out first (stdout may be stalled: bounded).

@@ -1,12 +1,14 @@
-//! procgate's own signals: SIGINT, SIGTERM and SIGHUP start a graceful stop; a second one skips
-//! the grace. Registered before anything is spawned so no signal is lost.
+//! procgate's own signals: SIGINT and SIGTERM start a graceful stop (a second one skips the
+//! grace); SIGHUP reloads, a `deploy` of the same root as systemd's `ExecReload` expects.
+//! Registered before anything is spawned so no signal is lost.
 
 use crate::platform::lifecycle::Event;
+use crate::platform::rollout_actor::{Reload, RolloutActor};
 use crate::platform::scheduler::{Notify, Scheduler};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// Catches the stop signals now; call [`StopSignals::forward_to`] once the Scheduler runs.
+/// Catches the signals now; call [`StopSignals::forward_to`] once the actors run.
 pub struct StopSignals(Signals);
 
 impl StopSignals {
@@ -14,16 +16,24 @@ impl StopSignals {
         Signals::new([SIGINT, SIGTERM, SIGHUP]).map(StopSignals)
     }
 
-    /// Turns each signal into a stop request for the Scheduler, on a thread of its own.
-    pub fn forward_to(self, scheduler: actix::Addr<Scheduler>) {
+    /// Turns each stop signal into a stop request for the Scheduler, and SIGHUP into a reload
+    /// for the Rollout actor, on a thread of its own.
+    pub fn forward_to(self, scheduler: actix::Addr<Scheduler>, rollouts: actix::Addr<RolloutActor>) {
         let StopSignals(mut signals) = self;
         std::thread::spawn(move || {
-            for (count, number) in signals.forever().enumerate() {
+            let mut stops = 0;
+            for number in signals.forever() {
+                if number == SIGHUP {
+                    tracing::info!("SIGHUP received, reloading: a deploy of the same root");
+                    rollouts.do_send(Reload);
+                    continue;
+                }
                 let name = nix::sys::signal::Signal::try_from(number).map_or("signal", |s| s.as_str());
-                match count {
+                match stops {
                     0 => tracing::info!("{name} received, starting shutdown"),
                     _ => tracing::warn!("{name} received again, skipping the grace"),
                 }
+                stops += 1;
                 scheduler.do_send(Notify(Event::StopRequested));
             }
         });

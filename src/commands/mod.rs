@@ -7,4 +7,5 @@ pub mod run;
 pub mod scale;
 pub mod start;
 pub mod stop;
+pub mod systemd_unit;
 pub mod test_shutdown;

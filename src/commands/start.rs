@@ -18,9 +18,11 @@ use crate::platform::scheduler::{Peers, Running, Scheduler, SchedulerConfig};
 use crate::platform::spec::Templates;
 use crate::process;
 use crate::procfile::RELEASE;
+use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// The default cycle jitter, as a share of the period (Heroku: 216 min of 24 h).
@@ -49,6 +51,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let templates = Templates::of(&release, &bound)?;
     let instances =
         release.plan.iter().map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect();
+    let (cycling, notifier) = (cycling(&args), Notifier::from_env().map(Rc::new));
     let scheduler = SchedulerConfig {
         running: Running { release, templates },
         bound,
@@ -58,8 +61,8 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         output,
         close_gateway: Box::new(move || stopper.stop_accepting()),
         descriptors: descriptors.clone(),
+        notifier: notifier.clone(),
     };
-    let cycling = cycling(&args);
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
         let balancer = Balancer::new(routes).start();
@@ -67,12 +70,12 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         let mut rollouts = None;
         let scheduler = Scheduler::create(|ctx| {
             let health = HealthChecker::new(ctx.address().recipient(), balancer.clone(), failure_reports).start();
-            let rollout = RolloutActor::new(ctx.address(), cycling).start();
+            let rollout = RolloutActor::new(ctx.address(), cycling, notifier.clone()).start();
             rollouts = Some(rollout.clone());
             Scheduler::new(scheduler, Peers { balancer, health, rollouts: rollout.recipient() }, exit)
         });
-        signals.forward_to(scheduler.clone());
         let rollouts = rollouts.expect("set as the Scheduler was created");
+        signals.forward_to(scheduler.clone(), rollouts.clone());
         let server = ControlServer::spawn(control_socket, (scheduler, rollouts), control_routes)?;
         let code = exited.await.unwrap_or(1);
         server.finish(code).await;

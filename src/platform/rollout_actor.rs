@@ -10,9 +10,11 @@ use super::scheduler::{
     Abandon, Busy, Commit, Discard, PlanDeploy, PlanReply, Replace, Reported, RunStep, Scheduler, Switch,
 };
 use crate::config::ReleaseSource;
+use crate::sd_notify::Notifier;
 use actix::prelude::*;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
@@ -28,6 +30,8 @@ pub struct Cycling {
 struct Client {
     lines: UnboundedSender<String>,
     source: Option<ReleaseSource>,
+    /// A reload (SIGHUP): the service manager hears `READY=1` when it ends.
+    reload: bool,
 }
 
 pub struct RolloutActor {
@@ -36,17 +40,13 @@ pub struct RolloutActor {
     cycling: Option<Cycling>,
     clients: HashMap<ClientId, Client>,
     next_client: ClientId,
+    notifier: Option<Rc<Notifier>>,
 }
 
 impl RolloutActor {
-    pub fn new(scheduler: Addr<Scheduler>, cycling: Option<Cycling>) -> RolloutActor {
-        RolloutActor {
-            rollouts: Rollouts::default(),
-            scheduler,
-            cycling,
-            clients: HashMap::new(),
-            next_client: ClientId(0),
-        }
+    pub fn new(scheduler: Addr<Scheduler>, cycling: Option<Cycling>, notifier: Option<Rc<Notifier>>) -> RolloutActor {
+        let (rollouts, clients, next_client) = (Rollouts::default(), HashMap::new(), ClientId(0));
+        RolloutActor { rollouts, scheduler, cycling, clients, next_client, notifier }
     }
 
     /// Carries out `steps` in order; one that asks the Scheduler holds the rest (and every
@@ -127,6 +127,9 @@ impl RolloutActor {
         }
         if let Some(client) = client.and_then(|c| self.clients.remove(&c)) {
             let _ = client.lines.send(format!("{}: {text}", if ok { "ok" } else { "failed" }));
+            if let Some(notifier) = self.notifier.as_ref().filter(|_| client.reload) {
+                notifier.notify("READY=1");
+            }
         }
     }
 
@@ -139,9 +142,9 @@ impl RolloutActor {
         });
     }
 
-    fn client(&mut self, lines: UnboundedSender<String>, source: Option<ReleaseSource>) -> ClientId {
+    fn client(&mut self, lines: UnboundedSender<String>, source: Option<ReleaseSource>, reload: bool) -> ClientId {
         self.next_client = ClientId(self.next_client.0 + 1);
-        self.clients.insert(self.next_client, Client { lines, source });
+        self.clients.insert(self.next_client, Client { lines, source, reload });
         self.next_client
     }
 
@@ -189,12 +192,33 @@ impl Handler<Roll> for RolloutActor {
 
     fn handle(&mut self, roll: Roll, ctx: &mut Context<Self>) {
         let request = match roll {
-            Roll::Restart { target, client } => Request::Restart { target, client: self.client(client, None) },
+            Roll::Restart { target, client } => Request::Restart { target, client: self.client(client, None, false) },
             Roll::Deploy { source, dry_run: true, client } => return self.dry_run(source, client),
             Roll::Deploy { source, dry_run: false, client } => {
-                Request::Deploy { client: self.client(client, Some(source)) }
+                Request::Deploy { client: self.client(client, Some(source), false) }
             }
         };
+        let steps = self.rollouts.request(request);
+        self.carry(steps, ctx);
+    }
+}
+
+/// SIGHUP: a deploy of the same root, as systemd's `ExecReload` expects (`RELOADING=1`, then
+/// `READY=1` when it has ended, whatever the outcome: the running release serves either way).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
+impl Handler<Reload> for RolloutActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Reload, ctx: &mut Context<Self>) {
+        if let Some(notifier) = &self.notifier {
+            notifier.reloading();
+        }
+        // Its lines are logged; no one reads them otherwise.
+        let (lines, _) = tokio::sync::mpsc::unbounded_channel();
+        let request = Request::Deploy { client: self.client(lines, Some(ReleaseSource::default()), true) };
         let steps = self.rollouts.request(request);
         self.carry(steps, ctx);
     }

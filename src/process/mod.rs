@@ -101,6 +101,9 @@ pub fn spawn(
     if let Some(soft) = nofile::original() {
         command.env(nofile::KEEPER_ENV, soft.to_string());
     }
+    for var in crate::sd_notify::MANAGER_VARS {
+        command.env_remove(var);
+    }
     // Under systemd (which sets INVOCATION_ID for a service's processes), procgate's parent is
     // the service manager; its stop signals reach every process of the cgroup by themselves.
     if std::env::var_os("INVOCATION_ID").is_some() {

@@ -86,6 +86,16 @@ impl Lifecycle {
         Ok(self.spawn(id, now))
     }
 
+    /// Whether the formation serves: running, every current instance up, routed ones in routing.
+    pub fn serving(&self) -> bool {
+        self.phase == Phase::Running
+            && self
+                .slots
+                .values()
+                .filter(|s| !s.held && !s.retiring && !s.one_shot)
+                .all(|s| s.state == State::Up && s.in_routing == s.routed)
+    }
+
     /// Whether `id` is a current instance: not a replacement waiting for its switch, not
     /// retiring, not a release step.
     pub fn is_current(&self, id: SlotId) -> bool {

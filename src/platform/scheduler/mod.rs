@@ -22,9 +22,11 @@ use crate::gateway::route::{Backend, InstanceId};
 use crate::logs::Output;
 use crate::process::output::Prefix;
 use crate::process::{self, Controller, Launch, ProcessEvent};
+use crate::sd_notify::{self, Notifier};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -50,6 +52,8 @@ pub struct SchedulerConfig {
     pub close_gateway: Box<dyn Fn()>,
     /// The descriptor account: each running instance costs procgate some.
     pub descriptors: Arc<Descriptors>,
+    /// systemd's notification socket, under `Type=notify`.
+    pub notifier: Option<Rc<Notifier>>,
 }
 
 /// The actors the Scheduler talks to.
@@ -79,6 +83,8 @@ pub struct Scheduler {
     busy: Option<String>,
     /// A planned deploy: in force only if its rollout succeeds (`Commit`).
     pending: Option<intents::PlannedDeploy>,
+    /// What the service manager was last told: `READY=1` once, then `STATUS=` when it changes.
+    told: Option<String>,
 }
 
 /// An event for the Scheduler's state machine.
@@ -119,6 +125,7 @@ impl Scheduler {
             peers,
             busy: None,
             pending: None,
+            told: None,
         }
     }
 
@@ -142,7 +149,10 @@ impl Scheduler {
                 Effect::WatchDrain { slot, generation } => self.watch_drain(slot, generation, ctx),
                 Effect::Forget { slot } => self.forget(slot),
                 Effect::Report(report) => self.peers.rollouts.do_send(Reported(report)),
-                Effect::CloseGateway => (self.config.close_gateway)(),
+                Effect::CloseGateway => {
+                    self.notify("STOPPING=1");
+                    (self.config.close_gateway)()
+                }
                 Effect::Log { level, text } => log(level, &text),
                 Effect::Exit(code) => {
                     if let Some(exit) = self.exit.take() {
@@ -156,6 +166,49 @@ impl Scheduler {
     fn handle_event(&mut self, event: Event, ctx: &mut Context<Self>) {
         let effects = self.lifecycle.handle(event, Instant::now());
         self.apply(effects, ctx);
+        self.tell_manager();
+    }
+
+    fn notify(&self, state: &str) {
+        if let Some(notifier) = &self.config.notifier {
+            notifier.notify(state);
+        }
+    }
+
+    /// `READY=1` once the formation first serves (every instance up, routed ones in routing),
+    /// with a `STATUS=` line of the counts, sent again whenever they change.
+    fn tell_manager(&mut self) {
+        if self.config.notifier.is_none() || (self.told.is_none() && !self.lifecycle.serving()) {
+            return;
+        }
+        let status = self.status_line();
+        if self.told.as_ref() == Some(&status) {
+            return;
+        }
+        let ready = if self.told.is_none() { "READY=1\n" } else { "" };
+        self.notify(&format!("{ready}STATUS={status}"));
+        self.told = Some(status);
+    }
+
+    /// `tcp: 2 up; worker: 1 up, 1 crashed`
+    fn status_line(&self) -> String {
+        let mut counts: std::collections::BTreeMap<(usize, String), std::collections::BTreeMap<&str, usize>> =
+            Default::default();
+        for (id, slot) in self.lifecycle.slots().filter(|(id, _)| self.lifecycle.is_current(*id)) {
+            let Some(spec) = self.specs.get(&id) else { continue };
+            let of_type = counts.entry((spec.template.type_index, spec.template.type_name.clone())).or_default();
+            *of_type.entry(slot.shown_state()).or_insert(0) += 1;
+        }
+        let types = counts.into_iter().map(|((_, name), states)| {
+            let states: Vec<String> = states.into_iter().map(|(state, n)| format!("{n} {state}")).collect();
+            format!("{name}: {}", states.join(", "))
+        });
+        let line = types.collect::<Vec<_>>().join("; ");
+        if line.is_empty() {
+            "no instance (every type at 0)".to_string()
+        } else {
+            line
+        }
     }
 
     fn with_controller(&self, slot: SlotId, order: impl FnOnce(&Controller)) {
@@ -337,6 +390,11 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let effects = self.lifecycle.start(Instant::now());
         self.apply(effects, ctx);
+        self.tell_manager();
+        // The watchdog hears from the control thread as long as it turns.
+        if let Some(period) = sd_notify::watchdog_period().filter(|_| self.config.notifier.is_some()) {
+            ctx.run_interval(period, |act, _| act.notify("WATCHDOG=1"));
+        }
     }
 }
 
