@@ -32,13 +32,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the formation in the foreground until SIGINT or SIGTERM (a second one skips the grace); SIGHUP reloads.
     #[command(after_help = SIGNALS)]
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Validate the Procfile, env files and formation; print types, ports and env names.
     Check(CheckArgs),
     /// Run a one-off command with the app's environment; its exit code is passed through.
     Run(RunArgs),
     /// List the instances of the procgate running in the app root.
     Ps(PsArgs),
+    /// The lines the running procgate kept, oldest first; `-f` follows new ones.
+    Logs(LogsArgs),
     /// Change the formation of the running procgate: `scale tcp=3 web=1`.
     Scale(ScaleArgs),
     /// Replace instances with zero downtime (all types, a type, or one instance); returns when done.
@@ -121,6 +123,8 @@ pub struct StartArgs {
     pub wait: Duration,
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
+    #[command(flatten)]
+    pub logs: LogArgs,
     /// Which routes log a line per connection (tcp: 202 and 203) or request (web: Heroku's router
     /// line): `tcp`, `web`, `tcp,web` (alone: `--access-log`) or `none`
     #[arg(long = "access-log", value_name = "ROUTES", num_args = 0..=1, default_value = "web",
@@ -208,6 +212,28 @@ impl StartArgs {
     }
 }
 
+/// Where `start` keeps its lines; each flag wins over its `[logs]` key in procgate.toml.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LogArgs {
+    /// Also write every line, with its full time, to files in DIR (relative to the current
+    /// directory) [default: [logs] dir in procgate.toml, else no files]
+    #[arg(long = "log-dir", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Log files kept, the current one included [default: 14]
+    #[arg(long = "log-keep", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    /// A new log file each `daily` or `hourly` (UTC) [default: daily]
+    #[arg(long = "log-rotation", value_name = "PERIOD", value_parser = crate::logs::files::Period::parse)]
+    pub rotation: Option<crate::logs::files::Period>,
+    /// The most bytes of one log file (`100MB`, `1GB`); past it, lines are dropped and counted
+    /// until the next file [default: 100MB]
+    #[arg(long = "log-max-size", value_name = "SIZE", value_parser = crate::logs::files::parse_size)]
+    pub max_size: Option<u64>,
+    /// The time of each line on the terminal: `short` (HH:MM:SS) or `full` (date, time, zone)
+    #[arg(long = "timestamps", value_name = "FORM", default_value = "short", value_parser = ["short", "full"])]
+    pub timestamps: String,
+}
+
 /// A duration, or `off` (`None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrOff(pub Option<Duration>);
@@ -288,6 +314,24 @@ pub struct PsArgs {
     /// Print `{"instances":[...]}` instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Then print each new line as it comes, until Ctrl-C or procgate stops
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
+    /// Only lines no older than this (`10m`, `2h`) [default: every line kept]
+    #[arg(long, value_parser = crate::duration::parse)]
+    pub since: Option<Duration>,
+    /// One JSON object per line: time, source, instance, type, pid, code, text
+    #[arg(long)]
+    pub json: bool,
+    /// Only these types (`web`), instances (`web.1`) or `system` [default: every line]
+    #[arg(value_name = "TYPE|INSTANCE")]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,10 @@ pub enum ConfigError {
     BadPort { value: String, origin: String },
     #[error("{path}: the app root is not a directory; pass an existing directory with -d/--root")]
     BadRoot { path: String },
+    #[error(
+        "{path}: cannot keep log files there: {reason}; pass another --log-dir or set [logs] dir in procgate.toml"
+    )]
+    LogDir { path: String, reason: String },
 }
 
 /// Where an app's files are (`-f`, `-e`, `-d`); `None`: the default.

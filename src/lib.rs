@@ -23,9 +23,11 @@
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server, client.
 //! - [`signals`]: procgate's own signals: SIGINT/SIGTERM stop, SIGHUP reloads.
 //! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STATUS=`, the watchdog), no C library.
-//! - [`logs`]: foreman-style output lines and procgate's `system` events.
+//! - [`logs`]: foreman-style output lines and procgate's `system` events, kept in memory for
+//!   `procgate logs` and in rolling log files (`--log-dir`).
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
-//! - [`commands`]: `start`, `check`, `run`, `ps`, `scale`, `restart`, `deploy`, `stop`, `test-shutdown`.
+//! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `stop`,
+//!   `test-shutdown`, `systemd-unit`.
 
 pub mod cidr;
 pub mod cli;

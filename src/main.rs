@@ -30,10 +30,11 @@ fn main() {
     let flush_output = output.clone();
     let result = match cli.command {
         Command::Keeper { command } => process::keeper::run(&command),
-        Command::Start(args) => commands::start::run(args, output),
+        Command::Start(args) => commands::start::run(*args, output),
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Ps(args) => commands::ps::run(args),
+        Command::Logs(args) => commands::logs::run(args),
         Command::Scale(args) => commands::scale::run(args),
         Command::Restart(args) => commands::roll::restart(args),
         Command::Deploy(args) => commands::roll::deploy(args),

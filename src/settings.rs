@@ -29,8 +29,14 @@
 //! idle_timeout = "1h"          # a proxied TCP connection silent both ways, or "off" [off]
 //! tcp_keepalive = "60s"        # keepalive probes on idle client connections, or "off" [60s]
 //! trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]  # who may send it [required]
+//!
+//! [logs]
+//! dir = "log"                  # log files here, relative to the app root [none]
+//! keep = 14                    # files kept [14]
+//! rotation = "daily"           # a new file each day, or "hourly" [daily]
+//! max_size = "100MB"           # the most bytes of one file; past it, lines are dropped [100MB]
 //! ```
-//! Flags (`--head-timeout`...) win over the file, for every route.
+//! Flags (`--head-timeout`, `--log-dir`...) win over the file, for every route.
 //! Unknown keys and bad values are errors naming the file, the line and the key.
 //!
 //! `accept_proxy = true` requires `trusted_proxies`, the addresses (CIDR blocks, or single
@@ -64,6 +70,25 @@ const NO_TRUSTED_PROXIES: &str =
 pub struct Settings {
     #[serde(default)]
     pub types: BTreeMap<String, TypeSettings>,
+    /// Where `start` keeps its lines (the command line's `--log-*` flags win).
+    #[serde(default)]
+    pub logs: LogSettings,
+}
+
+/// `[logs]`: log files (`--log-dir`, `--log-keep`, `--log-rotation`, `--log-max-size`).
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// The directory of the log files, relative to the app root [default: no files].
+    pub dir: Option<std::path::PathBuf>,
+    /// Files kept [default: 14].
+    pub keep: Option<usize>,
+    /// `"daily"` or `"hourly"` [default: daily].
+    #[serde(default, deserialize_with = "period")]
+    pub rotation: Option<crate::logs::files::Period>,
+    /// The most bytes of one file, `"100MB"` [default: 100MB].
+    #[serde(default, deserialize_with = "size")]
+    pub max_size: Option<u64>,
 }
 
 /// What one process type may set.
@@ -192,6 +217,16 @@ fn parse_statuses(text: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(low..=high)
 }
 
+fn period<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<crate::logs::files::Period>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::logs::files::Period::parse(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::logs::files::parse_size(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
 impl Settings {
     /// Reads `ROOT/procgate.toml` if it exists; `types` are the Procfile's type names.
     pub fn load(root: &Path, types: &[&str]) -> Result<Settings, SettingsError> {
@@ -240,6 +275,11 @@ impl Settings {
                 let message = format!("`{key}` must be more than 0; leave it out for the default");
                 return Err(SettingsError::Invalid { path: shown, line, message });
             }
+        }
+        if settings.logs.keep == Some(0) {
+            let (line, message) =
+                (line_in(text, "logs", Some("keep")), "`keep` must be more than 0; leave it out for 14".into());
+            return Err(SettingsError::Invalid { path: shown, line, message });
         }
         if let Some(accept_proxy) = settings.types.values().find_map(untrusting) {
             let message = NO_TRUSTED_PROXIES.to_string();
@@ -305,7 +345,11 @@ fn line_at(text: &str, offset: usize) -> usize {
 /// The 1-based line of the header `[types.NAME]` (`key` `None`), or of `key = …` in that table,
 /// as they are usually written; 1 when written another way (dotted keys, inline tables).
 fn line_of(text: &str, name: &str, key: Option<&str>) -> usize {
-    let table = format!("types.{name}");
+    line_in(text, &format!("types.{name}"), key)
+}
+
+/// The 1-based line of `key` in the table `table` (or of the table's header without a key).
+fn line_in(text: &str, table: &str, key: Option<&str>) -> usize {
     let mut in_table = false;
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -2,14 +2,16 @@
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
 //! data plane serves.
 
-use crate::cli::{Cycle, StartArgs};
+use crate::cli::{Cycle, LogArgs, StartArgs};
 use crate::config::{ConfigError, Release, RouteSpec};
-use crate::control::{self, server::ControlServer};
+use crate::control::{self, logs::LogSource, server::ControlServer};
 use crate::formation;
 use crate::gateway::budget::{self, Descriptors};
 use crate::gateway::route::{Policy, Route};
 use crate::gateway::{self, Gateway, GatewaySettings};
-use crate::logs::Output;
+use crate::logs::files::{FileSettings, LogFiles, Period};
+use crate::logs::history::{History, HISTORY_LINES};
+use crate::logs::{Keeping, Output};
 use crate::platform::balancer::Balancer;
 use crate::platform::health::HealthChecker;
 use crate::platform::lifecycle::Timing;
@@ -28,9 +30,25 @@ use std::sync::Arc;
 /// The default cycle jitter, as a share of the period (Heroku: 216 min of 24 h).
 const JITTER_SHARE: f64 = 0.15;
 
+/// Log files kept unless `--log-keep` says otherwise: two weeks of daily files.
+const DEFAULT_LOG_FILES: usize = 14;
+
+/// The most bytes of one log file unless `--log-max-size` says otherwise.
+const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
+
 /// Runs until the formation is stopped; returns the exit status (README: "Exit status").
 pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let release = Release::build(&args.source.paths(), &args.choices())?;
+    let history = Arc::new(History::new(HISTORY_LINES));
+    let files = log_files(&args.logs, &release);
+    let log_dir = files.as_ref().map(|f| f.dir.clone());
+    let open = |settings: FileSettings| {
+        let path = settings.dir.display().to_string();
+        LogFiles::open(settings).map_err(|err| ConfigError::LogDir { path, reason: err.to_string() })
+    };
+    let files = files.map(open).transpose()?;
+    let full_timestamps = args.logs.timestamps == "full";
+    output.keep(Keeping { full_timestamps, history: Some(history.clone()), files });
     formation::check_ports_free(&release.plan)?;
     let control_socket = control::server::bind(&release.files.root)?;
     let (bound, listeners) = bind(&release.routes)?;
@@ -76,7 +94,8 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         });
         let rollouts = rollouts.expect("set as the Scheduler was created");
         signals.forward_to(scheduler.clone(), rollouts.clone());
-        let server = ControlServer::spawn(control_socket, (scheduler, rollouts), control_routes)?;
+        let logs = LogSource { history, dir: log_dir };
+        let server = ControlServer::spawn(control_socket, (scheduler, rollouts), control_routes, logs)?;
         let code = exited.await.unwrap_or(1);
         server.finish(code).await;
         Ok::<i32, std::io::Error>(code)
@@ -111,6 +130,19 @@ fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), Conf
         listeners.push(listener);
     }
     Ok((bound, listeners))
+}
+
+/// Where the log files go: the flags, else `[logs]` in procgate.toml (its `dir` relative to the
+/// app root), else nowhere.
+fn log_files(flags: &LogArgs, release: &Release) -> Option<FileSettings> {
+    let file = &release.files.settings.logs;
+    let dir = flags.dir.clone().or_else(|| file.dir.as_ref().map(|dir| release.files.root.join(dir)))?;
+    Some(FileSettings {
+        dir,
+        period: flags.rotation.or(file.rotation).unwrap_or(Period::Daily),
+        keep: flags.keep.map(|n| n as usize).or(file.keep).unwrap_or(DEFAULT_LOG_FILES),
+        max_bytes: flags.max_size.or(file.max_size).unwrap_or(DEFAULT_LOG_FILE_BYTES),
+    })
 }
 
 fn cycling(args: &StartArgs) -> Option<Cycling> {

@@ -8,8 +8,10 @@
 //! | `POST /restart` `{"target":"tcp"}` | progress lines; the last starts with `ok:` or `failed:` |
 //! | `POST /deploy` `{"from":"/srv/app/v2","dry_run":false}` | the same, for a new release (its plan first; `dry_run`: the plan only) |
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
+//! | `GET /logs?since=MS&follow=1&json=1&only=web,tcp.1` | the kept lines, then (follow) each new one |
 
 pub mod client;
+pub mod logs;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +94,55 @@ pub struct PsReply {
     pub instances: Vec<InstanceStatus>,
     #[serde(default)]
     pub routes: Vec<RouteStatus>,
+}
+
+/// What `GET /logs?since=600&follow=1&json=1&only=web,tcp.1` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Lines no older than this [default: every line kept].
+    pub since: Option<std::time::Duration>,
+    /// Then each new line as it comes.
+    pub follow: bool,
+    /// One JSON object per line.
+    pub json: bool,
+    /// Types, instances or `system`; none: every line.
+    pub only: Vec<String>,
+}
+
+impl LogQuery {
+    /// The query string of the request.
+    pub fn to_query(&self) -> String {
+        let mut words = Vec::new();
+        if let Some(since) = self.since {
+            words.push(format!("since={}", since.as_millis()));
+        }
+        words.extend(self.follow.then(|| "follow=1".to_string()));
+        words.extend(self.json.then(|| "json=1".to_string()));
+        if !self.only.is_empty() {
+            words.push(format!("only={}", self.only.join(",")));
+        }
+        words.join("&")
+    }
+
+    /// Reads a query string (`since` in milliseconds); an unknown key or a bad value is an error.
+    pub fn parse(query: Option<&str>) -> Result<LogQuery, String> {
+        let mut parsed = LogQuery::default();
+        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "since" => {
+                    let millis =
+                        value.parse().map_err(|_| format!("since={value}: milliseconds, e.g. since=600000"))?;
+                    parsed.since = Some(std::time::Duration::from_millis(millis));
+                }
+                "follow" => parsed.follow = value == "1",
+                "json" => parsed.json = value == "1",
+                "only" => parsed.only = value.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
+                other => return Err(format!("`{other}` is not a logs query key; use since, follow, json, only")),
+            }
+        }
+        Ok(parsed)
+    }
 }
 
 /// The body of `POST /restart`: an instance (`tcp.1`), a type (`tcp`) or nothing (all).

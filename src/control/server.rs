@@ -1,7 +1,10 @@
 //! The control socket's server: binds before anything starts (refusing to steal a live socket),
 //! answers on the actors' thread, and removes the socket when procgate stops.
 
-use super::{socket_path, ControlError, DeployRequest, InstanceStatus, PsReply, RestartRequest, RouteStatus, DIR};
+use super::logs::LogSource;
+use super::{
+    socket_path, ControlError, DeployRequest, InstanceStatus, LogQuery, PsReply, RestartRequest, RouteStatus, DIR,
+};
 use crate::gateway::route::Route;
 use crate::platform::lifecycle::Event;
 use crate::platform::rollout_actor::{Roll, RolloutActor};
@@ -21,13 +24,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// How long `finish` waits for clients to read their last answer.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The control socket bound, and the lock that makes this procgate the root's owner.
 pub struct Bound {
@@ -93,7 +96,11 @@ struct Shared {
     rollouts: Addr<RolloutActor>,
     routes: Vec<Arc<Route>>,
     /// Clients of `POST /stop`, told the exit status when everything has stopped.
-    stop_waiters: RefCell<Vec<mpsc::UnboundedSender<Bytes>>>,
+    stop_waiters: RefCell<Vec<mpsc::Sender<Bytes>>>,
+    /// Where `GET /logs` reads.
+    logs: LogSource,
+    /// Turns true when procgate stops: `logs -f` streams end.
+    stopping: watch::Sender<bool>,
     connections: RefCell<Vec<JoinHandle<()>>>,
 }
 
@@ -112,11 +119,13 @@ impl ControlServer {
         bound: Bound,
         (scheduler, rollouts): (Addr<Scheduler>, Addr<RolloutActor>),
         routes: Vec<Arc<Route>>,
+        logs: LogSource,
     ) -> std::io::Result<ControlServer> {
         let Bound { listener, path, _lock } = bound;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let (stop_waiters, connections) = (RefCell::default(), RefCell::default());
-        let shared = Rc::new(Shared { scheduler, rollouts, routes, stop_waiters, connections });
+        let stopping = watch::channel(false).0;
+        let shared = Rc::new(Shared { scheduler, rollouts, routes, stop_waiters, connections, logs, stopping });
         let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
         Ok(ControlServer { path, shared, accept, _lock })
     }
@@ -124,9 +133,10 @@ impl ControlServer {
     /// Tells `stop` clients the exit status, lets them read it, and removes the socket.
     pub async fn finish(self, code: i32) {
         self.accept.abort();
+        self.shared.stopping.send_replace(true);
         let last = Bytes::from(format!("stopped (exit status {code})\n"));
         for waiter in self.shared.stop_waiters.take() {
-            let _ = waiter.send(last.clone());
+            let _ = waiter.try_send(last.clone());
         }
         let connections = self.shared.connections.take();
         let _ = tokio::time::timeout(FINISH_TIMEOUT, async {
@@ -192,9 +202,14 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             Ok(DeployRequest { source, dry_run }) => stream(|client| Roll::Deploy { source, dry_run, client }, &shared),
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
+        (&Method::GET, "/logs") => match LogQuery::parse(request.uri().query()) {
+            Ok(query) => super::logs::answer(query, &shared.logs, shared.stopping.subscribe()).await,
+            Err(why) => error(StatusCode::BAD_REQUEST, &why),
+        },
         (&Method::POST, "/stop") => {
-            let (lines, body) = mpsc::unbounded_channel();
-            let _ = lines.send(Bytes::from_static(b"stopping: SIGTERM to every instance, SIGKILL after the grace\n"));
+            let (lines, body) = mpsc::channel(LINES_BUFFER);
+            let _ =
+                lines.try_send(Bytes::from_static(b"stopping: SIGTERM to every instance, SIGKILL after the grace\n"));
             shared.stop_waiters.borrow_mut().push(lines);
             tracing::info!("stop requested over the control socket, starting shutdown");
             shared.scheduler.do_send(Notify(Event::StopAsked));
@@ -222,15 +237,15 @@ fn route_status(route: &Route) -> RouteStatus {
 /// Sends a rollout request; its progress lines become the response body.
 fn stream(roll: impl FnOnce(mpsc::UnboundedSender<String>) -> Roll, shared: &Shared) -> Response<Body> {
     let (client, lines) = mpsc::unbounded_channel::<String>();
-    let (bytes, body) = mpsc::unbounded_channel();
+    let (bytes, body) = mpsc::channel(LINES_BUFFER);
     shared.rollouts.do_send(roll(client));
     tokio::task::spawn_local(forward_lines(lines, bytes));
     Response::new(LineStream(body).boxed_unsync())
 }
 
-async fn forward_lines(mut lines: mpsc::UnboundedReceiver<String>, bytes: mpsc::UnboundedSender<Bytes>) {
+async fn forward_lines(mut lines: mpsc::UnboundedReceiver<String>, bytes: mpsc::Sender<Bytes>) {
     while let Some(line) = lines.recv().await {
-        if bytes.send(Bytes::from(line + "\n")).is_err() {
+        if bytes.send(Bytes::from(line + "\n")).await.is_err() {
             return;
         }
     }
@@ -256,8 +271,11 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+/// Lines a streamed answer may hold for a client that does not read; past it, the sender waits.
+pub(super) const LINES_BUFFER: usize = 256;
+
 /// A response body made of the lines sent on a channel; it ends when the senders are gone.
-struct LineStream(mpsc::UnboundedReceiver<Bytes>);
+pub(super) struct LineStream(pub(super) mpsc::Receiver<Bytes>);
 
 impl hyper::body::Body for LineStream {
     type Data = Bytes;

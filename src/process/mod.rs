@@ -86,6 +86,17 @@ pub fn spawn(
     keeper_exe: &std::path::Path,
     on_event: impl Fn(ProcessEvent) + 'static,
 ) -> std::io::Result<(Controller, impl Future<Output = ()>)> {
+    // The instance's lines carry its main process's pid: they are read once the keeper has
+    // reported it (or a moment later at most, should it never come).
+    let (pid, reported) = (launch.prefix.pid.clone(), std::rc::Rc::new(tokio::sync::Notify::new()));
+    let pid_reported = reported.clone();
+    let on_event = move |event: ProcessEvent| {
+        if let ProcessEvent::Started { pid: started } = event {
+            pid.store(started, std::sync::atomic::Ordering::Relaxed);
+            pid_reported.notify_one();
+        }
+        on_event(event)
+    };
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut command = tokio::process::Command::new(keeper_exe);
     command
@@ -119,6 +130,7 @@ pub fn spawn(
     let prefix = launch.prefix;
     let monitor = async move {
         let pumps = async {
+            let _ = tokio::time::timeout(PID_WAIT, reported.notified()).await;
             let out = stdout.map(|s| output::pump(s, prefix.clone()));
             let err = stderr.map(|s| output::pump(s, prefix.clone()));
             tokio::join!(
@@ -161,6 +173,9 @@ pub fn spawn(
     };
     Ok((Controller { orders: orders_tx }, monitor))
 }
+
+/// How long an instance's first lines wait for its pid before they are printed without it.
+const PID_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long the output of an instance whose keeper died is still read.
 const KEEPER_GONE_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);

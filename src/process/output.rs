@@ -4,23 +4,28 @@
 //! printed in pieces so one runaway writer cannot hold unbounded memory.
 
 use crate::logs::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The longest piece of a line printed at once, in bytes.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// Where an instance's lines go: its name and its type's colour.
+/// Where an instance's lines go: its name, its type's colour, and its main process once known.
 #[derive(Clone)]
 pub struct Prefix {
     pub output: Output,
     pub name: String,
     pub colour: usize,
+    /// Set when the keeper reports the app started (0 before).
+    pub pid: Arc<AtomicU32>,
 }
 
 impl Prefix {
     fn print(&self, bytes: &[u8]) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        self.output.instance_line(&self.name, self.colour, &String::from_utf8_lossy(bytes));
+        let pid = Some(self.pid.load(Ordering::Relaxed)).filter(|pid| *pid != 0);
+        self.output.instance_line(&self.name, self.colour, pid, &String::from_utf8_lossy(bytes));
     }
 }
 

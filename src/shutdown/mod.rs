@@ -118,7 +118,12 @@ pub async fn run(scenario: &Scenario) -> std::io::Result<Findings> {
         command: scenario.command.clone(),
         env: scenario.env.clone(),
         root: scenario.root.clone(),
-        prefix: Prefix { output: scenario.output.clone(), name: scenario.name.clone(), colour: 0 },
+        prefix: Prefix {
+            output: scenario.output.clone(),
+            name: scenario.name.clone(),
+            colour: 0,
+            pid: Default::default(),
+        },
     };
     let on_event = move |event| {
         let _ = events_tx.send((event, Instant::now()));

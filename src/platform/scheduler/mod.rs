@@ -330,6 +330,7 @@ impl Scheduler {
                 output: self.config.output.clone(),
                 name: spec.name.clone(),
                 colour: spec.template.type_index,
+                pid: Default::default(),
             },
         };
         let addr = ctx.address();
