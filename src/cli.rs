@@ -139,6 +139,10 @@ pub struct StartArgs {
     /// Most random delay added to each instance's cycle [default: 15% of --cycle]
     #[arg(long = "cycle-jitter", value_parser = crate::duration::parse)]
     pub cycle_jitter: Option<Duration>,
+    /// Start from the flags alone, ignoring the formation and release the last run recorded in
+    /// .procgate/state.json (by `scale` and `deploy`)
+    #[arg(long)]
+    pub fresh: bool,
     /// Run only these types (others get 0)
     pub types: Vec<String>,
 }

@@ -7,6 +7,7 @@ use crate::env::{EnvError, EnvFile, EnvMap};
 use crate::formation::{self, Formation, FormationError, InstanceSpec};
 use crate::procfile::{ProcessType, Procfile, ProcfileError, RELEASE, TCP_TYPE, WEB_TYPE};
 use crate::settings::{Settings, SettingsError, TypeSettings};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,7 +47,7 @@ pub enum ConfigError {
 }
 
 /// Where an app's files are (`-f`, `-e`, `-d`); `None`: the default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppPaths {
     pub procfile: Option<PathBuf>,
     /// Env files, comma separated, later ones win.
@@ -268,6 +269,35 @@ impl Release {
         let paths = source.over(&self.paths, &self.files.root);
         let choices = Choices { formation: None, port: Some(self.base_port), only: Vec::new(), ..self.choices.clone() };
         Release::build(&paths, &choices)
+    }
+
+    /// The release a last run left (`app_state`): the files a deploy put in force (`paths`, if
+    /// one did), with the recorded `formation` unless the command line chose one; a type the
+    /// record does not know (added to the Procfile since) starts with one instance, as a
+    /// deploy would start it.
+    pub fn resumed(
+        self,
+        paths: Option<&AppPaths>,
+        formation: &BTreeMap<String, usize>,
+    ) -> Result<Release, ConfigError> {
+        let resumed = match paths {
+            Some(paths) => Release::build(paths, &self.choices)?,
+            None => self,
+        };
+        if resumed.choices.formation.is_some() || !resumed.choices.only.is_empty() {
+            return Ok(resumed);
+        }
+        let types = formation::long_running(&resumed.files.procfile).map(|(_, t)| t.name.as_str());
+        let spec: Vec<String> =
+            types.map(|name| format!("{name}={}", formation.get(name).copied().unwrap_or(1))).collect();
+        let choices = Choices { formation: Some(spec.join(",")), ..resumed.choices.clone() };
+        Release::of(resumed.files, &resumed.paths, &choices)
+    }
+
+    /// The formation running now, to record: `counts` per type, 0 for the types it lacks.
+    pub fn formation_now(&self, counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+        let types = formation::long_running(&self.files.procfile).map(|(_, t)| t.name.clone());
+        types.map(|name| (name.clone(), counts.get(&name).copied().unwrap_or(0))).collect()
     }
 
     fn of(files: AppFiles, paths: &AppPaths, choices: &Choices) -> Result<Release, ConfigError> {

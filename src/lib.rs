@@ -4,6 +4,7 @@
 //! Imports point down only: `commands` → `control` → `platform`, `gateway` → `config`,
 //! `settings`, `procfile`, `env`, `formation` → `logs`, `duration`.
 //! - [`cli`]: clap definitions of the subcommands and flags, mapped to config's plain values.
+//! - [`app_state`]: `.procgate` in the app root, and the state a next `start` comes back with.
 //! - [`config`]: one place builds a [`config::Release`] from the app's files (Procfile, env files,
 //!   procgate.toml) and the operator's choices, for `start`, `check`, `deploy` and `test-shutdown`.
 //! - [`settings`]: the optional `procgate.toml` (per-type routes, checks, limits, PROXY protocol).
@@ -29,6 +30,7 @@
 //! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `stop`,
 //!   `test-shutdown`, `systemd-unit`.
 
+pub mod app_state;
 pub mod cidr;
 pub mod cli;
 pub mod commands;

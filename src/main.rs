@@ -59,6 +59,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
         || err.downcast_ref::<FormationError>().is_some()
         || err.downcast_ref::<commands::scale::BadScale>().is_some()
         || err.downcast_ref::<commands::test_shutdown::NotLongRunning>().is_some()
+        || err.downcast_ref::<procgate::app_state::StateError>().is_some()
         || matches!(
             err.downcast_ref(),
             Some(ControlError::AlreadyRunning { .. } | ControlError::UnsafeDirectory { .. })

@@ -12,6 +12,7 @@
 //! health_path = "/up"          # the HTTP check's path (web)
 //! health_status = "200-399"    # the statuses it accepts [default: any below 500]
 //! restart_unhealthy_after = "60s" # restart an instance failing its checks this long [never]
+//! cycle = false                # never cycle its instances daily (--cycle) [true]
 //! max_per_instance = 50        # cap of open requests (web) or connections per instance [none]
 //! max_per_type = 500           # cap of open ones over all the type's instances [none]
 //! backlog = 100                # clients that may wait for a place at the caps, then H11 [0]
@@ -108,6 +109,9 @@ pub struct TypeSettings {
     /// The statuses the HTTP check accepts, `"200-399"` [default: any below 500].
     #[serde(default, deserialize_with = "statuses")]
     pub health_status: Option<RangeInclusive<u16>>,
+    /// Replace its instances daily with the others (`--cycle`) [default: true]; `false` for a
+    /// type whose instances hold what a replacement would lose (a Redis without persistence).
+    pub cycle: Option<bool>,
     /// Restart an instance that has failed its checks this long [default: never; failed checks
     /// only take it out of routing].
     #[serde(default, deserialize_with = "duration")]

@@ -2,6 +2,7 @@
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
 //! data plane serves.
 
+use crate::app_state::{self, AppState};
 use crate::cli::{Cycle, LogArgs, StartArgs};
 use crate::config::{ConfigError, Release, RouteSpec};
 use crate::control::{self, logs::LogSource, server::ControlServer};
@@ -38,7 +39,9 @@ const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
 
 /// Runs until the formation is stopped; returns the exit status (README: "Exit status").
 pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
-    let release = Release::build(&args.source.paths(), &args.choices())?;
+    let started = Release::build(&args.source.paths(), &args.choices())?;
+    let control_root = started.files.root.clone();
+    let release = resume(started, args.fresh)?;
     let history = Arc::new(History::new(HISTORY_LINES));
     let files = log_files(&args.logs, &release);
     let log_dir = files.as_ref().map(|f| f.dir.clone());
@@ -50,7 +53,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let full_timestamps = args.logs.timestamps == "full";
     output.keep(Keeping { full_timestamps, history: Some(history.clone()), files });
     formation::check_ports_free(&release.plan)?;
-    let control_socket = control::server::bind(&release.files.root)?;
+    let control_socket = control::server::bind(&control_root)?;
     let (bound, listeners) = bind(&release.routes)?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
@@ -80,6 +83,8 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         close_gateway: Box::new(move || stopper.stop_accepting()),
         descriptors: descriptors.clone(),
         notifier: notifier.clone(),
+        state_root: control_root,
+        started_paths: args.source.paths(),
     };
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
@@ -130,6 +135,24 @@ fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), Conf
         listeners.push(listener);
     }
     Ok((bound, listeners))
+}
+
+/// The release to run: what the last run in this root left (`app_state`: the formation after
+/// its last `scale` or deploy, the files its last deploy put in force), unless `--fresh`.
+fn resume(started: Release, fresh: bool) -> anyhow::Result<Release> {
+    let root = started.files.root.clone();
+    let Some(state) = AppState::load(&root)?.filter(|_| !fresh) else { return Ok(started) };
+    let release = started.resumed(state.release.as_ref(), &state.formation)?;
+    let files = state
+        .release
+        .as_ref()
+        .map_or(String::new(), |_| format!(" and the release in {}", release.files.root.display()));
+    tracing::info!(
+        "resuming what the last run left in {}: {}{files} (start --fresh ignores it)",
+        app_state::path(&root).display(),
+        release.formation
+    );
+    Ok(release)
 }
 
 /// Where the log files go: the flags, else `[logs]` in procgate.toml (its `dir` relative to the

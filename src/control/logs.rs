@@ -3,7 +3,7 @@
 //! line as it comes, until the client goes or procgate stops. A follower too slow for the feed
 //! is told how many lines it missed. Reading the files runs off the control thread.
 
-use super::server::{Body, LineStream, LINES_BUFFER};
+use super::body::{Body, LineStream, LINES_BUFFER};
 use super::LogQuery;
 use crate::logs::files;
 use crate::logs::history::History;

@@ -10,6 +10,7 @@
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
 //! | `GET /logs?since=MS&follow=1&json=1&only=web,tcp.1` | the kept lines, then (follow) each new one |
 
+pub mod body;
 pub mod client;
 pub mod logs;
 pub mod server;
@@ -17,8 +18,7 @@ pub mod server;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The directory, under the app root, that holds the control socket.
-pub const DIR: &str = ".procgate";
+use crate::app_state::DIR;
 /// The socket's file name.
 pub const SOCKET: &str = "control.sock";
 

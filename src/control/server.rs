@@ -1,36 +1,32 @@
 //! The control socket's server: binds before anything starts (refusing to steal a live socket),
 //! answers on the actors' thread, and removes the socket when procgate stops.
 
+use super::body::{Body, LineStream, LINES_BUFFER};
 use super::logs::LogSource;
-use super::{
-    socket_path, ControlError, DeployRequest, InstanceStatus, LogQuery, PsReply, RestartRequest, RouteStatus, DIR,
-};
+use super::{socket_path, ControlError, DeployRequest, InstanceStatus, LogQuery, PsReply, RestartRequest, RouteStatus};
+use crate::app_state::DIR;
 use crate::gateway::route::Route;
 use crate::platform::lifecycle::Event;
 use crate::platform::rollout_actor::{Roll, RolloutActor};
 use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Scheduler, Status};
 use actix::Addr;
 use bytes::Bytes;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// How long `finish` waits for clients to read their last answer.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
-
-pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The control socket bound, and the lock that makes this procgate the root's owner.
 pub struct Bound {
@@ -269,19 +265,4 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
-}
-
-/// Lines a streamed answer may hold for a client that does not read; past it, the sender waits.
-pub(super) const LINES_BUFFER: usize = 256;
-
-/// A response body made of the lines sent on a channel; it ends when the senders are gone.
-pub(super) struct LineStream(pub(super) mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for LineStream {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|line| line.map(|bytes| Ok(Frame::data(bytes))))
-    }
 }

@@ -98,7 +98,7 @@ struct World {
 
 fn init(type_index: usize, number: usize) -> SlotInit {
     let (name, routed) = TYPES[type_index];
-    SlotInit { name: format!("{name}.{number}"), routed, port: None, restart_unhealthy_after: None }
+    SlotInit { name: format!("{name}.{number}"), routed, port: None, restart_unhealthy_after: None, cycles: true }
 }
 
 impl World {

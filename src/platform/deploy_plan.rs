@@ -154,6 +154,7 @@ fn instance_keys(settings: &TypeSettings) -> Vec<(&'static str, String)> {
         ("rise", shown(&settings.rise)),
         ("fall", shown(&settings.fall)),
         ("restart_unhealthy_after", duration(settings.restart_unhealthy_after)),
+        ("cycle", shown(&settings.cycle)),
         ("proxy_protocol", shown(&settings.proxy_version().map(ProxyVersion::as_str))),
     ]
 }

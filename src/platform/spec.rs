@@ -29,6 +29,8 @@ pub struct TypeTemplate {
     pub proxy_protocol: Option<ProxyVersion>,
     /// Its release's app directory, where its instances run (old ones stay in theirs).
     pub root: std::path::PathBuf,
+    /// Its instances are cycled daily (`cycle = false` in procgate.toml: never).
+    pub cycles: bool,
 }
 
 /// One instance: `tcp.2` on port 5101, from a template.
@@ -66,6 +68,7 @@ impl Templates {
                 block_start,
                 proxy_protocol: settings.proxy_version().filter(|_| routed),
                 root: files.root.clone(),
+                cycles: settings.cycle.unwrap_or(true),
             })
         };
         let mut types = Vec::new();

@@ -83,6 +83,7 @@ pub struct Slot {
     health_spell: u64,
     watched: bool,
     one_shot: bool,
+    cycles: bool,
     stop_requested: bool,
     backoff: Backoff,
 }
@@ -254,6 +255,8 @@ pub struct SlotInit {
     /// Restart it once it has failed its health checks for this long (`restart_unhealthy_after`
     /// in procgate.toml); `None`: failed checks only take it out of routing.
     pub restart_unhealthy_after: Option<Duration>,
+    /// Its type is cycled daily (`cycle = false` in procgate.toml turns it off).
+    pub cycles: bool,
 }
 
 /// The whole formation's state.

@@ -28,6 +28,7 @@ impl Slot {
             retiring: false,
             watched: false,
             one_shot,
+            cycles: init.cycles,
             stop_requested: false,
             backoff: Backoff::default(),
         }
@@ -61,7 +62,7 @@ impl Lifecycle {
         slot.restart_at = None;
         slot.stop_requested = false;
         let mut effects = vec![Effect::Spawn { slot: id, generation: slot.generation }];
-        if first && !slot.one_shot {
+        if first && !slot.one_shot && slot.cycles {
             effects.push(Effect::Report(Report::Spawned { slot: id, name: slot.name.clone() }));
         }
         if slot.one_shot {

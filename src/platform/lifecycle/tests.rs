@@ -23,13 +23,14 @@ impl Driver {
     fn with(names: &[&str], release: Option<&str>, routed: bool) -> Driver {
         let slots = names
             .iter()
-            .map(|n| SlotInit { name: n.to_string(), routed, port: None, restart_unhealthy_after: None })
+            .map(|n| SlotInit { name: n.to_string(), routed, port: None, restart_unhealthy_after: None, cycles: true })
             .collect();
         let release = release.map(|name| SlotInit {
             name: name.to_string(),
             routed: false,
             port: None,
             restart_unhealthy_after: None,
+            cycles: false,
         });
         let lifecycle = Lifecycle::new(slots, release, TIMING);
         let mut driver = Driver { lifecycle, timers: Vec::new(), spawns: Vec::new(), effects: Vec::new() };
@@ -271,7 +272,7 @@ fn replace(driver: &mut Driver, olds: &[SlotId]) -> Vec<SlotId> {
     for old in olds {
         let id = driver.lifecycle.new_id();
         let name = driver.lifecycle.slot(*old).unwrap().name.clone();
-        let init = SlotInit { name, routed: true, port: None, restart_unhealthy_after: None };
+        let init = SlotInit { name, routed: true, port: None, restart_unhealthy_after: None, cycles: true };
         let effects = driver.lifecycle.start_replacement(id, init, Instant::now()).unwrap();
         driver.apply(effects);
         news.push(id);
@@ -373,7 +374,7 @@ fn replacements_and_release_steps_are_refused_once_stopping_and_stopping_is_repo
     let mut driver = serving(&["tcp.1"]);
     driver.send(Event::StopRequested);
     assert!(reports(&driver).contains(&Report::Stopping));
-    let init = SlotInit { name: "tcp.1".into(), routed: true, port: None, restart_unhealthy_after: None };
+    let init = SlotInit { name: "tcp.1".into(), routed: true, port: None, restart_unhealthy_after: None, cycles: true };
     let id = driver.lifecycle.new_id();
     assert_eq!(driver.lifecycle.start_replacement(id, init.clone(), Instant::now()), Err(IntentRefused::Stopping));
     assert_eq!(driver.lifecycle.run_step(id, init, Instant::now()), Err(IntentRefused::Stopping));
@@ -383,7 +384,8 @@ fn replacements_and_release_steps_are_refused_once_stopping_and_stopping_is_repo
 fn a_deploys_release_step_reports_its_exit() {
     let mut driver = serving(&["tcp.1"]);
     let id = driver.lifecycle.new_id();
-    let init = SlotInit { name: "release.1".into(), routed: false, port: None, restart_unhealthy_after: None };
+    let init =
+        SlotInit { name: "release.1".into(), routed: false, port: None, restart_unhealthy_after: None, cycles: true };
     let effects = driver.lifecycle.run_step(id, init, Instant::now()).unwrap();
     driver.apply(effects);
     driver.exit(id, ExitReason::Code(3));
@@ -408,7 +410,7 @@ fn scaling_adds_and_retires_instances() {
         .lifecycle
         .add(
             id,
-            SlotInit { name: "tcp.2".into(), routed: true, port: None, restart_unhealthy_after: None },
+            SlotInit { name: "tcp.2".into(), routed: true, port: None, restart_unhealthy_after: None, cycles: true },
             Instant::now(),
         )
         .unwrap();
@@ -424,7 +426,8 @@ fn scaling_adds_and_retires_instances() {
 #[tokio::test(start_paused = true)]
 async fn an_instance_failing_its_checks_for_restart_unhealthy_after_is_restarted_with_r16() {
     let after = Some(Duration::from_secs(60));
-    let init = SlotInit { name: "web.1".into(), routed: true, port: Some(5000), restart_unhealthy_after: after };
+    let init =
+        SlotInit { name: "web.1".into(), routed: true, port: Some(5000), restart_unhealthy_after: after, cycles: true };
     let mut driver = Driver {
         lifecycle: Lifecycle::new(vec![init], None, TIMING),
         timers: Vec::new(),

@@ -272,6 +272,7 @@ impl Handler<Commit> for Scheduler {
     fn handle(&mut self, _: Commit, _ctx: &mut Context<Self>) {
         if let Some(planned) = self.pending.take() {
             self.config.running = planned.running;
+            self.record_state();
         }
     }
 }

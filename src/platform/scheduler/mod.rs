@@ -16,7 +16,8 @@ use super::health::{HealthChanged, HealthChecker, Unwatch, Watch};
 use super::intents::{Report, SlotId};
 use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotInit, State, Timing};
 use super::spec::{SlotSpec, Templates, TypeTemplate};
-use crate::config::{Release, RouteSpec};
+use crate::app_state::{self, AppState};
+use crate::config::{AppPaths, Release, RouteSpec};
 use crate::gateway::budget::Descriptors;
 use crate::gateway::route::{Backend, InstanceId};
 use crate::logs::Output;
@@ -54,6 +55,10 @@ pub struct SchedulerConfig {
     pub descriptors: Arc<Descriptors>,
     /// systemd's notification socket, under `Type=notify`.
     pub notifier: Option<Rc<Notifier>>,
+    /// Where the formation and the release in force are recorded for the next start (`app_state`).
+    pub state_root: PathBuf,
+    /// The files `start` was given: a release from other files is recorded.
+    pub started_paths: AppPaths,
 }
 
 /// The actors the Scheduler talks to.
@@ -99,7 +104,8 @@ fn incarnation(slot: SlotId, generation: u64) -> InstanceId {
 
 fn init(spec: &SlotSpec) -> SlotInit {
     let restart_unhealthy_after = spec.template.probe.as_ref().and_then(|p| p.restart_unhealthy_after);
-    SlotInit { name: spec.name.clone(), routed: spec.routed(), port: spec.port, restart_unhealthy_after }
+    let (name, routed, port, cycles) = (spec.name.clone(), spec.routed(), spec.port, spec.template.cycles);
+    SlotInit { name, routed, port, restart_unhealthy_after, cycles }
 }
 
 impl Scheduler {
@@ -188,6 +194,23 @@ impl Scheduler {
         let ready = if self.told.is_none() { "READY=1\n" } else { "" };
         self.notify(&format!("{ready}STATUS={status}"));
         self.told = Some(status);
+    }
+
+    /// Records the formation and the release in force, for the next start in this root.
+    fn record_state(&self) {
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, spec) in self.current() {
+            *counts.entry(spec.template.type_name.clone()).or_insert(0) += 1;
+        }
+        let running = &self.config.running.release;
+        let release = (running.paths != self.config.started_paths).then(|| running.paths.clone());
+        let state = AppState { formation: running.formation_now(&counts), release };
+        if let Err(err) = state.store(&self.config.state_root) {
+            tracing::warn!(
+                "cannot record the formation in {}: {err}",
+                app_state::path(&self.config.state_root).display()
+            );
+        }
     }
 
     /// `tcp: 2 up; worker: 1 up, 1 crashed`
@@ -477,7 +500,9 @@ impl Handler<Scale> for Scheduler {
     type Result = Result<Vec<String>, ScaleRefused>;
 
     fn handle(&mut self, Scale(changes): Scale, ctx: &mut Context<Self>) -> Self::Result {
-        self.scale(changes, ctx)
+        let lines = self.scale(changes, ctx)?;
+        self.record_state();
+        Ok(lines)
     }
 }
 
