@@ -318,6 +318,12 @@ pub struct PsArgs {
     /// Print `{"instances":[...]}` instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Refresh every --interval until procgate stops (in place on a terminal)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Time between two refreshes of --watch
+    #[arg(long, default_value = "2s", value_parser = positive)]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -47,7 +47,8 @@ fn lines_are_kept_in_files_with_their_full_time_and_read_back_after_a_restart() 
 #[test]
 fn logs_filters_by_instance_gives_json_and_follows_until_procgate_stops() {
     let app = App::new(PROCFILE);
-    let running = start(&app, &[]);
+    let mut running = start(&app, &[]);
+    running.wait_for("clock.1 | tick");
     let json = app.run(&["logs", "--json", "system", "clock.1"]);
     let objects: Vec<serde_json::Value> = json.lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(

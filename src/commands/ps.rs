@@ -1,22 +1,51 @@
-//! `procgate ps`: the instances of the running procgate, as a table or as JSON.
+//! `procgate ps`: the instances of the running procgate, as a table or as JSON; `--watch`
+//! refreshes it (in place on a terminal) until procgate stops.
 
+use super::live::Live;
 use crate::cli::PsArgs;
-use crate::control::{client, InstanceStatus, PsReply, RouteStatus};
+use crate::control::{client, ControlError, InstanceStatus, PsReply, RouteStatus};
 use std::fmt::Write;
+use std::path::Path;
 
 pub fn run(args: PsArgs) -> anyhow::Result<i32> {
-    let body = client::block_on(async {
-        let response = client::call(&args.root.root, hyper::Method::GET, "/ps", None).await?;
-        Ok(client::read_all(response).await?)
-    })?;
-    if args.json {
-        println!("{body}");
-    } else {
-        let reply: PsReply = serde_json::from_str(&body)?;
-        print!("{}", table(&reply.instances));
-        print!("{}", routes(&reply.routes));
+    if !args.watch {
+        println!("{}", shown(&fetch(&args.root.root)?, args.json)?.trim_end());
+        return Ok(0);
     }
-    Ok(0)
+    let mut live = Live::new();
+    loop {
+        match fetch(&args.root.root) {
+            Ok(body) => live.rows(shown(&body, args.json)?.lines().map(|l| (String::new(), l.to_string())).collect()),
+            Err(ControlError::NotRunning { .. }) => {
+                live.rows(Vec::new());
+                println!("procgate is not running (any more) in {}", args.root.root.display());
+                return Ok(0);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        std::thread::sleep(args.interval);
+    }
+}
+
+/// `GET /ps`'s body.
+fn fetch(root: &Path) -> Result<String, ControlError> {
+    let asked = client::block_on(async {
+        let response = client::call(root, hyper::Method::GET, "/ps", None).await?;
+        Ok(client::read_all(response).await?)
+    });
+    asked.map_err(|err| match err.downcast::<ControlError>() {
+        Ok(control) => control,
+        Err(other) => ControlError::Io { socket: root.display().to_string(), reason: other.to_string() },
+    })
+}
+
+/// The answer as JSON, or as the tables.
+fn shown(body: &str, json: bool) -> anyhow::Result<String> {
+    if json {
+        return Ok(body.to_string());
+    }
+    let reply: PsReply = serde_json::from_str(body)?;
+    Ok(table(&reply.instances) + &routes(&reply.routes))
 }
 
 fn table(instances: &[InstanceStatus]) -> String {

@@ -1,6 +1,7 @@
 //! `procgate restart [TARGET]` and `procgate deploy [--from DIR]`: ask for a zero-downtime
 //! rollout, print its progress, and exit 0 only if it ended with `ok:`.
 
+use super::live::Live;
 use crate::cli::{DeployArgs, RestartArgs};
 use crate::config::ReleaseSource;
 use crate::control::{client, ControlError, DeployRequest, RestartRequest};
@@ -43,7 +44,12 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 fn roll(app: &Path, path: &str, body: String) -> anyhow::Result<i32> {
     client::block_on(async {
         let response = client::call(app, hyper::Method::POST, path, Some(body)).await?;
-        let last = client::print_stream(response).await;
+        let mut live = Live::new();
+        let last = client::each_line(response, |line| match line.starts_with("ok:") || line.starts_with("failed:") {
+            true => live.end(line),
+            false => live.line(line),
+        })
+        .await;
         Ok(if last.starts_with("ok:") { 0 } else { 1 })
     })
 }

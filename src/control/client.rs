@@ -52,17 +52,25 @@ pub async fn read_all(response: Response<Incoming>) -> Result<String, hyper::Err
 
 /// Prints the body as it arrives; returns its last line when procgate ends it or goes away.
 pub async fn print_stream(response: Response<Incoming>) -> String {
-    use std::io::Write;
+    each_line(response, |line| println!("{line}")).await
+}
+
+/// Hands each line of the body to `take` as it arrives; returns the last one.
+pub async fn each_line(response: Response<Incoming>, mut take: impl FnMut(&str)) -> String {
     let mut body = response.into_body();
-    let mut last = String::new();
+    let (mut pending, mut last) = (Vec::new(), String::new());
     while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            let _ = std::io::stdout().write_all(data);
-            let text = String::from_utf8_lossy(data);
-            if let Some(line) = text.lines().rfind(|l| !l.is_empty()) {
-                last = line.to_string();
-            }
+        let Some(data) = frame.data_ref() else { continue };
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            last = String::from_utf8_lossy(&line[..end]).into_owned();
+            take(&last);
         }
+    }
+    if !pending.is_empty() {
+        last = String::from_utf8_lossy(&pending).into_owned();
+        take(&last);
     }
     last
 }
