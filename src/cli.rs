@@ -125,6 +125,10 @@ pub struct StartArgs {
     pub timeouts: TimeoutArgs,
     #[command(flatten)]
     pub logs: LogArgs,
+    /// Also serve Prometheus metrics at http://ADDR/metrics (they are always at GET /metrics on
+    /// the control socket) [default: off]
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Which routes log a line per connection (tcp: 202 and 203) or request (web: Heroku's router
     /// line): `tcp`, `web`, `tcp,web` (alone: `--access-log`) or `none`
     #[arg(long = "access-log", value_name = "ROUTES", num_args = 0..=1, default_value = "web",

@@ -5,7 +5,7 @@
 use crate::app_state::{self, AppState};
 use crate::cli::{Cycle, LogArgs, StartArgs};
 use crate::config::{ConfigError, Release, RouteSpec};
-use crate::control::{self, logs::LogSource, server::ControlServer};
+use crate::control::{self, logs::LogSource, server::ControlServer, Platform};
 use crate::formation;
 use crate::gateway::budget::{self, Descriptors};
 use crate::gateway::route::{Policy, Route};
@@ -55,6 +55,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     formation::check_ports_free(&release.plan)?;
     let control_socket = control::server::bind(&control_root)?;
     let (bound, listeners) = bind(&release.routes)?;
+    let metrics_listener = args.metrics_listen.map(bind_metrics).transpose()?;
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
     let descriptors = descriptors();
@@ -79,7 +80,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         instances,
         timing: Timing { grace: args.grace, boot_timeout: args.boot_timeout, release_timeout: args.release_timeout },
         keeper_exe: process::own_binary(),
-        output,
+        output: output.clone(),
         close_gateway: Box::new(move || stopper.stop_accepting()),
         descriptors: descriptors.clone(),
         notifier: notifier.clone(),
@@ -100,7 +101,12 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         let rollouts = rollouts.expect("set as the Scheduler was created");
         signals.forward_to(scheduler.clone(), rollouts.clone());
         let logs = LogSource { history, dir: log_dir };
-        let server = ControlServer::spawn(control_socket, (scheduler, rollouts), control_routes, logs)?;
+        let platform = Platform { scheduler, rollouts, routes: control_routes, output };
+        if let Some(listener) = metrics_listener {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tokio::task::spawn_local(control::metrics::serve(listener, platform.clone()));
+        }
+        let server = ControlServer::spawn(control_socket, platform, logs)?;
         let code = exited.await.unwrap_or(1);
         server.finish(code).await;
         Ok::<i32, std::io::Error>(code)
@@ -117,6 +123,15 @@ fn fit_names(config: &Release, output: &Output) {
     if config.release.is_some() {
         output.fit(&format!("{RELEASE}.1"));
     }
+}
+
+/// The metrics' listener (`--metrics-listen`), bound before anything starts.
+fn bind_metrics(addr: std::net::SocketAddr) -> Result<TcpListener, ConfigError> {
+    let failed = |err: std::io::Error| ConfigError::MetricsListen { addr, reason: err.to_string() };
+    let listener = TcpListener::bind(addr).map_err(failed)?;
+    listener.set_nonblocking(true).map_err(failed)?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr().map_err(failed)?);
+    Ok(listener)
 }
 
 /// Binds every route's address before anything starts; returns the addresses actually bound.

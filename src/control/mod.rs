@@ -9,10 +9,12 @@
 //! | `POST /deploy` `{"from":"/srv/app/v2","dry_run":false}` | the same, for a new release (its plan first; `dry_run`: the plan only) |
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
 //! | `GET /logs?since=MS&follow=1&json=1&only=web,tcp.1` | the kept lines, then (follow) each new one |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
 
 pub mod body;
 pub mod client;
 pub mod logs;
+pub mod metrics;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,15 @@ use std::path::{Path, PathBuf};
 use crate::app_state::DIR;
 /// The socket's file name.
 pub const SOCKET: &str = "control.sock";
+
+/// What the control socket and the metrics talk to: the actors, the routes' counters, the output.
+#[derive(Clone)]
+pub struct Platform {
+    pub scheduler: actix::Addr<crate::platform::scheduler::Scheduler>,
+    pub rollouts: actix::Addr<crate::platform::rollout_actor::RolloutActor>,
+    pub routes: Vec<std::sync::Arc<crate::gateway::route::Route>>,
+    pub output: crate::logs::Output,
+}
 
 /// Where the control socket of the app in `root` lives.
 pub fn socket_path(root: &Path) -> PathBuf {

@@ -3,13 +3,15 @@
 
 use super::body::{Body, LineStream, LINES_BUFFER};
 use super::logs::LogSource;
-use super::{socket_path, ControlError, DeployRequest, InstanceStatus, LogQuery, PsReply, RestartRequest, RouteStatus};
+use super::{
+    socket_path, ControlError, DeployRequest, InstanceStatus, LogQuery, Platform, PsReply, RestartRequest, RouteStatus,
+};
 use crate::app_state::DIR;
 use crate::gateway::route::Route;
+use crate::gateway::stats::Outcome;
 use crate::platform::lifecycle::Event;
-use crate::platform::rollout_actor::{Roll, RolloutActor};
-use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Scheduler, Status};
-use actix::Addr;
+use crate::platform::rollout_actor::Roll;
+use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Status};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -20,7 +22,6 @@ use std::convert::Infallible;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -88,9 +89,7 @@ fn own_directory(dir: &Path) -> Result<(), ControlError> {
 
 /// What the request handlers share.
 struct Shared {
-    scheduler: Addr<Scheduler>,
-    rollouts: Addr<RolloutActor>,
-    routes: Vec<Arc<Route>>,
+    platform: Platform,
     /// Clients of `POST /stop`, told the exit status when everything has stopped.
     stop_waiters: RefCell<Vec<mpsc::Sender<Bytes>>>,
     /// Where `GET /logs` reads.
@@ -111,17 +110,12 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Serves the bound socket; call from inside the actix system.
-    pub fn spawn(
-        bound: Bound,
-        (scheduler, rollouts): (Addr<Scheduler>, Addr<RolloutActor>),
-        routes: Vec<Arc<Route>>,
-        logs: LogSource,
-    ) -> std::io::Result<ControlServer> {
+    pub fn spawn(bound: Bound, platform: Platform, logs: LogSource) -> std::io::Result<ControlServer> {
         let Bound { listener, path, _lock } = bound;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let (stop_waiters, connections) = (RefCell::default(), RefCell::default());
         let stopping = watch::channel(false).0;
-        let shared = Rc::new(Shared { scheduler, rollouts, routes, stop_waiters, connections, logs, stopping });
+        let shared = Rc::new(Shared { platform, stop_waiters, connections, logs, stopping });
         let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
         Ok(ControlServer { path, shared, accept, _lock })
     }
@@ -173,16 +167,16 @@ async fn accept_loop(listener: tokio::net::UnixListener, shared: Rc<Shared>) {
 
 async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Response<Body>, Infallible> {
     let response = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/ps") => match shared.scheduler.send(Status).await {
+        (&Method::GET, "/ps") => match shared.platform.scheduler.send(Status).await {
             Ok(instances) => {
                 let instances = instances.into_iter().map(InstanceStatus::from).collect();
-                let routes = shared.routes.iter().map(|r| route_status(r)).collect();
+                let routes = shared.platform.routes.iter().map(|r| route_status(r)).collect();
                 json(StatusCode::OK, &PsReply { instances, routes })
             }
             Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
         },
         (&Method::POST, "/scale") => match read_json::<BTreeMap<String, usize>>(request).await {
-            Ok(changes) => match shared.scheduler.send(Scale(changes.into_iter().collect())).await {
+            Ok(changes) => match shared.platform.scheduler.send(Scale(changes.into_iter().collect())).await {
                 Ok(Ok(lines)) => json(StatusCode::OK, &serde_json::json!({ "changes": lines })),
                 Ok(Err(ScaleRefused::Bad(why))) => error(StatusCode::BAD_REQUEST, &why),
                 Ok(Err(ScaleRefused::Busy(why))) => error(StatusCode::CONFLICT, &why),
@@ -198,6 +192,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             Ok(DeployRequest { source, dry_run }) => stream(|client| Roll::Deploy { source, dry_run, client }, &shared),
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
+        (&Method::GET, "/metrics") => super::metrics::answer(&shared.platform).await,
         (&Method::GET, "/logs") => match LogQuery::parse(request.uri().query()) {
             Ok(query) => super::logs::answer(query, &shared.logs, shared.stopping.subscribe()).await,
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
@@ -208,7 +203,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
                 lines.try_send(Bytes::from_static(b"stopping: SIGTERM to every instance, SIGKILL after the grace\n"));
             shared.stop_waiters.borrow_mut().push(lines);
             tracing::info!("stop requested over the control socket, starting shutdown");
-            shared.scheduler.do_send(Notify(Event::StopAsked));
+            shared.platform.scheduler.do_send(Notify(Event::StopAsked));
             Response::new(LineStream(body).boxed_unsync())
         }
         _ => error(StatusCode::NOT_FOUND, "unknown request; see `procgate --help`"),
@@ -217,15 +212,14 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
 }
 
 fn route_status(route: &Route) -> RouteStatus {
-    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     RouteStatus {
         type_name: route.type_name.clone(),
         protocol: if route.policy.http { "http" } else { "tcp" }.to_string(),
         queued: route.queued(),
-        refused_by_cap: count(&route.refused.by_cap),
-        refused_by_rate: count(&route.refused.by_rate),
-        bad_proxy_headers: count(&route.refused.bad_proxy_header),
-        untrusted_proxies: count(&route.refused.untrusted_proxy),
+        refused_by_cap: route.stats.total(Outcome::H11),
+        refused_by_rate: route.stats.total(Outcome::T429),
+        bad_proxy_headers: route.stats.total(Outcome::P400),
+        untrusted_proxies: route.stats.total(Outcome::P403),
         clients_tracked: route.clients.tracked(),
     }
 }
@@ -234,7 +228,7 @@ fn route_status(route: &Route) -> RouteStatus {
 fn stream(roll: impl FnOnce(mpsc::UnboundedSender<String>) -> Roll, shared: &Shared) -> Response<Body> {
     let (client, lines) = mpsc::unbounded_channel::<String>();
     let (bytes, body) = mpsc::channel(LINES_BUFFER);
-    shared.rollouts.do_send(roll(client));
+    shared.platform.rollouts.do_send(roll(client));
     tokio::task::spawn_local(forward_lines(lines, bytes));
     Response::new(LineStream(body).boxed_unsync())
 }

@@ -5,9 +5,9 @@
 use super::clients::{ClientSlot, Refusal};
 use super::proxy_protocol::read_header;
 use super::route::Route;
+use super::stats::Outcome;
 use super::GatewaySettings;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -63,7 +63,7 @@ pub async fn admit(
     match route.clients.admit(client.ip(), Instant::now()) {
         Ok(slot) => Some(Admitted { client, destination, trusted_proxy: route.policy.accept_proxy, rest, _slot: slot }),
         Err(refusal) => {
-            route.refused.by_rate.fetch_add(1, Ordering::Relaxed);
+            route.stats.count(Outcome::T429);
             if settings.access_log {
                 let why = match refusal {
                     Refusal::Rate => "over its rate of new connections",
@@ -80,7 +80,7 @@ pub async fn admit(
 /// `trusted_proxies` before reading anything, and (P400) a trusted one without a valid header.
 async fn through_proxy(stream: &mut TcpStream, peer: SocketAddr, route: &Route) -> Option<Introduced> {
     if !route.policy.trusts(peer.ip()) {
-        let refused = route.refused.untrusted_proxy.fetch_add(1, Ordering::Relaxed);
+        let refused = route.stats.count(Outcome::P403);
         if refused % UNTRUSTED_LOG_EVERY == 0 {
             tracing::warn!(
                 "P403 untrusted peer {peer} on the {} route: not in trusted_proxies; closed ({} so far)",
@@ -97,7 +97,7 @@ async fn through_proxy(stream: &mut TcpStream, peer: SocketAddr, route: &Route) 
             rest: received.rest,
         }),
         Err(err) => {
-            route.refused.bad_proxy_header.fetch_add(1, Ordering::Relaxed);
+            route.stats.count(Outcome::P400);
             tracing::warn!("P400 bad PROXY header from {peer} on the {} route: {err}; closed", route.type_name);
             None
         }

@@ -8,6 +8,7 @@
 //! housekeeping sweeps once a second ([`sweep`]); a clock past its limit wakes its stream, which
 //! answers `408` or ends at hyper's next read. The limits hold to within that second.
 
+use super::stats::{Outcome, RouteStats};
 use super::timeouts::Timeouts;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ pub struct ClientClock {
     peer: SocketAddr,
     /// The stream's task while it waits for the client, to wake when a limit passes.
     waiting: Mutex<Option<Waker>>,
+    /// Its route's counters (H28).
+    stats: Option<Arc<RouteStats>>,
 }
 
 thread_local! {
@@ -64,7 +67,7 @@ thread_local! {
 
 impl ClientClock {
     /// A clock for a new connection from `peer`, watched by this thread's sweep.
-    pub fn start(timeouts: &Timeouts, peer: SocketAddr) -> Arc<ClientClock> {
+    pub fn start(timeouts: &Timeouts, peer: SocketAddr, stats: Option<Arc<RouteStats>>) -> Arc<ClientClock> {
         let clock = Arc::new(ClientClock {
             epoch: Instant::now(),
             phase: AtomicU8::new(FRESH),
@@ -73,6 +76,7 @@ impl ClientClock {
             keepalive: timeouts.keepalive,
             peer,
             waiting: Mutex::new(None),
+            stats,
         });
         CLOCKS.with_borrow_mut(|clocks| clocks.push(Arc::downgrade(&clock)));
         clock
@@ -128,6 +132,9 @@ impl ClientClock {
             Due::Nothing => return,
             Due::Idle => CLOSING,
             Due::Head => {
+                if let Some(stats) = &self.stats {
+                    stats.count(Outcome::H28);
+                }
                 let waited = self.head.as_millis();
                 tracing::warn!(
                     "at=error code=H28 desc=\"Client Connection Idle\" method=- path=\"-\" host=- request_id=- fwd=\"{}\" dyno=- connect=0ms service={waited}ms status=408 bytes=0 protocol=http",
@@ -245,7 +252,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_head_must_finish_in_time_and_an_idle_connection_waits_its_keepalive() {
         let timeouts = Timeouts::default();
-        let clock = ClientClock::start(&timeouts, "127.0.0.1:1".parse().unwrap());
+        let clock = ClientClock::start(&timeouts, "127.0.0.1:1".parse().unwrap(), None);
         let start = Instant::now();
         assert_eq!(clock.due(start + Duration::from_secs(29)), Due::Nothing, "a fresh connection gets the head's time");
         assert_eq!(clock.due(start + timeouts.head), Due::Idle, "and is closed without a byte");
@@ -268,9 +275,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_sweep_enforces_limits_and_forgets_ended_connections() {
         let timeouts = Timeouts { head: Duration::from_secs(1), ..Timeouts::default() };
-        let clock = ClientClock::start(&timeouts, "127.0.0.1:1".parse().unwrap());
+        let clock = ClientClock::start(&timeouts, "127.0.0.1:1".parse().unwrap(), None);
         clock.bytes_arrived();
-        let ended = ClientClock::start(&timeouts, "127.0.0.1:2".parse().unwrap());
+        let ended = ClientClock::start(&timeouts, "127.0.0.1:2".parse().unwrap(), None);
         drop(ended);
         sweep(Instant::now() + Duration::from_secs(2));
         assert_eq!(clock.phase.load(Ordering::Relaxed), EXPIRED);

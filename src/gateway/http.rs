@@ -11,6 +11,7 @@ use super::header_values;
 use super::pool;
 use super::route::{Backend, OpenConnection, Route};
 use super::socket::{ACCEPT_ERROR_PAUSE, MAX_BUFFER};
+use super::stats::{Outcome, RouteStats};
 use super::GatewaySettings;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -103,7 +104,7 @@ async fn connection(
     place: Place,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
-    let clock = ClientClock::start(&route.policy.timeouts, admitted.client);
+    let clock = ClientClock::start(&route.policy.timeouts, admitted.client, Some(route.stats.clone()));
     let io = TokioIo::new(ClientStream::new(std::mem::take(&mut admitted.rest), stream, clock.clone()));
     let address = header_values::address(admitted.client.ip());
     // Behind a load balancer the port is the one its client connected to.
@@ -177,7 +178,7 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     };
     if !valid_host(request.headers()) {
         line.host = None;
-        return error_page(&line, StatusCode::BAD_REQUEST, "H25", "Bad Host header");
+        return error_page(&client.route.stats, &line, StatusCode::BAD_REQUEST, "H25", "Bad Host header");
     }
     let upgrade = is_upgrade(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -187,11 +188,10 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     let (open, mut sender) = match assign(&client.route, settings.wait, get_sender, std::future::pending()).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance | Unassigned::Abandoned) => {
-            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H10", "App not available")
+            return error_page(&client.route.stats, &line, StatusCode::SERVICE_UNAVAILABLE, "H10", "App not available")
         }
         Err(Unassigned::BacklogFull) => {
-            client.route.refused.by_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H11", "Backlog too deep");
+            return error_page(&client.route.stats, &line, StatusCode::SERVICE_UNAVAILABLE, "H11", "Backlog too deep");
         }
     };
     line.dyno = Some(open.0.clone());
@@ -199,9 +199,17 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     let sending = send(&mut sender, request, open.0.addr, timeouts.connect);
     let sent = tokio::time::timeout(timeouts.response, sending).await;
     let mut response = match sent {
-        Err(_) => return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H12", "Request timeout"),
+        Err(_) => {
+            return error_page(&client.route.stats, &line, StatusCode::SERVICE_UNAVAILABLE, "H12", "Request timeout")
+        }
         Ok(Err(_)) => {
-            return error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H13", "Connection closed without response")
+            return error_page(
+                &client.route.stats,
+                &line,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "H13",
+                "Connection closed without response",
+            )
         }
         Ok(Ok(response)) => response,
     };
@@ -217,12 +225,25 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
             let (parts, body) = response.into_parts();
             let (status, log, window) = (parts.status.as_u16(), settings.router_log, timeouts.response_idle);
             let pooled = Some((open.0.addr, sender.sender, idle_limit));
-            let clock = client.clock.clone();
-            let logged =
-                Logged { body, line, status, bytes: 0, open: Some(open), log, window, idle: None, pooled, clock };
+            let (clock, stats) = (client.clock.clone(), client.route.stats.clone());
+            let logged = Logged {
+                body,
+                line,
+                status,
+                bytes: 0,
+                open: Some(open),
+                log,
+                window,
+                idle: None,
+                pooled,
+                clock,
+                stats,
+                broke_off: false,
+            };
             return Response::from_parts(parts, Either::Left(logged));
         }
     }
+    client.route.stats.served(started.elapsed(), 0, 0);
     if settings.router_log {
         tracing::info!("at=info {}", line.format(101, 0));
     }
@@ -421,7 +442,16 @@ fn tunnel(
 
 /// A small HTML error page with the code in a header, as Heroku's router answers (503, or 400
 /// for a request the router refuses to pass on).
-fn error_page(line: &Line, status: StatusCode, code: &'static str, desc: &str) -> Response<RouterBody> {
+fn error_page(
+    stats: &RouteStats,
+    line: &Line,
+    status: StatusCode,
+    code: &'static str,
+    desc: &str,
+) -> Response<RouterBody> {
+    if let Some(outcome) = Outcome::of_code(code) {
+        stats.count(outcome);
+    }
     let html = format!(
         "<!DOCTYPE html>\n<html><head><title>Application Error</title></head><body><h1>Application Error</h1><p>{code} {desc}</p><p>Request ID: {}</p></body></html>\n",
         html_escape(line.request_id.to_str().unwrap_or("-"))
@@ -467,6 +497,10 @@ struct Logged {
     pooled: Option<(SocketAddr, pool::Sender, Duration)>,
     /// The client connection's clock: the request is done when the body is.
     clock: Arc<ClientClock>,
+    /// Its route's counters: the request is served when the body ends well.
+    stats: Arc<RouteStats>,
+    /// The instance broke the response off (H15, H18).
+    broke_off: bool,
 }
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -514,7 +548,10 @@ impl Body for Logged {
 impl Logged {
     fn fail(&mut self, code: &str, desc: &str) {
         tracing::warn!("at=error code={code} desc=\"{desc}\" {}", self.line.format(self.status, self.bytes));
-        self.log = false;
+        if let Some(outcome) = Outcome::of_code(code) {
+            self.stats.count(outcome);
+        }
+        (self.log, self.broke_off) = (false, true);
     }
 }
 
@@ -522,6 +559,9 @@ impl Drop for Logged {
     fn drop(&mut self) {
         self.clock.request_done();
         self.open.take();
+        if !self.broke_off {
+            self.stats.served(self.line.started.elapsed(), 0, self.bytes);
+        }
         if let Some((addr, sender, limit)) = self.pooled.take().filter(|_| self.body.is_end_stream()) {
             pool::give_back(addr, sender, limit);
         }

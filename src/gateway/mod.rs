@@ -16,6 +16,7 @@ pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
 pub mod socket;
+pub mod stats;
 pub mod tcp;
 pub mod timeouts;
 

@@ -218,7 +218,7 @@ mod tests {
             let (mut accepted, _) = listener.accept().await.unwrap();
             let received = read_header(&mut accepted, Duration::from_secs(5)).await.unwrap();
             assert_eq!((received.source, received.destination), (Some(client), Some(addr)));
-            let clock = crate::gateway::client_stream::ClientClock::start(&Default::default(), client);
+            let clock = crate::gateway::client_stream::ClientClock::start(&Default::default(), client, None);
             let mut prefixed = crate::gateway::client_stream::ClientStream::new(received.rest, accepted, clock);
             let mut rest = [0u8; 5];
             prefixed.read_exact(&mut rest).await.unwrap();

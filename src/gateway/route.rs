@@ -2,6 +2,7 @@
 //! immutable snapshots (`ArcSwap`, lock-free loads), each instance with atomic counters.
 
 use super::clients::{ClientLimits, Clients};
+use super::stats::RouteStats;
 use crate::cidr::Cidr;
 use crate::proxy_version::ProxyVersion;
 use arc_swap::ArcSwap;
@@ -173,23 +174,14 @@ impl Policy {
     }
 }
 
-/// What a route refused, for `ps`.
-#[derive(Debug, Default)]
-pub struct Refused {
-    pub by_cap: AtomicU64,
-    pub by_rate: AtomicU64,
-    pub bad_proxy_header: AtomicU64,
-    /// Peers not in `trusted_proxies` on an `accept_proxy` route (P403).
-    pub untrusted_proxy: AtomicU64,
-}
-
 /// One routed process type: its snapshot of backends and how to wait for a new one.
 pub struct Route {
     /// The process type, `tcp`.
     pub type_name: String,
     pub policy: Policy,
     pub clients: Arc<Clients>,
-    pub refused: Refused,
+    /// Its connections or requests by outcome, bytes, connect times and durations.
+    pub stats: Arc<RouteStats>,
     /// Its clients against the descriptors it may use.
     pub budget: Arc<super::budget::Budget>,
     backends: ArcSwap<Vec<Arc<Backend>>>,
@@ -214,7 +206,7 @@ impl Route {
             budget,
             clients: Arc::new(Clients::new(policy.clients)),
             policy,
-            refused: Refused::default(),
+            stats: Arc::default(),
             queued: AtomicUsize::new(0),
             capacity: Arc::new(Capacity::default()),
             backends: ArcSwap::from_pointee(Vec::new()),

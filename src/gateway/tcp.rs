@@ -8,6 +8,7 @@ use super::proxy_protocol;
 use super::pump::{self, Ending, Side, Traffic};
 use super::route::{Backend, Route};
 use super::socket::{connect, ACCEPT_ERROR_PAUSE};
+use super::stats::Outcome;
 use super::GatewaySettings;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -55,10 +56,20 @@ async fn handle(
     let Some(admitted) = Box::pin(admit(&mut client, peer, &route, &settings)).await else { return };
     let peer = admitted.client;
     let timeouts = &route.policy.timeouts;
-    let connect = |backend: Arc<Backend>| connect(backend.addr, timeouts.connect);
+    let stats = &route.stats;
+    let connect = |backend: Arc<Backend>| {
+        let asked = Instant::now();
+        let connecting = connect(backend.addr, timeouts.connect);
+        async move {
+            let connected = connecting.await;
+            stats.connect.observe(asked.elapsed());
+            connected
+        }
+    };
     let (open, mut instance) = match Box::pin(assign(&route, settings.wait, connect, gone(&client))).await {
         Ok(assigned) => assigned,
         Err(Unassigned::NoInstance) => {
+            route.stats.count(Outcome::H10);
             let wait = crate::duration::format(settings.wait);
             tracing::warn!(
                 "H10 no healthy instance: no {} instance up within {wait}; closed client {peer}",
@@ -68,7 +79,7 @@ async fn handle(
         }
         Err(Unassigned::Abandoned) => return,
         Err(Unassigned::BacklogFull) => {
-            route.refused.by_cap.fetch_add(1, Ordering::Relaxed);
+            route.stats.count(Outcome::H11);
             let queued = route.queued();
             tracing::warn!(
                 "H11 backlog too deep: every {} instance at its cap, {queued} waiting; closed client {peer}",
@@ -85,8 +96,11 @@ async fn handle(
     }
     let started = Instant::now();
     let traffic = Traffic::new();
-    traffic.to_instance.store(early as u64, std::sync::atomic::Ordering::Relaxed);
+    traffic.to_instance.store(early as u64, Ordering::Relaxed);
     let ending = pump::relay(&mut client, &mut instance, timeouts.idle, &traffic).await;
+    let (bytes_in, bytes_out) =
+        (traffic.to_instance.load(Ordering::Relaxed), traffic.to_client.load(Ordering::Relaxed));
+    route.stats.served(started.elapsed(), bytes_in, bytes_out);
     match ending {
         Ok(Ending::Reset(Side::Instance)) => pump::reset_on_close(&client),
         Ok(Ending::Reset(Side::Client)) => pump::reset_on_close(&instance),
@@ -99,8 +113,6 @@ async fn handle(
             Ok(Ending::Reset(side)) => format!("reset by the {} (passed on)", side.name()),
             Err(err) => format!("closed on error ({err})"),
         };
-        let bytes_in = traffic.to_instance.load(std::sync::atomic::Ordering::Relaxed);
-        let bytes_out = traffic.to_client.load(std::sync::atomic::Ordering::Relaxed);
         let duration = started.elapsed().as_millis();
         tracing::info!(
             "203 {how} {} from {peer} bytes_in={bytes_in} bytes_out={bytes_out} duration={duration}ms",

@@ -54,6 +54,8 @@ struct Inner {
     queued_bytes: Arc<AtomicUsize>,
     /// Lines dropped since the writer last said so.
     dropped: Arc<AtomicU64>,
+    /// Lines dropped since procgate started (metrics).
+    dropped_total: AtomicU64,
 }
 
 /// Where `start` keeps its lines beyond the terminal.
@@ -82,7 +84,8 @@ impl Output {
         let (queued_bytes, dropped, width) = writer.counters();
         // Without its thread every line would be dropped and counted; procgate still runs.
         let _ = std::thread::Builder::new().name("output".into()).spawn(move || writer.run());
-        let inner = Inner { width, instance_lines: AtomicUsize::new(0), queue, queued_bytes, dropped };
+        let (instance_lines, dropped_total) = (AtomicUsize::new(0), AtomicU64::new(0));
+        let inner = Inner { width, instance_lines, queue, queued_bytes, dropped, dropped_total };
         Output { inner: Arc::new(inner) }
     }
 
@@ -121,7 +124,13 @@ impl Output {
         if !sent {
             inner.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             inner.dropped.fetch_add(1, Ordering::Relaxed);
+            inner.dropped_total.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Lines dropped since procgate started because the output did not keep up.
+    pub fn dropped_lines(&self) -> u64 {
+        self.inner.dropped_total.load(Ordering::Relaxed)
     }
 
     /// Waits until every line queued so far is written, for at most `limit` (stdout may be

@@ -205,7 +205,9 @@ impl World {
                     self.clocks.push((slot, name));
                     Vec::new()
                 }
-                Step::Commit | Step::Discard | Step::Tell { .. } | Step::Finish { .. } => Vec::new(),
+                Step::Commit | Step::Discard | Step::Tell { .. } | Step::Finish { .. } | Step::Tally { .. } => {
+                    Vec::new()
+                }
             };
             for step in more.into_iter().rev() {
                 steps.push_front(step);

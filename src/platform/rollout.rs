@@ -34,6 +34,15 @@ pub enum RolloutKind {
 }
 
 impl RolloutKind {
+    /// `restart`, `deploy` or `cycle`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutKind::Restart(_) => "restart",
+            RolloutKind::Deploy => "deploy",
+            RolloutKind::Cycle(_) => "cycle",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             RolloutKind::Restart(target) => format!("restart of {target}"),
@@ -77,6 +86,8 @@ pub enum Step {
     Finish { client: Option<ClientId>, ok: bool, text: String },
     /// Start the daily cycle clock of an instance.
     ArmCycle { slot: SlotId, name: String },
+    /// A rollout of this kind (`restart`, `deploy`, `cycle`) ended, well or not (metrics).
+    Tally { kind: &'static str, ok: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,7 +360,7 @@ impl Rollouts {
     /// cycle's clock, then the next one waiting.
     fn end(&mut self, ok: bool, text: String) -> Vec<Step> {
         let Some(active) = self.active.take() else { return Vec::new() };
-        let mut steps = vec![finish(active.client, ok, text)];
+        let mut steps = vec![finish(active.client, ok, text), Step::Tally { kind: active.kind.name(), ok }];
         if active.kind == RolloutKind::Deploy {
             steps.push(if ok { Step::Commit } else { Step::Discard });
         }

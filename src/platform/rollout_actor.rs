@@ -13,7 +13,7 @@ use crate::config::ReleaseSource;
 use crate::sd_notify::Notifier;
 use actix::prelude::*;
 use rand::Rng;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -41,12 +41,14 @@ pub struct RolloutActor {
     clients: HashMap<ClientId, Client>,
     next_client: ClientId,
     notifier: Option<Rc<Notifier>>,
+    /// Rollouts ended, by kind and whether they succeeded.
+    tallies: BTreeMap<(&'static str, bool), u64>,
 }
 
 impl RolloutActor {
     pub fn new(scheduler: Addr<Scheduler>, cycling: Option<Cycling>, notifier: Option<Rc<Notifier>>) -> RolloutActor {
         let (rollouts, clients, next_client) = (Rollouts::default(), HashMap::new(), ClientId(0));
-        RolloutActor { rollouts, scheduler, cycling, clients, next_client, notifier }
+        RolloutActor { rollouts, scheduler, cycling, clients, next_client, notifier, tallies: BTreeMap::new() }
     }
 
     /// Carries out `steps` in order; one that asks the Scheduler holds the rest (and every
@@ -73,6 +75,7 @@ impl RolloutActor {
                 Step::Tell { client, text } => self.tell(client, text),
                 Step::Finish { client, ok, text } => self.finish(client, ok, text),
                 Step::ArmCycle { slot, name } => self.arm_cycle(slot, name, ctx),
+                Step::Tally { kind, ok } => *self.tallies.entry((kind, ok)).or_insert(0) += 1,
             }
         }
     }
@@ -221,5 +224,19 @@ impl Handler<Reload> for RolloutActor {
         let request = Request::Deploy { client: self.client(lines, Some(ReleaseSource::default()), true) };
         let steps = self.rollouts.request(request);
         self.carry(steps, ctx);
+    }
+}
+
+/// How many rollouts ended, by kind (`restart`, `deploy`, `cycle`) and result (`ok`, `failed`).
+#[derive(Message)]
+#[rtype(result = "Vec<(&'static str, &'static str, u64)>")]
+pub struct Tallies;
+
+impl Handler<Tallies> for RolloutActor {
+    type Result = Vec<(&'static str, &'static str, u64)>;
+
+    fn handle(&mut self, _: Tallies, _ctx: &mut Context<Self>) -> Self::Result {
+        let result = |ok: bool| if ok { "ok" } else { "failed" };
+        self.tallies.iter().map(|((kind, ok), count)| (*kind, result(*ok), *count)).collect()
     }
 }

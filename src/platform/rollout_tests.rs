@@ -41,7 +41,8 @@ async fn a_restart_switches_when_every_replacement_is_ready_and_ends_when_the_ol
         .is_empty());
     let steps = rollouts.report(Report::Drained { slot: SlotId(1), who: "tcp.2 (pid 101)".into() }, Instant::now());
     let done = "restart of tcp done: 2 instances serving, the old ones drained".to_string();
-    assert_eq!(steps[1..], [Step::Finish { client: Some(ClientId(7)), ok: true, text: done }, Step::Busy(None)]);
+    let tally = Step::Tally { kind: "restart", ok: true };
+    assert_eq!(steps[1..], [Step::Finish { client: Some(ClientId(7)), ok: true, text: done }, tally, Step::Busy(None)]);
     assert!(!rollouts.is_busy());
 }
 
@@ -58,6 +59,7 @@ fn a_failed_replacement_abandons_the_others_and_the_next_rollout_begins() {
         [
             Step::Abandon { news: vec![SlotId(2), SlotId(3)] },
             Step::Finish { client: Some(ClientId(7)), ok: false, text: failed },
+            Step::Tally { kind: "restart", ok: false },
             Step::Busy(Some("deploy".into())),
             Step::PlanDeploy { client: ClientId(8) },
         ]
@@ -78,7 +80,7 @@ fn a_deploy_runs_its_release_step_first_and_commits_only_when_done() {
     rollouts.switched(Ok(()), Instant::now());
     rollouts.report(Report::Drained { slot: SlotId(0), who: String::new() }, Instant::now());
     let steps = rollouts.report(Report::Drained { slot: SlotId(1), who: String::new() }, Instant::now());
-    assert!(matches!(steps[0], Step::Finish { ok: true, .. }) && steps[1] == Step::Commit, "{steps:?}");
+    assert!(matches!(steps[0], Step::Finish { ok: true, .. }) && steps[2] == Step::Commit, "{steps:?}");
 }
 
 #[test]
@@ -89,7 +91,11 @@ fn a_failing_release_step_or_plan_discards_the_deploy() {
     rollouts.step_started(Ok(SlotId(9)));
     let steps = rollouts.report(Report::StepExited { slot: SlotId(9), reason: ExitReason::Code(2) }, Instant::now());
     let text = "deploy failed: its release exited with code 2; nothing was changed".to_string();
-    assert_eq!(steps, [Step::Finish { client: Some(ClientId(1)), ok: false, text }, Step::Discard, Step::Busy(None)]);
+    let tally = Step::Tally { kind: "deploy", ok: false };
+    assert_eq!(
+        steps,
+        [Step::Finish { client: Some(ClientId(1)), ok: false, text }, tally, Step::Discard, Step::Busy(None)]
+    );
     rollouts.request(Request::Deploy { client: ClientId(2) });
     let steps = rollouts.planned(Err("Procfile:1: bad".into()));
     assert_eq!(steps[0], Step::Finish { client: Some(ClientId(2)), ok: false, text: "Procfile:1: bad".into() });
@@ -109,6 +115,7 @@ fn a_stop_during_a_deploys_release_step_never_starts_its_rollout() {
         [
             Step::Finish { client: Some(ClientId(2)), ok: false, text: "procgate is stopping".into() },
             Step::Finish { client: Some(ClientId(1)), ok: false, text: interrupted },
+            Step::Tally { kind: "deploy", ok: false },
             Step::Discard,
             Step::Busy(None),
         ]

@@ -95,7 +95,8 @@ fn fuzz_log_line_and_error_page_take_any_head() {
         prop_assert!(text.contains(&format!("host={} ", shown_host.as_deref().unwrap_or("-"))), "{text}");
         prop_assert!(!text.contains(['\r', '\n']), "{text}");
         prop_assert!(text.ends_with(" status=200 bytes=7 protocol=http"), "{text}");
-        let page = error_page(&line, StatusCode::SERVICE_UNAVAILABLE, "H10", "App not available");
+        let page =
+            error_page(&RouteStats::default(), &line, StatusCode::SERVICE_UNAVAILABLE, "H10", "App not available");
         prop_assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
         prop_assert_eq!(page.headers().get(CODE_HEADER).map(HeaderValue::as_bytes), Some(&b"H10"[..]));
         Ok(())
