@@ -129,6 +129,13 @@ pub struct StartArgs {
     /// the control socket) [default: off]
     #[arg(long = "metrics-listen", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the live status page at http://ADDR/ (alone: 127.0.0.1:8090) [default: off]
+    #[arg(long = "status-listen", value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8090")]
+    pub status_listen: Option<SocketAddr>,
+    /// The token the status page's restart and scale buttons need (better from the environment:
+    /// a command line shows in `ps`) [default: the buttons are refused]
+    #[arg(long = "status-token", value_name = "TOKEN", env = "PROCGATE_STATUS_TOKEN", hide_env_values = true)]
+    pub status_token: Option<String>,
     /// Which routes log a line per connection (tcp: 202 and 203) or request (web: Heroku's router
     /// line): `tcp`, `web`, `tcp,web` (alone: `--access-log`) or `none`
     #[arg(long = "access-log", value_name = "ROUTES", num_args = 0..=1, default_value = "web",

@@ -40,8 +40,8 @@ pub enum ConfigError {
     BadPort { value: String, origin: String },
     #[error("{path}: the app root is not a directory; pass an existing directory with -d/--root")]
     BadRoot { path: String },
-    #[error("cannot listen on {addr} for the metrics: {reason}; pass another --metrics-listen")]
-    MetricsListen { addr: SocketAddr, reason: String },
+    #[error("cannot listen on {addr} for the {what}: {reason}; pass another address")]
+    ExtraListen { what: &'static str, addr: SocketAddr, reason: String },
     #[error(
         "{path}: cannot keep log files there: {reason}; pass another --log-dir or set [logs] dir in procgate.toml"
     )]

@@ -21,7 +21,8 @@
 //!   backoff, health hysteresis), the deploy planner and the specs.
 //! - [`http_check`]: procgate's small HTTP/1 client of instances: health probes, test-shutdown's requests.
 //! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
-//! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server, client.
+//! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server,
+//!   client; `GET /logs`, the Prometheus metrics and the live status page.
 //! - [`signals`]: procgate's own signals: SIGINT/SIGTERM stop, SIGHUP reloads.
 //! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STATUS=`, the watchdog), no C library.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events, kept in memory for

@@ -5,7 +5,7 @@
 use crate::app_state::{self, AppState};
 use crate::cli::{Cycle, LogArgs, StartArgs};
 use crate::config::{ConfigError, Release, RouteSpec};
-use crate::control::{self, logs::LogSource, server::ControlServer, Platform};
+use crate::control::{self, logs::LogSource, server::ControlServer, status_page::StatusPage, Platform};
 use crate::formation;
 use crate::gateway::budget::{self, Descriptors};
 use crate::gateway::route::{Policy, Route};
@@ -55,7 +55,10 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     formation::check_ports_free(&release.plan)?;
     let control_socket = control::server::bind(&control_root)?;
     let (bound, listeners) = bind(&release.routes)?;
-    let metrics_listener = args.metrics_listen.map(bind_metrics).transpose()?;
+    let metrics_listener = args.metrics_listen.map(|addr| bind_extra(addr, "metrics", "/metrics")).transpose()?;
+    let status_listener = args.status_listen.map(|addr| bind_extra(addr, "status page", "/")).transpose()?;
+    let status_token: Option<Arc<str>> = args.status_token.as_deref().map(Arc::from);
+    let shown_root = control_root.canonicalize().unwrap_or_else(|_| control_root.clone()).display().to_string();
     let signals = StopSignals::register()?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
     let descriptors = descriptors();
@@ -100,11 +103,16 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
         });
         let rollouts = rollouts.expect("set as the Scheduler was created");
         signals.forward_to(scheduler.clone(), rollouts.clone());
-        let logs = LogSource { history, dir: log_dir };
+        let logs = LogSource { history: history.clone(), dir: log_dir };
         let platform = Platform { scheduler, rollouts, routes: control_routes, output };
         if let Some(listener) = metrics_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             tokio::task::spawn_local(control::metrics::serve(listener, platform.clone()));
+        }
+        if let Some(listener) = status_listener {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let page = StatusPage { platform: platform.clone(), history, root: shown_root, token: status_token };
+            tokio::task::spawn_local(control::status_page::serve(listener, page));
         }
         let server = ControlServer::spawn(control_socket, platform, logs)?;
         let code = exited.await.unwrap_or(1);
@@ -125,12 +133,13 @@ fn fit_names(config: &Release, output: &Output) {
     }
 }
 
-/// The metrics' listener (`--metrics-listen`), bound before anything starts.
-fn bind_metrics(addr: std::net::SocketAddr) -> Result<TcpListener, ConfigError> {
-    let failed = |err: std::io::Error| ConfigError::MetricsListen { addr, reason: err.to_string() };
+/// The listener of the metrics (`--metrics-listen`) or the status page (`--status-listen`),
+/// bound before anything starts.
+fn bind_extra(addr: std::net::SocketAddr, what: &'static str, path: &str) -> Result<TcpListener, ConfigError> {
+    let failed = |err: std::io::Error| ConfigError::ExtraListen { what, addr, reason: err.to_string() };
     let listener = TcpListener::bind(addr).map_err(failed)?;
     listener.set_nonblocking(true).map_err(failed)?;
-    tracing::info!("metrics on http://{}/metrics", listener.local_addr().map_err(failed)?);
+    tracing::info!("{what} on http://{}{path}", listener.local_addr().map_err(failed)?);
     Ok(listener)
 }
 

@@ -20,14 +20,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// The OpenMetrics text format's content type.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// How long a scraper may take to send its request head on `--metrics-listen`.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Scrapers served at once on `--metrics-listen`; more wait in the kernel's backlog.
 const MAX_SCRAPERS: usize = 16;
@@ -60,27 +55,16 @@ pub async fn answer(platform: &Platform) -> Response<Body> {
 
 /// Serves `GET /metrics` on `listener` (on the actors' thread) until procgate exits.
 pub async fn serve(listener: tokio::net::TcpListener, platform: Platform) {
-    let scrapers = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPERS));
-    loop {
-        let Ok(permit) = scrapers.clone().acquire_owned().await else { return };
-        let Ok((stream, _)) = listener.accept().await else { continue };
+    super::http_listener::serve(listener, MAX_SCRAPERS, move |request: Request<hyper::body::Incoming>| {
         let platform = platform.clone();
-        tokio::task::spawn_local(async move {
-            let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                let platform = platform.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(match (request.method(), request.uri().path()) {
-                        (&Method::GET, "/metrics") => answer(&platform).await,
-                        _ => not_found(),
-                    })
-                }
-            });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
-            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-            drop(permit);
-        });
-    }
+        async move {
+            match (request.method(), request.uri().path()) {
+                (&Method::GET, "/metrics") => answer(&platform).await,
+                _ => not_found(),
+            }
+        }
+    })
+    .await
 }
 
 fn not_found() -> Response<Body> {

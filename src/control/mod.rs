@@ -13,9 +13,11 @@
 
 pub mod body;
 pub mod client;
+pub mod http_listener;
 pub mod logs;
 pub mod metrics;
 pub mod server;
+pub mod status_page;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -175,21 +175,12 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             }
             Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
         },
-        (&Method::POST, "/scale") => match read_json::<BTreeMap<String, usize>>(request).await {
-            Ok(changes) => match shared.platform.scheduler.send(Scale(changes.into_iter().collect())).await {
-                Ok(Ok(lines)) => json(StatusCode::OK, &serde_json::json!({ "changes": lines })),
-                Ok(Err(ScaleRefused::Bad(why))) => error(StatusCode::BAD_REQUEST, &why),
-                Ok(Err(ScaleRefused::Busy(why))) => error(StatusCode::CONFLICT, &why),
-                Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
-            },
-            Err(why) => error(StatusCode::BAD_REQUEST, &why),
-        },
-        (&Method::POST, "/restart") => match read_json::<RestartRequest>(request).await {
-            Ok(body) => stream(|client| Roll::Restart { target: body.target, client }, &shared),
-            Err(why) => error(StatusCode::BAD_REQUEST, &why),
-        },
+        (&Method::POST, "/scale") => scale(request, &shared.platform).await,
+        (&Method::POST, "/restart") => restart(request, &shared.platform).await,
         (&Method::POST, "/deploy") => match read_json::<DeployRequest>(request).await {
-            Ok(DeployRequest { source, dry_run }) => stream(|client| Roll::Deploy { source, dry_run, client }, &shared),
+            Ok(DeployRequest { source, dry_run }) => {
+                stream(|client| Roll::Deploy { source, dry_run, client }, &shared.platform)
+            }
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
         (&Method::GET, "/metrics") => super::metrics::answer(&shared.platform).await,
@@ -224,11 +215,32 @@ fn route_status(route: &Route) -> RouteStatus {
     }
 }
 
+/// `POST /scale` `{"tcp":3}` (also the status page's button).
+pub(super) async fn scale(request: Request<Incoming>, platform: &Platform) -> Response<Body> {
+    match read_json::<BTreeMap<String, usize>>(request).await {
+        Ok(changes) => match platform.scheduler.send(Scale(changes.into_iter().collect())).await {
+            Ok(Ok(lines)) => json(StatusCode::OK, &serde_json::json!({ "changes": lines })),
+            Ok(Err(ScaleRefused::Bad(why))) => error(StatusCode::BAD_REQUEST, &why),
+            Ok(Err(ScaleRefused::Busy(why))) => error(StatusCode::CONFLICT, &why),
+            Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
+        },
+        Err(why) => error(StatusCode::BAD_REQUEST, &why),
+    }
+}
+
+/// `POST /restart` `{"target":"tcp"}` (also the status page's button): its progress lines.
+pub(super) async fn restart(request: Request<Incoming>, platform: &Platform) -> Response<Body> {
+    match read_json::<RestartRequest>(request).await {
+        Ok(body) => stream(|client| Roll::Restart { target: body.target, client }, platform),
+        Err(why) => error(StatusCode::BAD_REQUEST, &why),
+    }
+}
+
 /// Sends a rollout request; its progress lines become the response body.
-fn stream(roll: impl FnOnce(mpsc::UnboundedSender<String>) -> Roll, shared: &Shared) -> Response<Body> {
+fn stream(roll: impl FnOnce(mpsc::UnboundedSender<String>) -> Roll, platform: &Platform) -> Response<Body> {
     let (client, lines) = mpsc::unbounded_channel::<String>();
     let (bytes, body) = mpsc::channel(LINES_BUFFER);
-    shared.platform.rollouts.do_send(roll(client));
+    platform.rollouts.do_send(roll(client));
     tokio::task::spawn_local(forward_lines(lines, bytes));
     Response::new(LineStream(body).boxed_unsync())
 }
@@ -257,6 +269,6 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     response
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }

@@ -152,6 +152,11 @@ impl Rollouts {
         self.begin(request)
     }
 
+    /// The rollout under way, as its log lines name it (`restart of tcp`).
+    pub fn underway(&self) -> Option<String> {
+        self.active.as_ref().map(|active| active.kind.describe())
+    }
+
     /// Whether a rollout is under way.
     pub fn is_busy(&self) -> bool {
         self.active.is_some()

@@ -240,3 +240,16 @@ impl Handler<Tallies> for RolloutActor {
         self.tallies.iter().map(|((kind, ok), count)| (*kind, result(*ok), *count)).collect()
     }
 }
+
+/// The rollout under way (`restart of tcp`), if any.
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct Underway;
+
+impl Handler<Underway> for RolloutActor {
+    type Result = Option<String>;
+
+    fn handle(&mut self, _: Underway, _ctx: &mut Context<Self>) -> Option<String> {
+        self.rollouts.underway()
+    }
+}
