@@ -125,6 +125,23 @@ fn the_control_socket_serves_the_metrics_with_the_routers_error_codes() {
     assert!(metrics.contains(r#"procgate_route_requests_total{route="web",outcome="H10"} 1"#), "{metrics}");
     assert!(metrics.contains("procgate_log_lines_dropped_total 0"), "{metrics}");
     assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+
+    let scale = app.run(&["scale", "web=1"]);
+    assert_eq!(scale.code(), Some(0), "{}", scale.text());
+    running.wait_for("201 app connected web.1");
+    let mut post = TcpStream::connect(router).unwrap();
+    post.set_read_timeout(Some(DEADLINE)).unwrap();
+    std::io::Write::write_all(
+        &mut post,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut post, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 501"), "the app answered: {answer}");
+    let metrics = scrape_control_socket(app.path());
+    assert!(metrics.contains(r#"procgate_route_bytes_total{route="web",direction="in"} 5"#), "{metrics}");
+    assert!(metrics.contains(r#"procgate_route_requests_total{route="web",outcome="served"} 1"#), "{metrics}");
     running.signal(Signal::SIGINT);
     running.finish(DEADLINE);
 }

@@ -187,7 +187,7 @@ impl Snapshot {
                 }
             }
         }
-        let help = "Bytes proxied: in, client to instance (tcp); out, instance to client";
+        let help = "Bytes proxied: in, client to instance; out, instance to client (bodies, for web)";
         let mut bytes = family(encoder, "procgate_route_bytes", help, MetricType::Counter)?;
         for route in &self.routes {
             counter(&mut bytes, &[("route", route.name.as_str()), ("direction", "in")], route.bytes_in)?;

@@ -196,6 +196,7 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     };
     line.dyno = Some(open.0.clone());
     line.connect = started.elapsed();
+    let request = request.map(|body| pool::CountedBody::new(body, &client.route.stats));
     let sending = send(&mut sender, request, open.0.addr, timeouts.connect);
     let sent = tokio::time::timeout(timeouts.response, sending).await;
     let mut response = match sent {
@@ -306,7 +307,7 @@ const REPLAY_AFTER: Duration = Duration::from_millis(100);
 /// answer (the app closed the idle connection as it went; RFC 9110 §9.2.2).
 async fn send(
     pooled: &mut pool::Pooled,
-    request: Request<Incoming>,
+    request: Request<pool::CountedBody>,
     addr: SocketAddr,
     timeout: Duration,
 ) -> hyper::Result<Response<Incoming>> {
@@ -323,7 +324,7 @@ async fn send(
 }
 
 /// A copy of an idempotent request without a body, to send again.
-fn replayable(request: &Request<Incoming>) -> Option<Request<pool::RequestBody>> {
+fn replayable(request: &Request<pool::CountedBody>) -> Option<Request<pool::RequestBody>> {
     use hyper::Method;
     let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
         || matches!(*request.method(), Method::PUT | Method::DELETE);

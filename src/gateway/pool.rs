@@ -9,13 +9,15 @@
 //! loses the race is retried by the router when that is safe: `http::send`.)
 
 use super::budget;
+use super::stats::RouteStats;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -28,7 +30,46 @@ pub const MAX_IDLE_LIMIT: Duration = Duration::from_secs(90);
 /// connection before the app closes it.
 const MARGIN: Duration = Duration::from_secs(1);
 /// A request's body on its way to an instance: the client's, or none (a request sent again).
-pub type RequestBody = Either<Incoming, Empty<Bytes>>;
+pub type RequestBody = Either<CountedBody, Empty<Bytes>>;
+
+/// A client's request body on its way to an instance, its bytes counted into its route's
+/// `bytes_in` as they pass (a body that is empty from the start costs nothing).
+pub struct CountedBody {
+    body: Incoming,
+    stats: Option<Arc<RouteStats>>,
+}
+
+impl CountedBody {
+    pub fn new(body: Incoming, stats: &Arc<RouteStats>) -> CountedBody {
+        let stats = (!body.is_end_stream()).then(|| stats.clone());
+        CountedBody { body, stats }
+    }
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(stats)) = (&polled, &self.stats) {
+            let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
+            stats.bytes_in.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// A connection to an instance that carries one request at a time.
 pub type Sender = SendRequest<RequestBody>;
