@@ -89,7 +89,7 @@ pub fn run(command: &[String]) -> ! {
         killing: AtomicBool::new(false),
     });
     report(&control, Report::Pid(leader.as_raw() as u32));
-    listen_for_orders(&control, tree.clone());
+    listen_for_orders(&control, tree.clone(), manager.is_some());
     if let Some(signals) = signals {
         forward_signals(signals, manager, tree.clone());
     }
@@ -222,11 +222,15 @@ fn descendants() -> Vec<ProcessInfo> {
     found
 }
 
-fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>) {
+fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>, under_manager: bool) {
     let reader = control.try_clone().expect("cloning the keeper socket");
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
             match line.ok().as_deref().and_then(Order::decode) {
+                Some(Order::Signal(signal)) if is_stop(signal) && under_manager => {
+                    wait_for_the_managers_signal(&tree);
+                    tree.signal(signal)
+                }
                 Some(Order::Signal(signal)) => tree.signal(signal),
                 Some(Order::Kill) => tree.kill_all(),
                 None => break,
@@ -235,6 +239,20 @@ fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>) {
         // End of file or a broken socket: procgate is gone, nothing may outlive it.
         tree.kill_all();
     });
+}
+
+/// How long a keeper under a service manager waits, on procgate's stop order, for the stop
+/// signal the manager may have sent every process of the unit at once (`KillMode=control-group`):
+/// it is already pending, but under load the keeper's signal thread may see it after the order.
+const MANAGER_SIGNAL_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Waits up to [`MANAGER_SIGNAL_WAIT`] for the manager's stop signal (none comes under
+/// `KillMode=mixed`: then procgate's order is the app's one SIGTERM, that much later).
+fn wait_for_the_managers_signal(tree: &Tree) {
+    let deadline = std::time::Instant::now() + MANAGER_SIGNAL_WAIT;
+    while !tree.stopped_by_signal.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Passes the signals the keeper gets on to the tree, but a stop signal from the service
