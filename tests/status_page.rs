@@ -169,6 +169,9 @@ fn the_status_page_shows_the_instances_live_in_a_real_browser() {
     assert_eq!(refused.0, 403, "{refused:?}");
     let wrong = request(status, "POST", "/scale", r#"{"web":2}"#, "Authorization: Bearer guess\r\n").unwrap();
     assert_eq!(wrong.0, 403, "{wrong:?}");
+    let scaled = request(status, "POST", "/scale", r#"{"web":2}"#, "Authorization: Bearer s3cret\r\n").unwrap();
+    assert_eq!(scaled.0, 200, "{scaled:?}");
+    browser.wait_for("instance-web.2", |row| row.contains("\tup\t"));
     running.signal(Signal::SIGINT);
     running.finish(DEADLINE);
 }
