@@ -52,6 +52,49 @@ async fn ping_loop(mut stream: TcpStream, deadline: Instant, tally: &mut Tally) 
     }
 }
 
+/// Fairness under many busy connections: each message's round trip over every connection, and
+/// how unevenly the connections were served.
+#[derive(Debug)]
+pub struct Busy {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// Messages of the least served connection over those of the most served (1: even).
+    pub evenness: f64,
+}
+
+/// `count` persistent connections doing ping-pong with a small message, each exchange timed.
+pub async fn busy(addr: SocketAddr, count: usize, duration: Duration) -> io::Result<(Rate, Busy)> {
+    let connections = open(addr, count).await?;
+    let (rate, timings) =
+        client::run_loops(connections, duration, REPLY, |stream, deadline, tally, timings: &mut Vec<Duration>| {
+            Box::pin(timed_ping_loop(stream, deadline, tally, timings))
+        })
+        .await;
+    let fewest = timings.iter().map(Vec::len).min().unwrap_or(0);
+    let most = timings.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut all: Vec<Duration> = timings.into_iter().flatten().collect();
+    all.sort_unstable();
+    let at = |per_mille: usize| {
+        all.get(all.len().saturating_sub(1) * per_mille / 1000).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    let busy = Busy { p50_us: at(500), p99_us: at(990), p999_us: at(999), evenness: fewest as f64 / most as f64 };
+    Ok((rate, busy))
+}
+
+async fn timed_ping_loop(mut stream: TcpStream, deadline: Instant, tally: &mut Tally, timings: &mut Vec<Duration>) {
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        match echo_once(&mut stream).await {
+            Ok(()) => {
+                tally.completed += 1;
+                timings.push(sent.elapsed());
+            }
+            Err(err) => return tally.fail(err),
+        }
+    }
+}
+
 /// One connection, sequential exchanges, each timed.
 pub async fn round_trips(addr: SocketAddr, duration: Duration) -> io::Result<Latency> {
     let mut stream = client::connect(client::source(0), addr).await?;

@@ -25,6 +25,11 @@ pub enum Metric {
     Bulk,
     HeldRss,
     CpuPerConnection,
+    /// Per-message round trips over the `BUSY[i]` busy connections, and their evenness.
+    BusyP50(usize),
+    BusyP99(usize),
+    BusyP999(usize),
+    BusyEvenness(usize),
 }
 
 impl report::Metric for Metric {
@@ -36,6 +41,18 @@ impl report::Metric for Metric {
         Metric::Bulk,
         Metric::HeldRss,
         Metric::CpuPerConnection,
+        Metric::BusyP50(0),
+        Metric::BusyP99(0),
+        Metric::BusyP999(0),
+        Metric::BusyEvenness(0),
+        Metric::BusyP50(1),
+        Metric::BusyP99(1),
+        Metric::BusyP999(1),
+        Metric::BusyEvenness(1),
+        Metric::BusyP50(2),
+        Metric::BusyP99(2),
+        Metric::BusyP999(2),
+        Metric::BusyEvenness(2),
     ];
     const WIDTHS: Widths = Widths { name: 27, value: 12, ratio: 18 };
     const TABLES: &'static [Table] = &[
@@ -56,19 +73,28 @@ impl report::Metric for Metric {
             Metric::Bulk => "bulk MB/s",
             Metric::HeldRss => "RSS per held conn (bytes)",
             Metric::CpuPerConnection => "CPU per new conn (us)",
+            Metric::BusyP50(at) => ["16 busy: rtt p50 (us)", "64 busy: rtt p50 (us)", "256 busy: rtt p50 (us)"][at],
+            Metric::BusyP99(at) => ["16 busy: rtt p99 (us)", "64 busy: rtt p99 (us)", "256 busy: rtt p99 (us)"][at],
+            Metric::BusyP999(at) => {
+                ["16 busy: rtt p99.9 (us)", "64 busy: rtt p99.9 (us)", "256 busy: rtt p99.9 (us)"][at]
+            }
+            Metric::BusyEvenness(at) => ["16 busy: fewest/most", "64 busy: fewest/most", "256 busy: fewest/most"][at],
         }
     }
 
     fn better(self) -> Better {
         match self {
-            Metric::NewConnections | Metric::PingPong | Metric::Bulk => Better::Higher,
+            Metric::NewConnections | Metric::PingPong | Metric::Bulk | Metric::BusyEvenness(_) => Better::Higher,
             Metric::RttP50 | Metric::RttP99 | Metric::HeldRss | Metric::CpuPerConnection => Better::Lower,
+            Metric::BusyP50(_) | Metric::BusyP99(_) | Metric::BusyP999(_) => Better::Lower,
         }
     }
 
     fn format(self, value: f64) -> String {
         match self {
             Metric::RttP50 | Metric::RttP99 | Metric::Bulk | Metric::CpuPerConnection => format!("{value:.1}"),
+            Metric::BusyP50(_) | Metric::BusyP99(_) | Metric::BusyP999(_) => format!("{value:.0}"),
+            Metric::BusyEvenness(_) => format!("{value:.2}"),
             Metric::NewConnections | Metric::PingPong | Metric::HeldRss => format!("{value:.0}"),
         }
     }

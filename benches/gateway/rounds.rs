@@ -24,11 +24,24 @@ pub enum Load {
     PingPong,
     RoundTrips,
     Bulk,
+    /// Many busy persistent connections: per-message round trips and evenness.
+    Busy(usize),
 }
+
+/// The busy-connection loads' connection counts.
+pub const BUSY: [usize; 3] = [16, 64, 256];
 
 impl rounds::Load for Load {
     type Metric = Metric;
-    const ALL: &'static [Load] = &[Load::NewConnections, Load::PingPong, Load::RoundTrips, Load::Bulk];
+    const ALL: &'static [Load] = &[
+        Load::NewConnections,
+        Load::PingPong,
+        Load::RoundTrips,
+        Load::Bulk,
+        Load::Busy(BUSY[0]),
+        Load::Busy(BUSY[1]),
+        Load::Busy(BUSY[2]),
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -36,6 +49,9 @@ impl rounds::Load for Load {
             Load::PingPong => "ping-pong",
             Load::RoundTrips => "round trips",
             Load::Bulk => "bulk",
+            Load::Busy(16) => "16 busy connections",
+            Load::Busy(64) => "64 busy connections",
+            Load::Busy(_) => "256 busy connections",
         }
     }
 
@@ -65,6 +81,17 @@ impl rounds::Load for Load {
             Load::Bulk => {
                 let bytes_per_second = runtime.block_on(load::bulk(proxy.addr, seconds))?;
                 Figures { values: vec![(Metric::Bulk, bytes_per_second / MEGABYTE)], remark: None }
+            }
+            Load::Busy(count) => {
+                let (rate, busy) = runtime.block_on(load::busy(proxy.addr, count, seconds))?;
+                let at = BUSY.iter().position(|n| *n == count).unwrap_or(0);
+                let values = vec![
+                    (Metric::BusyP50(at), busy.p50_us),
+                    (Metric::BusyP99(at), busy.p99_us),
+                    (Metric::BusyP999(at), busy.p999_us),
+                    (Metric::BusyEvenness(at), busy.evenness),
+                ];
+                Figures { values, remark: rate.tally.remark() }
             }
         };
         Ok(figures)
