@@ -56,7 +56,7 @@ pub fn print_header<L: Load, const N: usize>(bench: &str, knobs: &Knobs, connect
     if cfg!(debug_assertions) {
         println!("WARNING: unoptimised build; run `cargo bench --bench {bench}` for meaningful figures");
     }
-    println!("procgate: {}", proxies::PROCGATE);
+    println!("procgate: {}", proxies::procgate_binary());
     let rounds = rounds::rounds_duration::<L, N>(knobs.seconds, knobs.rounds);
     println!(
         "{} interleaved rounds of {:?} per load and proxy (about {:.0?}), {connections}, open-files limit {fd_limit}",

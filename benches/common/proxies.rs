@@ -16,7 +16,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The procgate binary cargo built for this bench (the bench profile is an optimised build).
-pub const PROCGATE: &str = env!("CARGO_BIN_EXE_procgate");
+const BUILT: &str = env!("CARGO_BIN_EXE_procgate");
+
+/// The procgate binary the bench runs: `BENCH_PROCGATE` (another build, to compare two
+/// versions against the same HAProxy), else the one cargo built.
+pub fn procgate_binary() -> String {
+    std::env::var("BENCH_PROCGATE").unwrap_or_else(|_| BUILT.to_string())
+}
 /// procgate's instances, hence backends.
 const BACKENDS: u16 = 2;
 /// procgate's optional settings file in its app root.
@@ -126,7 +132,7 @@ pub fn start_procgate(
     let bench = std::env::current_exe()?;
     let procfile = root.join("Procfile");
     std::fs::write(&procfile, format!("{}: exec {}\n", backends.kind, shell_quote(&bench)))?;
-    let mut command = Command::new(PROCGATE);
+    let mut command = Command::new(procgate_binary());
     command
         .arg("start")
         .arg("-f")

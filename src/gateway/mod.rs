@@ -16,11 +16,13 @@ pub mod proxy_protocol;
 pub mod pump;
 pub mod route;
 pub mod socket;
+pub mod spread;
 pub mod stats;
 pub mod tcp;
 pub mod timeouts;
 
 use route::Route;
+use spread::Spread;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -70,6 +72,14 @@ impl Gateway {
             let siblings = addrs.iter().map(|(route, addr)| Ok((route.clone(), listen_shared(*addr)?)));
             per_thread.push(siblings.collect::<std::io::Result<Vec<_>>>()?);
         }
+        // Each TCP route's connections evened out over the threads (spread.rs).
+        let mut spreads: Vec<(Arc<Spread>, Vec<Option<Inbox>>)> = addrs
+            .iter()
+            .map(|_| {
+                let (spread, inboxes) = Spread::new(threads);
+                (spread, inboxes.into_iter().map(Some).collect())
+            })
+            .collect();
         let (shutdown, _) = watch::channel(false);
         let settings = Arc::new(settings);
         for (index, listeners) in per_thread.into_iter().enumerate() {
@@ -77,6 +87,14 @@ impl Gateway {
                 listener.set_nonblocking(true)?;
                 keep_clients_alive(listener, route.policy.timeouts.tcp_keepalive)?;
             }
+            let listeners: Vec<Accepting> = listeners
+                .into_iter()
+                .zip(spreads.iter_mut())
+                .map(|((route, listener), (spread, inboxes))| {
+                    let inbox = inboxes[index].take().expect("one inbox per thread");
+                    (route, listener, Share { spread: spread.clone(), thread: index, inbox })
+                })
+                .collect();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (settings, stop) = (settings.clone(), shutdown.subscribe());
             let serve = move || runtime.block_on(serve_all(listeners, settings, stop));
@@ -90,19 +108,28 @@ impl Gateway {
     }
 }
 
+/// A thread's inbox of connections handed over by the others.
+type Inbox = tokio::sync::mpsc::UnboundedReceiver<spread::Handover>;
+
+/// A thread's share of a route: the route's spread, the thread's place in it, its inbox.
+pub struct Share {
+    pub spread: Arc<Spread>,
+    pub thread: usize,
+    pub inbox: Inbox,
+}
+
+/// What a thread accepts on: the route, its listener there, and its share.
+type Accepting = (Arc<Route>, std::net::TcpListener, Share);
+
 /// One thread's accept loops; its connections go on after `stop` until the process ends.
-async fn serve_all(
-    listeners: Vec<(Arc<Route>, std::net::TcpListener)>,
-    settings: Arc<GatewaySettings>,
-    stop: watch::Receiver<bool>,
-) {
-    for (route, listener) in listeners {
+async fn serve_all(listeners: Vec<Accepting>, settings: Arc<GatewaySettings>, stop: watch::Receiver<bool>) {
+    for (route, listener, share) in listeners {
         match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) if route.policy.http => {
                 tokio::spawn(http::serve(listener, route, settings.clone(), stop.clone()));
             }
             Ok(listener) => {
-                tokio::spawn(tcp::serve(listener, route, settings.clone(), stop.clone()));
+                tokio::spawn(tcp::serve(listener, route, settings.clone(), stop.clone(), share));
             }
             Err(err) => tracing::error!("the {} route cannot accept on this thread: {err}", route.type_name),
         }

@@ -8,8 +8,9 @@ use super::proxy_protocol;
 use super::pump::{self, Ending, Side, Traffic};
 use super::route::{Backend, Route};
 use super::socket::{connect, ACCEPT_ERROR_PAUSE};
+use super::spread::Serving;
 use super::stats::Outcome;
-use super::GatewaySettings;
+use super::{GatewaySettings, Share};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,27 +19,46 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Accepts clients on `listener` until `shutdown` flips; each client gets its own task.
+/// Accepts clients on `listener` until `shutdown` flips; each client gets its own task, on this
+/// thread or, when this one holds more of the route's connections, on the least loaded one.
 pub async fn serve(
     listener: TcpListener,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
     mut shutdown: watch::Receiver<bool>,
+    mut share: Share,
 ) {
+    let start = |client: TcpStream, peer: SocketAddr, share: &Share| {
+        // Over the descriptor budget the client is closed at once (dropped).
+        if let Some(place) = route.budget.enter(&route.type_name) {
+            let serving = share.spread.serving(share.thread);
+            tokio::spawn(handle(client, peer, route.clone(), settings.clone(), (place, serving)));
+        }
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((client, peer)) => {
-                    // Over the descriptor budget the client is closed at once (dropped).
-                    if let Some(place) = route.budget.enter(&route.type_name) {
-                        tokio::spawn(handle(client, peer, route.clone(), settings.clone(), place));
-                    }
-                }
+                Ok((client, peer)) => match share.spread.target(share.thread) {
+                    here if here == share.thread => start(client, peer, &share),
+                    there => match client.into_std().map(|client| share.spread.hand_over(there, (client, peer))) {
+                        Ok(Ok(())) | Err(_) => {}
+                        Ok(Err((client, peer))) => {
+                            if let Ok(client) = TcpStream::from_std(client) {
+                                start(client, peer, &share);
+                            }
+                        }
+                    },
+                },
                 Err(err) => {
                     tracing::warn!("accept on the {} route failed: {err}", route.type_name);
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
+            Some((client, peer)) = share.inbox.recv() => {
+                if let Ok(client) = TcpStream::from_std(client) {
+                    start(client, peer, &share);
+                }
+            }
             _ = shutdown.changed() => return,
         }
     }
@@ -49,7 +69,7 @@ async fn handle(
     peer: SocketAddr,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
-    _place: Place,
+    _counted: (Place, Serving),
 ) {
     // Admission and assignment run boxed: their state is freed before the relay, so a held
     // connection's task is only as large as the relay needs (memory per held connection).
