@@ -62,12 +62,13 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // From here on, the driver is stopped however the test ends.
+        let mut browser = Browser { driver, addr, session: String::new(), _profile: tempfile::tempdir().unwrap() };
         let deadline = Instant::now() + DEADLINE;
         while request(addr, "GET", "/status", "", "").is_none() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile = tempfile::tempdir().unwrap();
         let args = serde_json::json!([
             "--headless",
             "--no-sandbox",
@@ -78,14 +79,14 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--window-size=1000,800",
-            format!("--user-data-dir={}", profile.path().display())
+            format!("--user-data-dir={}", browser._profile.path().display())
         ]);
         let capabilities = serde_json::json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome", "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args } } } });
         let (_, body) = request(addr, "POST", "/session", &capabilities.to_string(), "").unwrap();
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let session = answer["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("{answer}")).to_string();
-        Browser { driver, addr, session, _profile: profile }
+        browser.session = answer["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("{answer}")).to_string();
+        browser
     }
 
     fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
