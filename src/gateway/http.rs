@@ -80,9 +80,12 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    // Over the descriptor budget the client is closed at once (dropped).
-                    if let Some(place) = route.budget.enter(&route.type_name) {
-                        tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
+                    // Over the descriptor budget the client is closed at once (dropped): H11.
+                    match route.budget.enter(&route.type_name) {
+                        Some(place) => {
+                            tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
+                        }
+                        None => _ = route.stats.count(Outcome::H11),
                     }
                 }
                 Err(err) => {

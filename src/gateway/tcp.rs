@@ -29,10 +29,13 @@ pub async fn serve(
     mut share: Share,
 ) {
     let start = |client: TcpStream, peer: SocketAddr, share: &Share| {
-        // Over the descriptor budget the client is closed at once (dropped).
-        if let Some(place) = route.budget.enter(&route.type_name) {
-            let serving = share.spread.serving(share.thread);
-            tokio::spawn(handle(client, peer, route.clone(), settings.clone(), (place, serving)));
+        // Over the descriptor budget the client is closed at once (dropped): H11.
+        match route.budget.enter(&route.type_name) {
+            Some(place) => {
+                let serving = share.spread.serving(share.thread);
+                tokio::spawn(handle(client, peer, route.clone(), settings.clone(), (place, serving)));
+            }
+            None => _ = route.stats.count(Outcome::H11),
         }
     };
     loop {
