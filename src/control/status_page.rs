@@ -133,20 +133,17 @@ async fn snapshot(page: &StatusPage) -> Option<Snapshot> {
     let rollout = page.platform.rollouts.send(Underway).await.ok()?;
     let routes = page.platform.routes.iter();
     let routes = routes.map(|r| RouteTotal { name: r.type_name.clone(), served: r.stats.total(Outcome::Served) });
-    let (recent, _) = page.history.read(None, false);
     // procgate's events, not its access log (a line per request or connection).
-    let access = |r: &&Record| r.text.starts_with("at=info") || matches!(r.code(), Some("202" | "203"));
-    let system = recent.iter().filter(|r| r.source == SYSTEM && !access(r));
-    let mut events: Vec<Event> = system
-        .rev()
-        .take(EVENTS)
+    let access = |r: &Record| r.text.starts_with("at=info") || matches!(r.code(), Some("202" | "203"));
+    let system = page.history.last(EVENTS, |r| r.source == SYSTEM && !access(r));
+    let events: Vec<Event> = system
+        .iter()
         .map(|r| Event {
             time: r.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
             code: r.code().map(str::to_string),
             text: r.text.clone(),
         })
         .collect();
-    events.reverse();
     let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     Some(Snapshot {
         root: page.root.clone(),

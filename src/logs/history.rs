@@ -52,6 +52,15 @@ impl History {
         (kept, follow.then(|| live.subscribe()))
     }
 
+    /// The last `count` kept lines that `wanted` takes, oldest first (read from the newest end:
+    /// a page refreshed every second does not copy the whole history).
+    pub fn last(&self, count: usize, wanted: impl Fn(&Record) -> bool) -> Vec<Record> {
+        let inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last: Vec<Record> = inner.0.iter().rev().filter(|r| wanted(r)).take(count).cloned().collect();
+        last.reverse();
+        last
+    }
+
     /// When the oldest kept line was written: older ones are only in the log files.
     pub fn oldest(&self) -> Option<DateTime<Local>> {
         let inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

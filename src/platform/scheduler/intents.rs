@@ -93,14 +93,19 @@ impl Scheduler {
         current
     }
 
-    /// The plan of a deploy from `source`, against the running formation.
-    fn deploy_plan(&self, source: &ReleaseSource) -> Result<(Release, DeployPlan), IntentRefused> {
-        let new = self.config.running.release.next(source).map_err(failed)?;
+    /// The current instances per type.
+    pub(super) fn counts(&self) -> std::collections::BTreeMap<String, usize> {
         let mut counts = std::collections::BTreeMap::new();
         for (_, spec) in self.current() {
             *counts.entry(spec.template.type_name.clone()).or_insert(0) += 1;
         }
-        let plan = deploy_plan::plan(&self.config.running.release, &new, &counts);
+        counts
+    }
+
+    /// The plan of a deploy from `source`, against the running formation.
+    fn deploy_plan(&self, source: &ReleaseSource) -> Result<(Release, DeployPlan), IntentRefused> {
+        let new = self.config.running.release.next(source).map_err(failed)?;
+        let plan = deploy_plan::plan(&self.config.running.release, &new, &self.counts());
         Ok((new, plan))
     }
 

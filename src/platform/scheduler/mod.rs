@@ -198,13 +198,9 @@ impl Scheduler {
 
     /// Records the formation and the release in force, for the next start in this root.
     fn record_state(&self) {
-        let mut counts = std::collections::BTreeMap::new();
-        for (_, spec) in self.current() {
-            *counts.entry(spec.template.type_name.clone()).or_insert(0) += 1;
-        }
         let running = &self.config.running.release;
         let release = (running.paths != self.config.started_paths).then(|| running.paths.clone());
-        let state = AppState { formation: running.formation_now(&counts), release };
+        let state = AppState { formation: running.formation_now(&self.counts()), release };
         if let Err(err) = state.store(&self.config.state_root) {
             tracing::warn!(
                 "cannot record the formation in {}: {err}",
