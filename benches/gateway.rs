@@ -21,6 +21,8 @@ mod echo;
 mod load;
 #[path = "gateway/proxies.rs"]
 mod proxies;
+#[path = "gateway/redis.rs"]
+mod redis;
 #[path = "gateway/report.rs"]
 mod report;
 #[path = "gateway/rounds.rs"]
@@ -57,8 +59,15 @@ fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let blocks = Ports::find(proxies::PORT_BLOCKS)?;
     let [ports, proxy_v2_ports, limits_ports] = blocks;
-    let procgate = proxies::start_procgate(dir.path(), ports)?;
-    let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports);
+    let redis_plan = redis::plan(ports);
+    let redis_note = match &redis_plan {
+        Ok(redis) => redis.summary(),
+        Err(err) => format!("not measured: {err:#}"),
+    };
+    println!("redis: {redis_note}");
+    let redis = redis_plan.ok();
+    let procgate = proxies::start_procgate(dir.path(), ports, redis.as_ref())?;
+    let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports, redis.as_ref());
     let proxy_v2 = proxies::start_variant(dir.path(), &proxies::PROXY_V2, proxy_v2_ports);
     let limits = proxies::start_variant(dir.path(), &proxies::LIMITS, limits_ports);
     // In the order of the report's places: PROCGATE_INDEX, HAPROXY_INDEX, PROXY_V2_INDEX, LIMITS_INDEX.
@@ -69,7 +78,9 @@ fn run() -> anyhow::Result<()> {
     if held > 0 {
         rounds::measure_held(&plan, held, &mut contenders, &mut samples);
     }
-    common::rounds::finish(started, &samples, &mut contenders, || print_notes(&haproxy_version, blocks, held));
+    common::rounds::finish(started, &samples, &mut contenders, || {
+        print_notes(&haproxy_version, blocks, held, &redis_note)
+    });
     Ok(())
 }
 
@@ -82,11 +93,14 @@ fn held_count(wanted: usize, fd_limit: u64) -> usize {
     wanted.min(allowed)
 }
 
-fn print_notes(haproxy_version: &str, [ports, proxy_v2_ports, limits_ports]: [Ports; 3], held: usize) {
+fn print_notes(haproxy_version: &str, [ports, proxy_v2_ports, limits_ports]: [Ports; 3], held: usize, redis: &str) {
     println!(
         "  loads on 127.0.0.1, same client for all: {CONCURRENCY} loops connect/16 B echo/close; {CONCURRENCY} \
-         persistent ping-pong connections; 1 connection sequential RTT; 1 connection 64 KiB writes echoed (MB = 10^6 B)"
+         persistent ping-pong connections; 1 connection sequential RTT; 1 connection of 64 KiB writes to a backend \
+         that counts them (upload) or from one (download) (MB = 10^6 B); {busy:?} busy ping-pong connections",
+        busy = rounds::BUSY
     );
+    println!("  redis: {redis}");
     println!(
         "  backends: 2 echo servers on 127.0.0.1:{} and :{} (procgate's tcp instances), shared by procgate and haproxy",
         ports.base,
@@ -108,4 +122,6 @@ fn print_notes(haproxy_version: &str, [ports, proxy_v2_ports, limits_ports]: [Po
         "  RSS per held conn: (VmRSS after {held} idle proxied connections - before) / {held}, proxy process only"
     );
     println!("  CPU per new conn: (utime+stime of the proxy process during a new-connections round) / connections");
+    println!("  CPU per ping-pong msg: (utime+stime of the proxy process during a ping-pong round) / messages");
+    println!("  ratios: of the medians, then (lowest-highest) of the rounds' own ratios");
 }

@@ -222,3 +222,27 @@ pub async fn connect(source: Ipv4Addr, addr: SocketAddr) -> io::Result<TcpStream
     stream.set_nodelay(true)?;
     Ok(stream)
 }
+
+/// The exchanges' latencies over many connections, and how evenly the connections were served.
+#[derive(Debug)]
+pub struct Fairness {
+    /// Percentiles of every exchange of every connection, in microseconds.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// Exchanges of the least served connection over those of the most served (1: even).
+    pub evenness: f64,
+}
+
+impl Fairness {
+    /// From each connection's exchange times; `None` when none completed.
+    pub fn of(per_connection: Vec<Vec<Duration>>) -> Option<Fairness> {
+        let fewest = per_connection.iter().map(Vec::len).min()?;
+        let most = per_connection.iter().map(Vec::len).max()?;
+        let mut all: Vec<Duration> = per_connection.into_iter().flatten().collect();
+        all.sort_unstable();
+        let last = all.len().checked_sub(1)?;
+        let at = |per_mille: usize| all[last * per_mille / 1000].as_secs_f64() * 1e6;
+        Some(Fairness { p50_us: at(500), p99_us: at(990), p999_us: at(999), evenness: fewest as f64 / most as f64 })
+    }
+}

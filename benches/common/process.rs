@@ -36,6 +36,10 @@ pub struct Proxy {
     pub name: &'static str,
     /// Where clients connect.
     pub addr: SocketAddr,
+    /// A second frontend of its own, in front of another backend (the gateway bench's Redis;
+    /// the router bench has none).
+    #[allow(dead_code)]
+    pub second: Option<SocketAddr>,
     child: Child,
     output: Arc<Output>,
     stop_signal: Signal,
@@ -74,7 +78,7 @@ impl Proxy {
             let output = output.clone();
             thread::spawn(move || output.read_lines(stream));
         }
-        Ok(Proxy { name, addr, child, output, stop_signal, workers })
+        Ok(Proxy { name, addr, second: None, child, output, stop_signal, workers })
     }
 
     /// The processes that do the proxying: the proxy itself, and its children if they are

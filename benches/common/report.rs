@@ -2,6 +2,8 @@
 //!
 //! A bench names its metrics with [`Metric`], and says there which contenders each of its tables
 //! shows and the ratios between them (procgate to each of the others, a variant to procgate).
+//! A table's ratio is that of the medians, followed by the spread of the rounds' own ratios
+//! (the lowest and the highest, over the rounds that measured both contenders).
 
 use std::collections::BTreeMap;
 
@@ -70,10 +72,10 @@ impl<M: Metric> Figures<M> {
     }
 }
 
-/// Every sample of every metric, per contender (`N` of them).
+/// Every sample of every metric: per measurement, each contender's (`N` of them), if any.
 #[derive(Debug)]
 pub struct Samples<M, const N: usize> {
-    values: BTreeMap<M, [Vec<f64>; N]>,
+    values: BTreeMap<M, Vec<[Option<f64>; N]>>,
 }
 
 impl<M: Metric, const N: usize> Default for Samples<M, N> {
@@ -91,10 +93,7 @@ impl<M: Metric, const N: usize> Samples<M, N> {
         metrics.dedup();
         for (i, metric) in metrics.iter().enumerate() {
             let values = figures.each_ref().map(|f| f.as_ref().and_then(|f| f.value(*metric)));
-            for (contender, value) in values.iter().enumerate() {
-                self.values.entry(*metric).or_insert_with(|| std::array::from_fn(|_| Vec::new()))[contender]
-                    .extend(value);
-            }
+            self.values.entry(*metric).or_default().push(values);
             for (j, table) in M::TABLES.iter().enumerate() {
                 let remarks = if i == 0 && j == 0 { remarks(names, &figures) } else { String::new() };
                 println!("  {}{remarks}", round_line(*metric, table, names, values));
@@ -107,8 +106,13 @@ impl<M: Metric, const N: usize> Samples<M, N> {
         }
     }
 
+    /// The values of `contender` for `metric`, one per measurement that has one.
+    fn of(&self, metric: M, contender: usize) -> Vec<f64> {
+        self.values.get(&metric).map_or(Vec::new(), |rows| rows.iter().filter_map(|row| row[contender]).collect())
+    }
+
     fn median(&self, metric: M, contender: usize) -> Option<f64> {
-        let mut values = self.values.get(&metric)?[contender].clone();
+        let mut values = self.of(metric, contender);
         values.sort_by(f64::total_cmp);
         let middle = values.len() / 2;
         match values.len() {
@@ -120,7 +124,16 @@ impl<M: Metric, const N: usize> Samples<M, N> {
 
     /// The most samples any of `contenders` has of `metric`.
     fn count(&self, metric: M, contenders: &[usize]) -> usize {
-        self.values.get(&metric).map_or(0, |per| contenders.iter().map(|&c| per[c].len()).max().unwrap_or(0))
+        contenders.iter().map(|&c| self.of(metric, c).len()).max().unwrap_or(0)
+    }
+
+    /// The lowest and highest of the measurements' own ratios `a`/`b` of `metric`, if any.
+    fn ratio_spread(&self, metric: M, (a, b): (usize, usize)) -> Option<(f64, f64)> {
+        let ratios = self.values.get(&metric)?.iter().filter_map(|row| match (row[a], row[b]) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        });
+        ratios.fold(None, |spread, r| Some(spread.map_or((r, r), |(low, high): (f64, f64)| (low.min(r), high.max(r)))))
     }
 
     /// The tables of medians, one row per metric, a blank line between two.
@@ -159,7 +172,11 @@ impl<M: Metric, const N: usize> Samples<M, N> {
                 row.push_str(&format!("{:>width$}", medians[c].map_or("n/a".to_string(), |m| metric.format(m))));
             }
             for (&pair, width) in table.ratios.iter().zip(&ratio_widths) {
-                row.push_str(&format!("{:>width$}", ratio(medians, pair)));
+                let spread = match self.ratio_spread(metric, pair) {
+                    Some((low, high)) => format!(" ({low:.2}-{high:.2})"),
+                    None => String::new(),
+                };
+                row.push_str(&format!("{:>width$}", ratio(medians, pair) + &spread));
             }
             let better = match metric.better() {
                 Better::Higher => "higher",

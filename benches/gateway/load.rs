@@ -1,21 +1,20 @@
-//! The gateway bench's client loads over the echo backends: new connections, ping-pong, RTT, bulk.
+//! The gateway bench's client loads over the echo backends: new connections, ping-pong, RTT, busy
+//! connections, one-way streams.
 //!
 //! The same code for both proxies, on TCP connections to a proxy's frontend on 127.0.0.1; the
 //! connections, loops and tallies are common/client.rs's.
 
-use crate::common::client::{self, Rate, Tally, CONCURRENCY, STUCK_GRACE};
+use crate::common::client::{self, Fairness, Rate, Tally, CONCURRENCY, STUCK_GRACE};
+use crate::echo::{DOWNLOAD, FIRST_MESSAGE, STREAM_CHUNK, UPLOAD};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
 /// Bytes of each small message (new connections, ping-pong, RTT, held connections).
-const MESSAGE: [u8; 16] = *b"procgate-bench-0";
-/// Bytes of each write of the bulk stream.
-const BULK_CHUNK: usize = 64 * 1024;
+const MESSAGE: [u8; FIRST_MESSAGE] = *b"procgate-bench-0";
 /// Longest time to open the held connections (or the ping-pong ones).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// What a loop waits for, in the error of a stuck one.
@@ -52,34 +51,16 @@ async fn ping_loop(mut stream: TcpStream, deadline: Instant, tally: &mut Tally) 
     }
 }
 
-/// Fairness under many busy connections: each message's round trip over every connection, and
-/// how unevenly the connections were served.
-#[derive(Debug)]
-pub struct Busy {
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    /// Messages of the least served connection over those of the most served (1: even).
-    pub evenness: f64,
-}
-
-/// `count` persistent connections doing ping-pong with a small message, each exchange timed.
-pub async fn busy(addr: SocketAddr, count: usize, duration: Duration) -> io::Result<(Rate, Busy)> {
+/// `count` persistent connections doing ping-pong with a small message, each exchange timed:
+/// the round trips over every connection, and how unevenly the connections were served.
+pub async fn busy(addr: SocketAddr, count: usize, duration: Duration) -> io::Result<(Rate, Option<Fairness>)> {
     let connections = open(addr, count).await?;
     let (rate, timings) =
         client::run_loops(connections, duration, REPLY, |stream, deadline, tally, timings: &mut Vec<Duration>| {
             Box::pin(timed_ping_loop(stream, deadline, tally, timings))
         })
         .await;
-    let fewest = timings.iter().map(Vec::len).min().unwrap_or(0);
-    let most = timings.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut all: Vec<Duration> = timings.into_iter().flatten().collect();
-    all.sort_unstable();
-    let at = |per_mille: usize| {
-        all.get(all.len().saturating_sub(1) * per_mille / 1000).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    let busy = Busy { p50_us: at(500), p99_us: at(990), p999_us: at(999), evenness: fewest as f64 / most as f64 };
-    Ok((rate, busy))
+    Ok((rate, Fairness::of(timings)))
 }
 
 async fn timed_ping_loop(mut stream: TcpStream, deadline: Instant, tally: &mut Tally, timings: &mut Vec<Duration>) {
@@ -114,21 +95,36 @@ pub async fn round_trips(addr: SocketAddr, duration: Duration) -> io::Result<Lat
     Ok(Latency { p50_us: percentile(50), p99_us: percentile(99) })
 }
 
-/// One connection: a writer task streams chunks while this task reads the echo; bytes echoed
-/// back per second.
-pub async fn bulk(addr: SocketAddr, duration: Duration) -> io::Result<f64> {
-    let (mut reader, mut writer) = client::connect(client::source(0), addr).await?.into_split();
+/// One connection streaming to the backend for `duration`: the bytes the backend counted, over
+/// the time until its count came back (so bytes still in buffers at the end are not counted).
+pub async fn upload(addr: SocketAddr, duration: Duration) -> io::Result<f64> {
+    let mut stream = client::connect(client::source(0), addr).await?;
     let start = Instant::now();
     let deadline = start + duration;
-    // Dropping the set aborts the writer, which is usually blocked on a full socket by then.
-    let mut writer_task = JoinSet::new();
-    writer_task.spawn(async move {
-        let chunk = vec![0xA5_u8; BULK_CHUNK];
-        while writer.write_all(&chunk).await.is_ok() {}
-    });
-    let mut buffer = vec![0_u8; BULK_CHUNK];
+    stream.write_all(&UPLOAD).await?;
+    let chunk = vec![0xA5_u8; STREAM_CHUNK];
+    let streamed = async {
+        while Instant::now() < deadline {
+            stream.write_all(&chunk).await?;
+        }
+        stream.shutdown().await?;
+        let mut count = [0_u8; 8];
+        stream.read_exact(&mut count).await?;
+        io::Result::Ok(u64::from_be_bytes(count))
+    };
+    let received = timeout_at(deadline + STUCK_GRACE, streamed).await??;
+    Ok(received as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One connection the backend streams to for `duration`: bytes read per second.
+pub async fn download(addr: SocketAddr, duration: Duration) -> io::Result<f64> {
+    let mut stream = client::connect(client::source(0), addr).await?;
+    stream.write_all(&DOWNLOAD).await?;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut buffer = vec![0_u8; STREAM_CHUNK];
     let mut received = 0_u64;
-    while let Ok(read) = timeout_at(deadline, reader.read(&mut buffer)).await {
+    while let Ok(read) = timeout_at(deadline, stream.read(&mut buffer)).await {
         match read? {
             0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the proxy closed the stream")),
             n => received += n as u64,

@@ -10,11 +10,12 @@ use crate::common::knobs::Knobs;
 use crate::common::proxies::{self, local, Ports, Procgate};
 use crate::common::rounds::Contender;
 use crate::echo::BACKENDS;
+use crate::redis::Redis;
 use std::path::Path;
 
-/// Frontends per block of ports: procgate's and HAProxy's in front of the backends they share,
-/// then each variant's in front of its own.
-pub const PORT_BLOCKS: [usize; 3] = [2, 1, 1];
+/// Frontends per block of ports: procgate's and HAProxy's in front of the backends they share
+/// (then their Redis frontends), then each variant's in front of its own.
+pub const PORT_BLOCKS: [usize; 3] = [4, 1, 1];
 /// procgate's arguments after `--tcp-listen ADDR`.
 const PROCGATE_ARGS: [&str; 2] = ["--grace", "1s"];
 /// The HAProxy configuration after its `global` section: a plain TCP load balancer over the
@@ -83,15 +84,36 @@ impl Variant {
 }
 
 /// Plain procgate with the bench binary as its two `tcp` instances, its gateway in front of them
-/// (and HAProxy's).
-pub fn start_procgate(dir: &Path, ports: Ports) -> anyhow::Result<Contender> {
-    start(dir, &Procgate { name: "procgate", ports, settings: None, shared: true })
+/// (and HAProxy's); and the `redis` instance and its route, if the run has a Redis.
+pub fn start_procgate(dir: &Path, ports: Ports, redis: Option<&Redis>) -> anyhow::Result<Contender> {
+    let procgate = Procgate {
+        name: "procgate",
+        ports,
+        settings: redis.map(Redis::settings),
+        more_types: redis.map(Redis::process_type).into_iter().collect(),
+        shared: true,
+    };
+    let mut contender = start(dir, &procgate)?;
+    if let (Some(redis), Some(proxy)) = (redis, contender.proxy.as_mut()) {
+        let routed = proxy.wait_listening(redis.server).and_then(|()| proxy.wait_listening(redis.procgate));
+        match routed {
+            Ok(()) => proxy.second = Some(redis.procgate),
+            Err(err) => println!("procgate's Redis route is not measured: {err:#}"),
+        }
+    }
+    Ok(contender)
 }
 
 /// A variant of procgate with two backends of its own, or why it is out (the run goes on
 /// without it).
 pub fn start_variant(dir: &Path, variant: &Variant, ports: Ports) -> Contender {
-    let procgate = Procgate { name: variant.name, ports, settings: Some(variant.settings), shared: false };
+    let procgate = Procgate {
+        name: variant.name,
+        ports,
+        settings: Some(variant.settings.to_string()),
+        more_types: Vec::new(),
+        shared: false,
+    };
     start(dir, &procgate).unwrap_or_else(|err| Contender::absent(variant.name, err))
 }
 
@@ -106,7 +128,16 @@ pub fn procgate_command(ports: Ports) -> String {
     format!("start -m tcp=2 --tcp-listen {} {}", local(ports.procgate()), PROCGATE_ARGS.join(" "))
 }
 
-/// HAProxy in TCP mode, or why it is out; and its version line.
-pub fn start_haproxy(knobs: &Knobs, dir: &Path, ports: Ports) -> (Contender, String) {
-    proxies::start_haproxy(&knobs.haproxy, dir, ports, HAPROXY_CONFIG)
+/// HAProxy in TCP mode, or why it is out; and its version line. With a Redis, a second
+/// frontend in front of the redis-server.
+pub fn start_haproxy(knobs: &Knobs, dir: &Path, ports: Ports, redis: Option<&Redis>) -> (Contender, String) {
+    let config = HAPROXY_CONFIG.to_string() + &redis.map(Redis::haproxy_config).unwrap_or_default();
+    let (mut contender, version) = proxies::start_haproxy(&knobs.haproxy, dir, ports, &config);
+    if let (Some(redis), Some(proxy)) = (redis, contender.proxy.as_mut()) {
+        match proxy.wait_listening(redis.haproxy) {
+            Ok(()) => proxy.second = Some(redis.haproxy),
+            Err(err) => println!("HAProxy's Redis frontend is not measured: {err:#}"),
+        }
+    }
+    (contender, version)
 }

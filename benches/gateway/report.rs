@@ -22,9 +22,13 @@ pub enum Metric {
     PingPong,
     RttP50,
     RttP99,
-    Bulk,
+    Upload,
+    Download,
     HeldRss,
     CpuPerConnection,
+    CpuPerMessage,
+    /// redis-benchmark's requests per second at `PIPELINES[i]` commands per pipeline.
+    Redis(usize),
     /// Per-message round trips over the `BUSY[i]` busy connections, and their evenness.
     BusyP50(usize),
     BusyP99(usize),
@@ -35,12 +39,16 @@ pub enum Metric {
 impl report::Metric for Metric {
     const ALL: &'static [Metric] = &[
         Metric::NewConnections,
+        Metric::CpuPerConnection,
         Metric::PingPong,
+        Metric::CpuPerMessage,
         Metric::RttP50,
         Metric::RttP99,
-        Metric::Bulk,
+        Metric::Upload,
+        Metric::Download,
+        Metric::Redis(0),
+        Metric::Redis(1),
         Metric::HeldRss,
-        Metric::CpuPerConnection,
         Metric::BusyP50(0),
         Metric::BusyP99(0),
         Metric::BusyP999(0),
@@ -54,7 +62,7 @@ impl report::Metric for Metric {
         Metric::BusyP999(2),
         Metric::BusyEvenness(2),
     ];
-    const WIDTHS: Widths = Widths { name: 27, value: 12, ratio: 18 };
+    const WIDTHS: Widths = Widths { name: 27, value: 12, ratio: 24 };
     const TABLES: &'static [Table] = &[
         Table { heading: None, columns: &[PROCGATE_INDEX, HAPROXY_INDEX], ratios: &[(PROCGATE_INDEX, HAPROXY_INDEX)] },
         Table {
@@ -70,9 +78,12 @@ impl report::Metric for Metric {
             Metric::PingPong => "ping-pong msgs/s",
             Metric::RttP50 => "rtt p50 (us)",
             Metric::RttP99 => "rtt p99 (us)",
-            Metric::Bulk => "bulk MB/s",
+            Metric::Upload => "upload MB/s",
+            Metric::Download => "download MB/s",
             Metric::HeldRss => "RSS per held conn (bytes)",
             Metric::CpuPerConnection => "CPU per new conn (us)",
+            Metric::CpuPerMessage => "CPU per ping-pong msg (us)",
+            Metric::Redis(at) => ["redis -c 50 -P 1 req/s", "redis -c 50 -P 16 req/s"][at],
             Metric::BusyP50(at) => ["16 busy: rtt p50 (us)", "64 busy: rtt p50 (us)", "256 busy: rtt p50 (us)"][at],
             Metric::BusyP99(at) => ["16 busy: rtt p99 (us)", "64 busy: rtt p99 (us)", "256 busy: rtt p99 (us)"][at],
             Metric::BusyP999(at) => {
@@ -84,18 +95,22 @@ impl report::Metric for Metric {
 
     fn better(self) -> Better {
         match self {
-            Metric::NewConnections | Metric::PingPong | Metric::Bulk | Metric::BusyEvenness(_) => Better::Higher,
-            Metric::RttP50 | Metric::RttP99 | Metric::HeldRss | Metric::CpuPerConnection => Better::Lower,
+            Metric::NewConnections | Metric::PingPong | Metric::Upload | Metric::Download => Better::Higher,
+            Metric::Redis(_) | Metric::BusyEvenness(_) => Better::Higher,
+            Metric::RttP50 | Metric::RttP99 | Metric::HeldRss => Better::Lower,
+            Metric::CpuPerConnection | Metric::CpuPerMessage => Better::Lower,
             Metric::BusyP50(_) | Metric::BusyP99(_) | Metric::BusyP999(_) => Better::Lower,
         }
     }
 
     fn format(self, value: f64) -> String {
         match self {
-            Metric::RttP50 | Metric::RttP99 | Metric::Bulk | Metric::CpuPerConnection => format!("{value:.1}"),
+            Metric::RttP50 | Metric::RttP99 | Metric::Upload | Metric::Download => format!("{value:.1}"),
+            Metric::CpuPerConnection => format!("{value:.1}"),
+            Metric::CpuPerMessage => format!("{value:.2}"),
             Metric::BusyP50(_) | Metric::BusyP99(_) | Metric::BusyP999(_) => format!("{value:.0}"),
             Metric::BusyEvenness(_) => format!("{value:.2}"),
-            Metric::NewConnections | Metric::PingPong | Metric::HeldRss => format!("{value:.0}"),
+            Metric::NewConnections | Metric::PingPong | Metric::HeldRss | Metric::Redis(_) => format!("{value:.0}"),
         }
     }
 }

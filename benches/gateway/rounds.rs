@@ -6,6 +6,7 @@ use crate::common::process::Proxy;
 use crate::common::procfs;
 use crate::common::rounds::{self, Contender, Plan};
 use crate::load;
+use crate::redis;
 use crate::report::{Figures, Metric, Samples, CONTENDERS};
 use std::thread;
 use std::time::Duration;
@@ -23,7 +24,10 @@ pub enum Load {
     NewConnections,
     PingPong,
     RoundTrips,
-    Bulk,
+    Upload,
+    Download,
+    /// redis-benchmark at `PIPELINES[i]` commands per pipeline.
+    Redis(usize),
     /// Many busy persistent connections: per-message round trips and evenness.
     Busy(usize),
 }
@@ -37,7 +41,10 @@ impl rounds::Load for Load {
         Load::NewConnections,
         Load::PingPong,
         Load::RoundTrips,
-        Load::Bulk,
+        Load::Upload,
+        Load::Download,
+        Load::Redis(0),
+        Load::Redis(1),
         Load::Busy(BUSY[0]),
         Load::Busy(BUSY[1]),
         Load::Busy(BUSY[2]),
@@ -48,7 +55,10 @@ impl rounds::Load for Load {
             Load::NewConnections => "new connections",
             Load::PingPong => "ping-pong",
             Load::RoundTrips => "round trips",
-            Load::Bulk => "bulk",
+            Load::Upload => "upload",
+            Load::Download => "download",
+            Load::Redis(0) => "redis-benchmark -P 1",
+            Load::Redis(_) => "redis-benchmark -P 16",
             Load::Busy(16) => "16 busy connections",
             Load::Busy(64) => "64 busy connections",
             Load::Busy(_) => "256 busy connections",
@@ -70,27 +80,43 @@ impl rounds::Load for Load {
                 Figures { values, remark: rate.tally.remark() }
             }
             Load::PingPong => {
-                let rate = runtime.block_on(load::ping_pong(proxy.addr, seconds))?;
-                Figures { values: vec![(Metric::PingPong, rate.per_second())], remark: rate.tally.remark() }
+                let (rate, cpu_us) =
+                    plan.with_cpu(proxy, || Ok(runtime.block_on(load::ping_pong(proxy.addr, seconds))?))?;
+                let mut values = vec![(Metric::PingPong, rate.per_second())];
+                values.extend(rate.per_completed(cpu_us).map(|cpu_us| (Metric::CpuPerMessage, cpu_us)));
+                Figures { values, remark: rate.tally.remark() }
             }
             Load::RoundTrips => {
                 let latency = runtime.block_on(load::round_trips(proxy.addr, seconds))?;
                 let values = vec![(Metric::RttP50, latency.p50_us), (Metric::RttP99, latency.p99_us)];
                 Figures { values, remark: None }
             }
-            Load::Bulk => {
-                let bytes_per_second = runtime.block_on(load::bulk(proxy.addr, seconds))?;
-                Figures { values: vec![(Metric::Bulk, bytes_per_second / MEGABYTE)], remark: None }
+            Load::Upload => {
+                let bytes_per_second = runtime.block_on(load::upload(proxy.addr, seconds))?;
+                Figures { values: vec![(Metric::Upload, bytes_per_second / MEGABYTE)], remark: None }
             }
+            Load::Download => {
+                let bytes_per_second = runtime.block_on(load::download(proxy.addr, seconds))?;
+                Figures { values: vec![(Metric::Download, bytes_per_second / MEGABYTE)], remark: None }
+            }
+            Load::Redis(at) => match proxy.second {
+                Some(addr) => {
+                    let rate = runtime.block_on(redis::benchmark(addr, at, seconds))?;
+                    Figures { values: vec![(Metric::Redis(at), rate)], remark: None }
+                }
+                None => Figures { values: Vec::new(), remark: None },
+            },
             Load::Busy(count) => {
                 let (rate, busy) = runtime.block_on(load::busy(proxy.addr, count, seconds))?;
                 let at = BUSY.iter().position(|n| *n == count).unwrap_or(0);
-                let values = vec![
-                    (Metric::BusyP50(at), busy.p50_us),
-                    (Metric::BusyP99(at), busy.p99_us),
-                    (Metric::BusyP999(at), busy.p999_us),
-                    (Metric::BusyEvenness(at), busy.evenness),
-                ];
+                let values = busy.map_or(Vec::new(), |busy| {
+                    vec![
+                        (Metric::BusyP50(at), busy.p50_us),
+                        (Metric::BusyP99(at), busy.p99_us),
+                        (Metric::BusyP999(at), busy.p999_us),
+                        (Metric::BusyEvenness(at), busy.evenness),
+                    ]
+                });
                 Figures { values, remark: rate.tally.remark() }
             }
         };

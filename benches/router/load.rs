@@ -6,7 +6,7 @@
 //! Content-Length body; a chunked body is an error). The connections, loops and tallies are
 //! common/client.rs's.
 
-use crate::common::client::{self, Rate, Tally, CONCURRENCY, ERROR_BACKOFF};
+use crate::common::client::{self, Fairness, Rate, Tally, CONCURRENCY, ERROR_BACKOFF};
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -35,26 +35,12 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a loop waits for, in the error of a stuck one.
 const REPLY: &str = "response";
 
-/// The keep-alive load's rate, and its latency percentiles over every request (microseconds;
-/// `None` when no request completed).
-#[derive(Debug)]
-pub struct KeepAlive {
-    pub rate: Rate,
-    pub p50_us: Option<f64>,
-    pub p99_us: Option<f64>,
-}
-
 /// `CONCURRENCY` kept-alive connections, each sending `GET /` and reading the response, again
-/// and again; a connection the proxy closes is opened again.
-pub async fn keep_alive(addr: SocketAddr, duration: Duration) -> io::Result<KeepAlive> {
+/// and again; a connection the proxy closes is opened again. The rate, and the latencies over
+/// every request and how evenly the connections were served (`None` when none completed).
+pub async fn keep_alive(addr: SocketAddr, duration: Duration) -> io::Result<(Rate, Option<Fairness>)> {
     let (rate, latencies) = kept_alive(addr, CONCURRENCY, REQUEST, duration).await?;
-    let mut latencies: Vec<Duration> = latencies.concat();
-    latencies.sort_unstable();
-    let percentile = |p: usize| {
-        let index = latencies.len().checked_sub(1)? * p / 100;
-        Some(latencies[index].as_secs_f64() * 1e6)
-    };
-    Ok(KeepAlive { p50_us: percentile(50), p99_us: percentile(99), rate })
+    Ok((rate, Fairness::of(latencies)))
 }
 
 /// `BULK_CONNECTIONS` kept-alive connections, each sending `GET /bulk` and reading its 1 MiB

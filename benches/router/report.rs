@@ -15,6 +15,9 @@ pub enum Metric {
     KeepAliveRate,
     KeepAliveP50,
     KeepAliveP99,
+    KeepAliveP999,
+    /// Requests of the least served connection over those of the most served.
+    KeepAliveEvenness,
     NewConnectionRate,
     BulkRate,
     KeepAliveCpu,
@@ -28,6 +31,8 @@ impl report::Metric for Metric {
         Metric::KeepAliveRate,
         Metric::KeepAliveP50,
         Metric::KeepAliveP99,
+        Metric::KeepAliveP999,
+        Metric::KeepAliveEvenness,
         Metric::NewConnectionRate,
         Metric::BulkRate,
         Metric::KeepAliveCpu,
@@ -35,7 +40,7 @@ impl report::Metric for Metric {
         Metric::BulkCpu,
         Metric::Rss,
     ];
-    const WIDTHS: Widths = Widths { name: 29, value: 11, ratio: 17 };
+    const WIDTHS: Widths = Widths { name: 29, value: 11, ratio: 24 };
     const TABLES: &'static [Table] = &[Table {
         heading: None,
         columns: &[PROCGATE_INDEX, HAPROXY_INDEX, NGINX_INDEX],
@@ -47,6 +52,8 @@ impl report::Metric for Metric {
             Metric::KeepAliveRate => "keep-alive req/s",
             Metric::KeepAliveP50 => "keep-alive p50 (us)",
             Metric::KeepAliveP99 => "keep-alive p99 (us)",
+            Metric::KeepAliveP999 => "keep-alive p99.9 (us)",
+            Metric::KeepAliveEvenness => "keep-alive fewest/most",
             Metric::NewConnectionRate => "new-connection req/s",
             Metric::KeepAliveCpu => "CPU per keep-alive req (us)",
             Metric::NewConnectionCpu => "CPU per new-conn req (us)",
@@ -59,8 +66,10 @@ impl report::Metric for Metric {
     fn better(self) -> Better {
         match self {
             Metric::KeepAliveRate | Metric::NewConnectionRate | Metric::BulkRate => Better::Higher,
+            Metric::KeepAliveEvenness => Better::Higher,
             Metric::KeepAliveP50
             | Metric::KeepAliveP99
+            | Metric::KeepAliveP999
             | Metric::KeepAliveCpu
             | Metric::NewConnectionCpu
             | Metric::BulkCpu
@@ -76,6 +85,8 @@ impl report::Metric for Metric {
             Metric::KeepAliveRate | Metric::NewConnectionRate | Metric::KeepAliveP50 | Metric::KeepAliveP99 => {
                 format!("{value:.0}")
             }
+            Metric::KeepAliveP999 => format!("{value:.0}"),
+            Metric::KeepAliveEvenness => format!("{value:.2}"),
         }
     }
 }

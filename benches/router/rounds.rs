@@ -60,10 +60,16 @@ impl rounds::Load for Load {
         let (runtime, seconds) = (&plan.runtime, plan.seconds);
         let ((rate, mut values), cpu_us) = plan.with_cpu(proxy, || match self {
             Load::KeepAlive => {
-                let measured = runtime.block_on(load::keep_alive(proxy.addr, seconds))?;
-                let latencies = [(Metric::KeepAliveP50, measured.p50_us), (Metric::KeepAliveP99, measured.p99_us)];
-                let values = latencies.into_iter().filter_map(|(metric, value)| Some((metric, value?))).collect();
-                Ok((measured.rate, values))
+                let (rate, fairness) = runtime.block_on(load::keep_alive(proxy.addr, seconds))?;
+                let values = fairness.map_or(Vec::new(), |f| {
+                    vec![
+                        (Metric::KeepAliveP50, f.p50_us),
+                        (Metric::KeepAliveP99, f.p99_us),
+                        (Metric::KeepAliveP999, f.p999_us),
+                        (Metric::KeepAliveEvenness, f.evenness),
+                    ]
+                });
+                Ok((rate, values))
             }
             Load::NewConnections => Ok((runtime.block_on(load::new_connections(proxy.addr, seconds)), Vec::new())),
             Load::Bulk => Ok((runtime.block_on(load::bulk(proxy.addr, seconds))?, Vec::new())),
