@@ -25,11 +25,13 @@ pub struct Knobs {
     pub rounds: usize,
     /// The HAProxy executable.
     pub haproxy: PathBuf,
+    /// Only the loads whose label contains this (`BENCH_ONLY`; empty: every load).
+    pub only: String,
 }
 
 impl Knobs {
-    /// Reads `BENCH_SECONDS` (the bench's `default_seconds` when not set), `BENCH_ROUNDS` and
-    /// `BENCH_HAPROXY`.
+    /// Reads `BENCH_SECONDS` (the bench's `default_seconds` when not set), `BENCH_ROUNDS`,
+    /// `BENCH_HAPROXY` and `BENCH_ONLY`.
     pub fn from_env(default_seconds: f64) -> anyhow::Result<Knobs> {
         let seconds: f64 = var("BENCH_SECONDS", default_seconds)?;
         if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
@@ -43,6 +45,7 @@ impl Knobs {
             seconds: Duration::from_secs_f64(seconds),
             rounds,
             haproxy: var("BENCH_HAPROXY", PathBuf::from(DEFAULT_HAPROXY))?,
+            only: var("BENCH_ONLY", String::new())?,
         })
     }
 }

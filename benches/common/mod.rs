@@ -57,7 +57,7 @@ pub fn print_header<L: Load, const N: usize>(bench: &str, knobs: &Knobs, connect
         println!("WARNING: unoptimised build; run `cargo bench --bench {bench}` for meaningful figures");
     }
     println!("procgate: {}", proxies::procgate_binary());
-    let rounds = rounds::rounds_duration::<L, N>(knobs.seconds, knobs.rounds);
+    let rounds = rounds::rounds_duration::<L, N>(knobs);
     println!(
         "{} interleaved rounds of {:?} per load and proxy (about {:.0?}), {connections}, open-files limit {fd_limit}",
         knobs.rounds, knobs.seconds, rounds

@@ -87,6 +87,8 @@ pub struct Plan {
     pub runtime: Runtime,
     pub seconds: Duration,
     pub rounds: usize,
+    /// Only the loads whose label contains this.
+    pub only: String,
     /// Clock ticks per second of /proc/PID/stat.
     pub ticks_per_second: f64,
 }
@@ -100,6 +102,7 @@ impl Plan {
             runtime,
             seconds: knobs.seconds,
             rounds: knobs.rounds,
+            only: knobs.only.clone(),
             ticks_per_second: procfs::clock_ticks_per_second(),
         })
     }
@@ -116,8 +119,9 @@ impl Plan {
 }
 
 /// Rough wall time of the rounds of `L`'s loads on `N` contenders, to announce it.
-pub fn rounds_duration<L: Load, const N: usize>(seconds: Duration, rounds: usize) -> Duration {
-    (seconds + SETTLE) * (rounds * L::ALL.len() * N) as u32
+pub fn rounds_duration<L: Load, const N: usize>(knobs: &Knobs) -> Duration {
+    let loads = L::ALL.iter().filter(|load| load.label().contains(knobs.only.as_str())).count();
+    (knobs.seconds + SETTLE) * (knobs.rounds * loads * N) as u32
 }
 
 /// Warms each proxy up, then runs the interleaved rounds, recording into `samples`.
@@ -134,7 +138,7 @@ pub fn run_rounds<L: Load, const N: usize>(
     let names = contenders.each_ref().map(|c| c.name);
     for round in 1..=plan.rounds {
         println!("round {round}/{}", plan.rounds);
-        for &load in L::ALL {
+        for &load in L::ALL.iter().filter(|load| load.label().contains(plan.only.as_str())) {
             if let Some(why) = stop_reason(contenders) {
                 return println!("no more measurements: {why}");
             }
