@@ -153,8 +153,9 @@ fn ten_thousand_client_addresses_leave_the_client_table_bounded() {
     let app = common::echo_app("");
     app.write("procgate.toml", "[types.tcp]\nrate = 1000\nburst = 1\n");
     let (running, addr) = start(&app);
+    let main = running.main_pid();
     let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{main}/status")).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -138,8 +138,16 @@ impl Running {
         Running { child, lines, seen: Vec::new() }
     }
 
+    /// The pid procgate was started with: its anchor (src/anchor.rs), for `start`.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// procgate's main process under its anchor: the anchor's one child.
+    pub fn main_pid(&self) -> i32 {
+        let anchor = self.pid();
+        let children = std::fs::read_to_string(format!("/proc/{anchor}/task/{anchor}/children")).unwrap();
+        children.split_whitespace().next().expect("the anchor has its main process").parse().unwrap()
     }
 
     /// Waits for a line containing `needle` (name padding ignored) and returns it.
