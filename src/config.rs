@@ -1,7 +1,7 @@
 //! One place builds a release: the app's files (Procfile, env files, procgate.toml) and the
 //! operator's choices (formation, base port, listen addresses, timeout flags) turned into one
-//! validated [`Release`], before anything runs. `start`, `check`, `deploy` and `test-shutdown`
-//! all build theirs here, from plain values (the commands map their flags into them).
+//! validated [`Release`], before anything runs. `start`, `check`, `deploy`, `test-shutdown` and
+//! `export` all build theirs here, from plain values (the commands map their flags into them).
 
 use crate::env::{EnvError, EnvFile, EnvMap, EnvValues};
 use crate::formation::{self, Formation, FormationError, InstanceSpec};

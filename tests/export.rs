@@ -69,10 +69,6 @@ fn kubernetes_validate(files: &[PathBuf]) {
     }
 }
 
-fn chat_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("procfiles/chat")
-}
-
 #[test]
 fn the_chat_app_exports_to_kubernetes_the_same_each_time_and_validates() {
     let args = ["export", "kubernetes", "-d", "procfiles/chat", "--image", "registry.example.com/chat:1"];

@@ -37,9 +37,6 @@ const ENDPOINT_DRAIN_SECONDS: u64 = 5;
 /// The port of `web`'s ClusterIP Service, behind its Ingress.
 const WEB_SERVICE_PORT: u64 = 80;
 
-/// How long a finished release Job is kept (its pod's log included).
-const FINISHED_JOB_SECONDS: u64 = 86_400;
-
 /// The statuses a Kubernetes `httpGet` probe accepts.
 const HTTP_PROBE_STATUSES: std::ops::RangeInclusive<u16> = 200..=399;
 
@@ -304,13 +301,15 @@ impl Pod<'_> {
             .with("backoffLimit", 0u64)
             .comment("--release-timeout (R20)")
             .with("activeDeadlineSeconds", seconds(source.start.release_timeout))
-            .with("ttlSecondsAfterFinished", FINISHED_JOB_SECONDS)
             .with("template", pod.with("spec", pod_spec));
         let body = head("batch/v1", "Job", &name, labels(source, Some(RELEASE))).with("spec", spec);
         let comments = vec![
             format!("Procfile `release`: {}", step.command),
             "It runs once per release, before the Deployments should roll: apply it first and wait,".into(),
-            format!("  kubectl wait --for=condition=complete --timeout=10m job/{name}"),
+            format!(
+                "  kubectl wait --for=condition=complete --timeout={} job/{name}",
+                crate::duration::format(source.start.release_timeout)
+            ),
             "Kubernetes does not gate the Deployments on it as procgate does.".into(),
         ];
         Object { kind: "Job", name, comments, body, private: false }
