@@ -130,7 +130,7 @@ fn type_unit(source: &Source, template: &TypeTemplate) -> File {
     let _ =
         writeln!(text, "ExecStart=/bin/sh -c '{script}' {} {}", name.trim_end_matches('@'), quote(&template.command));
     text.push_str("# SIGTERM to the app, SIGKILL to what is left of it after the grace (--grace)\n");
-    let _ = writeln!(text, "KillMode=mixed\nTimeoutStopSec={}", crate::duration::format(source.start.grace));
+    let _ = writeln!(text, "KillMode=mixed\nTimeoutStopSec={}", stop_timeout(source));
     let _ = writeln!(text, "Restart=always\nRestartSec={RESTART_SEC}");
     text.push_str(
         "# procgate backs off 1 s, 2 s, 4 s... up to 5 min between restarts; systemd 254 and later can too:\n\
@@ -151,8 +151,13 @@ fn release_unit(source: &Source, step: &TypeTemplate) -> File {
     let _ = writeln!(text, "ExecStart={} -c {}", crate::process::shell(), quote(&step.command));
     text.push_str("# --release-timeout (R20)\n");
     let _ = writeln!(text, "TimeoutStartSec={}", crate::duration::format(source.start.release_timeout));
-    let _ = writeln!(text, "KillMode=mixed\nTimeoutStopSec={}", crate::duration::format(source.start.grace));
+    let _ = writeln!(text, "KillMode=mixed\nTimeoutStopSec={}", stop_timeout(source));
     File { name: release_name(source), text, private: false }
+}
+
+/// `--grace` as `TimeoutStopSec=`: systemd reads 0 as no timeout, where procgate SIGKILLs at once.
+fn stop_timeout(source: &Source) -> String {
+    crate::duration::format(source.start.grace.max(std::time::Duration::from_millis(1)))
 }
 
 /// A path in a unit: `%` doubled (no specifier); the rest is taken as it is.
