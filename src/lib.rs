@@ -31,7 +31,7 @@
 //!   `procgate logs` and in rolling log files (`--log-dir`).
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
 //! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `stop`,
-//!   `test-shutdown`, `systemd-unit`.
+//!   `test-shutdown`, `systemd-unit`, `export` (Kubernetes manifests and systemd units).
 
 pub mod anchor;
 pub mod app_state;

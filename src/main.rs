@@ -54,6 +54,7 @@ fn main() {
         Command::Deploy(args) => commands::roll::deploy(args),
         Command::Stop(args) => commands::stop::run(args),
         Command::SystemdUnit(args) => commands::systemd_unit::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::TestShutdown(args) => commands::test_shutdown::run(args, output),
     };
     // The lines still queued for the writer thread go out first (stdout may be stalled: bounded).
@@ -74,6 +75,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
         || err.downcast_ref::<commands::scale::BadScale>().is_some()
         || err.downcast_ref::<commands::test_shutdown::NotLongRunning>().is_some()
         || err.downcast_ref::<procgate::app_state::StateError>().is_some()
+        || err.downcast_ref::<commands::export::ExportError>().is_some()
         || matches!(
             err.downcast_ref(),
             Some(ControlError::AlreadyRunning { .. } | ControlError::UnsafeDirectory { .. })

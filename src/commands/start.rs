@@ -197,7 +197,8 @@ fn log_files(flags: &LogArgs, release: &Release) -> Option<FileSettings> {
     })
 }
 
-fn cycling(args: &StartArgs) -> Option<Cycling> {
+/// Daily cycling as `--cycle` and `--cycle-jitter` ask (the jitter: 15 % of the period unless given).
+pub fn cycling(args: &StartArgs) -> Option<Cycling> {
     match args.cycle {
         Cycle::Off => None,
         Cycle::Every(period) => {

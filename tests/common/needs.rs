@@ -18,12 +18,14 @@ pub const NGINX_STREAM: &[(&str, &str)] =
 /// True when every `(program, Debian package)` is installed: a program name is looked up on
 /// `PATH` (and the sbin directories), an absolute path is checked as a file (a module, say).
 /// Otherwise prints `skipped: needs PROGRAM (apt-get install PACKAGE)` and returns false, or
-/// panics with that line when `PROCGATE_TEST_ALL=1`.
+/// panics with that line when `PROCGATE_TEST_ALL=1`. A package given as a whole command
+/// (`pip install kubernetes-validate`) is printed as it is.
 pub fn needs(programs: &[(&str, &str)]) -> bool {
     let Some((program, package)) = programs.iter().find(|(program, _)| !installed(program)) else {
         return true;
     };
-    let line = format!("skipped: needs {program} (apt-get install {package})");
+    let install = if package.contains(' ') { package.to_string() } else { format!("apt-get install {package}") };
+    let line = format!("skipped: needs {program} ({install})");
     assert!(std::env::var(ALL).as_deref() != Ok("1"), "{line}; {ALL}=1 makes every test run");
     eprintln!("{line}");
     false
