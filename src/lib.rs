@@ -14,7 +14,8 @@
 //! - [`formation`]: the formation (`web=2`) and the port plan.
 //! - [`duration`]: `500ms`, `30s`, `2m`, `24h` on the command line.
 //! - [`cidr`]: address blocks (`10.0.0.0/8`) for `trusted_proxies`.
-//! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself.
+//! - [`process`]: instances as process trees under a keeper; output capture; the keeper itself;
+//!   the reaper of the orphans procgate adopts as a container's PID 1.
 //! - [`platform`]: the control plane's actors: the Scheduler (the one owner of instances), the
 //!   Rollout actor (restarts, deploys, cycling; it asks the Scheduler for intents), the
 //!   HealthChecker and the Balancer; their pure state machines (instance lifecycle, rollouts,

@@ -60,6 +60,9 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let status_token: Option<Arc<str>> = args.status_token.as_deref().map(Arc::from);
     let shown_root = control_root.canonicalize().unwrap_or_else(|_| control_root.clone()).display().to_string();
     let signals = StopSignals::register()?;
+    if let Some(why) = process::reaper::start()? {
+        tracing::info!("procgate is {why}: it reaps the orphaned processes given to it");
+    }
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
     let descriptors = descriptors();
     let route = |r: &RouteSpec| {

@@ -7,6 +7,7 @@ pub mod output;
 pub mod pidfd;
 pub mod procfs;
 pub mod protocol;
+pub mod reaper;
 
 use crate::env::EnvMap;
 use nix::sys::signal::Signal;
@@ -120,7 +121,8 @@ pub fn spawn(
     if std::env::var_os("INVOCATION_ID").is_some() {
         command.env(keeper::SERVICE_MANAGER, nix::unistd::getppid().as_raw().to_string());
     }
-    let mut child = command.spawn()?;
+    // Owned: procgate collects the keeper's status itself; the reaper of orphans leaves it alone.
+    let (mut child, owned) = reaper::spawn_owned(&mut command)?;
     // The keeper's end must close here, or its end of file would never come.
     drop(command);
     ours.set_nonblocking(true)?;
@@ -168,6 +170,7 @@ pub fn spawn(
         };
         let (talk, ()) = tokio::join!(talk, drained);
         let status = child.wait().await;
+        drop(owned);
         let fallback = status.map(exit_reason_of).unwrap_or(ExitReason::Code(1));
         on_event(ProcessEvent::Exited(talk.exit.unwrap_or(fallback)));
     };
