@@ -66,7 +66,20 @@ fn run() -> anyhow::Result<()> {
     };
     println!("redis: {redis_note}");
     let redis = redis_plan.ok();
-    let procgate = proxies::start_procgate(dir.path(), ports, redis.as_ref())?;
+    let mut procgate = proxies::start_procgate(dir.path(), ports)?;
+    // procgate's Redis route is a procgate of its own, kept until the end (redis.rs).
+    let redis_procgate = redis.as_ref().and_then(|redis| match redis.start_procgate(dir.path()) {
+        Ok(proxy) => {
+            if let Some(plain) = procgate.proxy.as_mut() {
+                plain.second = Some(redis.procgate);
+            }
+            Some(proxy)
+        }
+        Err(err) => {
+            println!("procgate's Redis route is not measured: {err:#}");
+            None
+        }
+    });
     let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports, redis.as_ref());
     let proxy_v2 = proxies::start_variant(dir.path(), &proxies::PROXY_V2, proxy_v2_ports);
     let limits = proxies::start_variant(dir.path(), &proxies::LIMITS, limits_ports);
@@ -81,6 +94,7 @@ fn run() -> anyhow::Result<()> {
     common::rounds::finish(started, &samples, &mut contenders, || {
         print_notes(&haproxy_version, blocks, held, &redis_note)
     });
+    drop(redis_procgate);
     Ok(())
 }
 

@@ -107,9 +107,7 @@ pub struct Procgate {
     /// Its backends, and its frontend ([`Ports::procgate`]).
     pub ports: Ports,
     /// The text of the procgate.toml in its app root, if it has one.
-    pub settings: Option<String>,
-    /// Process types of the Procfile after the backends', one instance each: name and command.
-    pub more_types: Vec<(&'static str, String)>,
+    pub settings: Option<&'static str>,
     /// Other contenders stand in front of its backends too, so that nothing more can be measured
     /// once it exits.
     pub shared: bool,
@@ -125,27 +123,21 @@ pub fn start_procgate(
     backends: &Backends,
     args: &[&str],
 ) -> anyhow::Result<Contender> {
-    let Procgate { name, ports, shared, .. } = *procgate;
+    let Procgate { name, ports, settings, shared } = *procgate;
     let root = dir.join(name);
     std::fs::create_dir(&root)?;
-    if let Some(settings) = &procgate.settings {
+    if let Some(settings) = settings {
         std::fs::write(root.join(SETTINGS_FILE), settings)?;
     }
     let bench = std::env::current_exe()?;
     let procfile = root.join("Procfile");
-    let mut lines = format!("{}: exec {}\n", backends.kind, shell_quote(&bench));
-    let mut formation = format!("{}={BACKENDS}", backends.kind);
-    for (kind, command) in &procgate.more_types {
-        lines.push_str(&format!("{kind}: {command}\n"));
-        formation.push_str(&format!(",{kind}=1"));
-    }
-    std::fs::write(&procfile, lines)?;
+    std::fs::write(&procfile, format!("{}: exec {}\n", backends.kind, shell_quote(&bench)))?;
     let mut command = Command::new(procgate_binary());
     command
         .arg("start")
         .arg("-f")
         .arg(&procfile)
-        .args(["-m", &formation, "-p", &ports.base.to_string()])
+        .args(["-m", &format!("{}={BACKENDS}", backends.kind), "-p", &ports.base.to_string()])
         .args(args)
         .env(backends.env, "1");
     // Its main process, the anchor's child, does the proxying (src/anchor.rs).

@@ -84,36 +84,15 @@ impl Variant {
 }
 
 /// Plain procgate with the bench binary as its two `tcp` instances, its gateway in front of them
-/// (and HAProxy's); and the `redis` instance and its route, if the run has a Redis.
-pub fn start_procgate(dir: &Path, ports: Ports, redis: Option<&Redis>) -> anyhow::Result<Contender> {
-    let procgate = Procgate {
-        name: "procgate",
-        ports,
-        settings: redis.map(Redis::settings),
-        more_types: redis.map(Redis::process_type).into_iter().collect(),
-        shared: true,
-    };
-    let mut contender = start(dir, &procgate)?;
-    if let (Some(redis), Some(proxy)) = (redis, contender.proxy.as_mut()) {
-        let routed = proxy.wait_listening(redis.server).and_then(|()| proxy.wait_listening(redis.procgate));
-        match routed {
-            Ok(()) => proxy.second = Some(redis.procgate),
-            Err(err) => println!("procgate's Redis route is not measured: {err:#}"),
-        }
-    }
-    Ok(contender)
+/// (and HAProxy's).
+pub fn start_procgate(dir: &Path, ports: Ports) -> anyhow::Result<Contender> {
+    start(dir, &Procgate { name: "procgate", ports, settings: None, shared: true })
 }
 
 /// A variant of procgate with two backends of its own, or why it is out (the run goes on
 /// without it).
 pub fn start_variant(dir: &Path, variant: &Variant, ports: Ports) -> Contender {
-    let procgate = Procgate {
-        name: variant.name,
-        ports,
-        settings: Some(variant.settings.to_string()),
-        more_types: Vec::new(),
-        shared: false,
-    };
+    let procgate = Procgate { name: variant.name, ports, settings: Some(variant.settings), shared: false };
     start(dir, &procgate).unwrap_or_else(|err| Contender::absent(variant.name, err))
 }
 

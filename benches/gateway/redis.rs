@@ -1,13 +1,18 @@
-//! The gateway bench's Redis loads: one redis-server as procgate's `redis` instance, behind
-//! procgate's gateway and HAProxy (a second frontend of each), loaded by redis-benchmark with
-//! 50 clients, without pipelining and with 16 commands per pipeline.
+//! The gateway bench's Redis loads: one redis-server, the `redis` instance of a procgate of its
+//! own, behind that procgate's gateway and HAProxy (a second frontend of HAProxy's), loaded by
+//! redis-benchmark with 50 clients, without pipelining and with 16 commands per pipeline. Its own
+//! procgate, so plain procgate keeps one route (two would halve the room of each route's
+//! descriptor budget, and the held connections would not fit); the Redis figures are rates only.
 //!
 //! Only when redis-server and redis-benchmark are installed and the instance's port is free;
 //! otherwise its rows show `n/a` and the notes say why.
 
-use crate::common::proxies::{local, Ports};
+use crate::common::process::Proxy;
+use crate::common::proxies::{local, procgate_binary, Ports};
 use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::Command;
@@ -27,10 +32,12 @@ const TEST_COUNT: u64 = 4;
 const EXPECTED_RATE: [f64; 2] = [100_000.0, 500_000.0];
 /// A measurement taking this many times `BENCH_SECONDS` (plus a second) is stopped as stuck.
 const STUCK_FACTOR: u32 = 10;
-/// procgate's ports per process type: the second type's instance listens at the base + 100.
-const PORTS_PER_TYPE: u16 = 100;
+/// The redis-server's port: this far above the run's first port, outside its blocks.
+const SERVER_OFFSET: u16 = 100;
 /// The redis-server command of procgate's instance, without persistence.
 const SERVER_COMMAND: &str = "exec redis-server --port $PORT --bind 127.0.0.1 --save '' --appendonly no";
+/// The name of the Redis procgate's app root and in messages.
+const PROCGATE_NAME: &str = "procgate-redis";
 
 /// Where the Redis of a run listens: the server, and procgate's and HAProxy's frontends.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +59,7 @@ pub fn plan(ports: Ports) -> anyhow::Result<Redis> {
             .output()
             .with_context(|| format!("needs {program} on PATH"))?;
     }
-    let server = local(ports.base + PORTS_PER_TYPE);
+    let server = local(ports.base + SERVER_OFFSET);
     if std::net::TcpListener::bind(server).is_err() {
         bail!("the Redis instance's port {server} is taken");
     }
@@ -64,24 +71,31 @@ pub fn plan(ports: Ports) -> anyhow::Result<Redis> {
 }
 
 impl Redis {
-    /// The `redis` process type of procgate's Procfile.
-    pub fn process_type(&self) -> (&'static str, String) {
-        (KIND, SERVER_COMMAND.to_string())
+    /// The procgate running the redis-server as its one instance, once its route serves.
+    pub fn start_procgate(&self, dir: &Path) -> anyhow::Result<Proxy> {
+        let root = dir.join(PROCGATE_NAME);
+        std::fs::create_dir(&root)?;
+        let settings = format!("[types.{KIND}]\nlisten = \"{}\"\n", self.procgate);
+        std::fs::write(root.join("procgate.toml"), settings)?;
+        let procfile = root.join("Procfile");
+        std::fs::write(&procfile, format!("{KIND}: {SERVER_COMMAND}\n"))?;
+        let mut command = std::process::Command::new(procgate_binary());
+        command.arg("start").arg("-f").arg(&procfile).args(["-m", &format!("{KIND}=1")]);
+        command.args(["-p", &self.server.port().to_string(), "--grace", "1s"]);
+        let mut proxy = Proxy::spawn(PROCGATE_NAME, self.procgate, command, Signal::SIGINT, true)?;
+        proxy.wait_listening(self.server)?;
+        proxy.wait_listening(self.procgate)?;
+        Ok(proxy)
     }
 
     /// For the notes.
     pub fn summary(&self) -> String {
         format!(
-            "one redis-server on {} (procgate's `{KIND}` instance: {SERVER_COMMAND}), procgate's gateway on {} and \
-             HAProxy on {} in front of it; redis-benchmark -c {CLIENTS} -t {TESTS} -P {{1, 16}}, \
+            "one redis-server on {} (the `{KIND}` instance of a procgate of its own: {SERVER_COMMAND}), that \
+             procgate's gateway on {} and HAProxy on {} in front of it; redis-benchmark -c {CLIENTS} -t {TESTS} -P {{1, 16}}, \
              req/s = tests / sum of 1/rps",
             self.server, self.procgate, self.haproxy
         )
-    }
-
-    /// The procgate.toml routing the type.
-    pub fn settings(&self) -> String {
-        format!("[types.{KIND}]\nlisten = \"{}\"\n", self.procgate)
     }
 
     /// HAProxy's frontend and backend for it, after the echo ones.

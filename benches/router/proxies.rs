@@ -126,7 +126,7 @@ pub fn nginx_summary(fd_limit: u64) -> String {
 pub fn start_procgate(dir: &Path, ports: Ports) -> anyhow::Result<Contender> {
     let listen = local(ports.procgate()).to_string();
     let args = ["--web-listen", &listen, "--tcp-listen", "127.0.0.1:0", "--grace", "1s", "--access-log", "none"];
-    let procgate = Procgate { name: "procgate", ports, settings: None, more_types: Vec::new(), shared: true };
+    let procgate = Procgate { name: "procgate", ports, settings: None, shared: true };
     proxies::start_procgate(dir, &procgate, &BACKENDS, &args)
 }
 
