@@ -133,7 +133,7 @@ fn print_notes(haproxy_version: &str, [ports, proxy_v2_ports, limits_ports]: [Po
         );
     }
     println!(
-        "  RSS per held conn: (VmRSS after {held} idle proxied connections - before) / {held}, proxy process only"
+        "  PSS per held conn: (Pss after {held} idle proxied connections - before) / {held}, the proxy's processes (procgate: anchor and main)"
     );
     println!("  CPU per new conn: (utime+stime of the proxy process during a new-connections round) / connections");
     println!("  CPU per ping-pong msg: (utime+stime of the proxy process during a ping-pong round) / messages");

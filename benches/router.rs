@@ -98,5 +98,5 @@ fn print_notes(versions: [&str; 2], ports: Ports, fd_limit: u64, same_headers: b
         "  CPU per request: utime+stime of the proxy during a round / requests completed (procgate: its main \
          process; haproxy: its process; nginx: master + workers)"
     );
-    println!("  RSS: VmRSS after the rounds (nginx: master + workers summed, shared pages counted in each)");
+    println!("  PSS: Pss of smaps_rollup after the rounds, the proxy's processes summed (nginx: master and workers; procgate: anchor and main), a shared page counted once");
 }

@@ -44,7 +44,7 @@ pub struct Proxy {
     output: Arc<Output>,
     stop_signal: Signal,
     /// Its child processes do the proxying too (nginx's workers, procgate's main process under
-    /// its anchor), and count in its CPU and RSS.
+    /// its anchor), and count in its CPU and memory.
     workers: bool,
 }
 

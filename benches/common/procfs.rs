@@ -1,6 +1,6 @@
 //! What Linux says about processes and the machine, for both benches.
 //!
-//! RSS and CPU time from /proc/PID, the CPU model and kernel, and the open-files limit (raised
+//! Memory (PSS) and CPU time from /proc/PID, the CPU model and kernel, and the open-files limit (raised
 //! here so every child inherits it).
 
 use anyhow::Context;
@@ -14,9 +14,10 @@ const STAT_UTIME: usize = 11;
 /// Position of `stime`, right after `utime` (field 15).
 const STAT_STIME: usize = 12;
 
-/// Resident set size of the processes `pids`, summed, in bytes.
-pub fn rss_bytes(pids: &[u32]) -> anyhow::Result<u64> {
-    pids.iter().map(|&pid| process_rss_bytes(pid)).sum()
+/// Proportional set size of the processes `pids`, summed, in bytes: each page they share (a
+/// master and its workers, procgate's anchor and main process) counts once in all.
+pub fn pss_bytes(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&pid| process_pss_bytes(pid)).sum()
 }
 
 /// User plus system CPU time of the processes `pids` (all their threads), summed, in clock ticks.
@@ -24,12 +25,12 @@ pub fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|&pid| process_cpu_ticks(pid)).sum()
 }
 
-/// Resident set size of one process, in bytes (`VmRSS` of /proc/PID/status).
-fn process_rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS line")?;
-    let kib: u64 = line.split_whitespace().nth(1).context("empty VmRSS line")?.parse()?;
+/// Proportional set size of one process, in bytes (`Pss` of /proc/PID/smaps_rollup).
+fn process_pss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let rollup = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = rollup.lines().find(|line| line.starts_with("Pss:")).context("no Pss line")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("empty Pss line")?.parse()?;
     Ok(kib * 1024)
 }
 

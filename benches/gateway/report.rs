@@ -80,7 +80,7 @@ impl report::Metric for Metric {
             Metric::RttP99 => "rtt p99 (us)",
             Metric::Upload => "upload MB/s",
             Metric::Download => "download MB/s",
-            Metric::HeldRss => "RSS per held conn (bytes)",
+            Metric::HeldRss => "PSS per held conn (bytes)",
             Metric::CpuPerConnection => "CPU per new conn (us)",
             Metric::CpuPerMessage => "CPU per ping-pong msg (us)",
             Metric::Redis(at) => ["redis -c 50 -P 1 req/s", "redis -c 50 -P 16 req/s"][at],

@@ -124,10 +124,11 @@ impl rounds::Load for Load {
     }
 }
 
-/// Holds `count` idle connections through each proxy in turn; records RSS growth per connection.
+/// Holds `count` idle connections through each proxy in turn; records memory growth per connection.
 pub fn measure_held(plan: &Plan, count: usize, contenders: &mut [Contender; CONTENDERS], samples: &mut Samples) {
-    let heading =
-        format!("held idle connections: {count} through each proxy, RSS of the proxy process before and after");
+    let heading = format!(
+        "held idle connections: {count} through each proxy, memory (PSS) of the proxy's processes before and after"
+    );
     rounds::measure_each(contenders, samples, &heading, "held connections", |proxy| {
         let figures = plan.runtime.block_on(held_rss(proxy, count));
         thread::sleep(HELD_SETTLE);
@@ -136,11 +137,11 @@ pub fn measure_held(plan: &Plan, count: usize, contenders: &mut [Contender; CONT
 }
 
 async fn held_rss(proxy: &Proxy, count: usize) -> anyhow::Result<Figures> {
-    let before = procfs::rss_bytes(&proxy.pids())?;
+    let before = procfs::pss_bytes(&proxy.pids())?;
     let connections = load::open(proxy.addr, count).await?;
-    let after = procfs::rss_bytes(&proxy.pids())?;
+    let after = procfs::pss_bytes(&proxy.pids())?;
     drop(connections);
     let per_connection = (after as f64 - before as f64) / count as f64;
-    let remark = format!("RSS {:.1} MB -> {:.1} MB", before as f64 / MEGABYTE, after as f64 / MEGABYTE);
+    let remark = format!("PSS {:.1} MB -> {:.1} MB", before as f64 / MEGABYTE, after as f64 / MEGABYTE);
     Ok(Figures { values: vec![(Metric::HeldRss, per_connection)], remark: Some(remark) })
 }

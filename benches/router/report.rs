@@ -59,7 +59,7 @@ impl report::Metric for Metric {
             Metric::NewConnectionCpu => "CPU per new-conn req (us)",
             Metric::BulkRate => "bulk MB/s",
             Metric::BulkCpu => "CPU per bulk MB (us)",
-            Metric::Rss => "RSS after the rounds (MB)",
+            Metric::Rss => "PSS after the rounds (MB)",
         }
     }
 

@@ -88,8 +88,8 @@ impl rounds::Load for Load {
 
 /// Records each proxy's resident memory after the rounds (all its processes summed).
 pub fn measure_rss(contenders: &mut [Contender; CONTENDERS], samples: &mut Samples) {
-    rounds::measure_each(contenders, samples, "memory after the rounds", "RSS", |proxy| {
-        let bytes = procfs::rss_bytes(&proxy.pids())?;
+    rounds::measure_each(contenders, samples, "memory after the rounds", "PSS", |proxy| {
+        let bytes = procfs::pss_bytes(&proxy.pids())?;
         Ok(Figures { values: vec![(Metric::Rss, bytes as f64 / MEGABYTE)], remark: None })
     });
 }
