@@ -28,7 +28,7 @@
 //! - [`logs`]: foreman-style output lines and procgate's `system` events, kept in memory for
 //!   `procgate logs` and in rolling log files (`--log-dir`).
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
-//! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `stop`,
+//! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `wake`, `stop`,
 //!   `test-shutdown`, `systemd-unit`.
 
 pub mod app_state;

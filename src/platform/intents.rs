@@ -73,6 +73,9 @@ pub enum Report {
     Drained { slot: SlotId, who: String },
     /// A deploy's release step exited.
     StepExited { slot: SlotId, reason: ExitReason },
+    /// After a deploy's commit, instances of `type_name` still run the previous release: they
+    /// woke from sleep while the deploy rolled out. A restart of the type moves them.
+    Stale { type_name: String },
     /// The platform is stopping: no rollout may go on.
     Stopping,
 }
