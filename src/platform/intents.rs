@@ -21,6 +21,9 @@ pub enum Selector {
     Restart(Option<String>),
     /// Daily cycling of one instance, if it is still a current one.
     Cycle(SlotId),
+    /// Every current instance of a type, into the release in force (a type that woke from sleep
+    /// during a deploy, with the previous release).
+    Refresh(String),
     /// The deploy the Scheduler has planned (`PlanDeploy`).
     Deploy,
 }
@@ -48,6 +51,9 @@ impl Selector {
                     }
                     false => Ok(picked),
                 }
+            }
+            Selector::Refresh(type_name) => {
+                Ok(current.iter().filter(|c| c.type_name == type_name).map(|c| c.slot).collect())
             }
             Selector::Cycle(slot) => match current.iter().any(|c| c.slot == *slot) {
                 true => Ok(vec![*slot]),

@@ -187,7 +187,7 @@ impl Rollouts {
             }
             Request::Refresh { type_name } => {
                 let kind = RolloutKind::Restart(type_name.clone());
-                (kind, None, None, Step::Replace(Selector::Restart(Some(type_name))))
+                (kind, None, None, Step::Replace(Selector::Refresh(type_name)))
             }
         };
         let mut steps = vec![Step::Busy(Some(kind.describe()))];

@@ -146,6 +146,6 @@ fn a_type_that_woke_during_a_deploy_with_the_old_release_is_restarted_after_it()
     let steps = rollouts.report(Report::Stale { type_name: "tcp".into() }, Instant::now());
     let said = ["tcp woke during the deploy with the previous release: restarting it", "restart of tcp started"];
     assert_eq!(tells(&steps), said);
-    assert!(steps.contains(&Step::Replace(Selector::Restart(Some("tcp".into())))), "{steps:?}");
+    assert!(steps.contains(&Step::Replace(Selector::Refresh("tcp".into()))), "{steps:?}");
     assert_eq!(rollouts.underway().as_deref(), Some("restart of tcp"));
 }

@@ -154,8 +154,20 @@ impl Scheduler {
             .iter()
             .map(|(slot, spec)| Current { slot: *slot, type_name: &spec.template.type_name, name: &spec.name })
             .collect();
-        let picked = selector.pick(&seen)?;
-        let own = |(id, spec): &(SlotId, &SlotSpec)| (Some(*id), spec.template.clone(), spec.number);
+        let picked = selector.pick(&seen).map_err(|refused| match selector {
+            Selector::Restart(Some(target)) if self.sleepers.asleep(target).is_some() => {
+                failed(format!("{target} is asleep: nothing to restart (its next wake starts the release in force)"))
+            }
+            _ => refused,
+        })?;
+        // A restart or a cycle keeps each instance's own release; a refresh moves it to the one in force.
+        let template = |spec: &SlotSpec| match selector {
+            Selector::Refresh(_) => self.config.running.templates.get(&spec.template.type_name).cloned(),
+            _ => None,
+        };
+        let own = |(id, spec): &(SlotId, &SlotSpec)| {
+            (Some(*id), template(spec).unwrap_or_else(|| spec.template.clone()), spec.number)
+        };
         Ok((current.iter().filter(|(id, _)| picked.contains(id)).map(own).collect(), Vec::new()))
     }
 

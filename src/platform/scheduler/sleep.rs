@@ -80,12 +80,16 @@ impl Scheduler {
             return;
         }
         let counts = self.counts();
+        // A wake's instances have their boot timeout to come up before the type may sleep again.
+        let boot_timeout = self.config.timing.boot_timeout;
+        let booting = |name: &str| self.sleepers.waking(name).is_some_and(|since| since.elapsed() < boot_timeout);
         let due: Vec<(Arc<TypeTemplate>, Arc<Route>, usize, Duration)> = self
             .config
             .running
             .templates
             .types
             .iter()
+            .filter(|template| !booting(&template.type_name))
             .filter_map(|template| {
                 let after = template.sleep_after?;
                 let count = counts.get(&template.type_name).copied().filter(|n| *n > 0)?;
