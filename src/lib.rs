@@ -18,9 +18,10 @@
 //! - [`platform`]: the control plane's actors: the Scheduler (the one owner of instances), the
 //!   Rollout actor (restarts, deploys, cycling; it asks the Scheduler for intents), the
 //!   HealthChecker and the Balancer; their pure state machines (instance lifecycle, rollouts,
-//!   backoff, health hysteresis), the deploy planner and the specs.
+//!   backoff, health hysteresis, sleep and wake), the deploy planner and the specs.
 //! - [`http_check`]: procgate's small HTTP/1 client of instances: health probes, test-shutdown's requests.
-//! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
+//! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core; each route's
+//!   activity, for the types that sleep when idle and wake on connect.
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server,
 //!   client; `GET /logs`, the Prometheus metrics and the live status page.
 //! - [`signals`]: procgate's own signals: SIGINT/SIGTERM stop, SIGHUP reloads.
