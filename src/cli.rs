@@ -54,6 +54,8 @@ pub enum Command {
     /// Print a systemd unit that runs `procgate start` with these flags (Type=notify, KillMode=mixed, ExecReload)
     #[command(name = "systemd-unit")]
     SystemdUnit(SystemdUnitArgs),
+    /// Write the app as Kubernetes manifests or systemd units, from the files and flags `start` takes.
+    Export(ExportArgs),
     /// Check that a type's app shuts down gracefully: one instance, held clients, SIGTERM, a graded checklist.
     #[command(name = "test-shutdown")]
     TestShutdown(TestShutdownArgs),
@@ -410,6 +412,64 @@ pub struct SystemdUnitArgs {
     /// The flags `start` gets (`-d /srv/app -m web=2 --grace 20s`); relative paths are from here
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub start: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub target: ExportTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportTarget {
+    /// Kubernetes manifests: a Deployment per type, Services, an Ingress, the env as a ConfigMap
+    /// and a Secret, the release step as a Job, daily cycling as a CronJob
+    Kubernetes(Box<KubernetesArgs>),
+    /// systemd units: a target and a templated service per type (instances TYPE@N), and the
+    /// release step as a oneshot service
+    Systemd(Box<SystemdExportArgs>),
+}
+
+/// What every export takes: where it writes, the app's name, and `start`'s flags.
+#[derive(Debug, Args)]
+pub struct ExportCommon {
+    /// Write one file per object (Kubernetes) or unit (systemd) into DIR, created if missing,
+    /// instead of printing them; a file there not written by an export is never overwritten
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// The app's name in the objects' or units' names and labels [default: the app directory's name]
+    #[arg(long = "name")]
+    pub name: Option<String>,
+    /// The flags of `start` (-d, -f, -e, -m, -p, --grace, --cycle...): a start command line
+    /// exports as it is; those with no equivalent (log files, metrics, status page) are ignored
+    #[command(flatten)]
+    pub start: StartArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KubernetesArgs {
+    /// The container image that holds the app and its tools
+    #[arg(long)]
+    pub image: String,
+    /// The app directory inside the image, where its commands run [default: the app root's
+    /// absolute path, as procgate runs them]
+    #[arg(long = "workdir", value_name = "PATH")]
+    pub workdir: Option<String>,
+    /// Write the values of the secret env files (named *.secret.env, .env.secret, secrets.env...)
+    /// into a Secret (file mode 0600 with -o); without it, the Deployments refer to a Secret you create
+    #[arg(long = "include-secrets")]
+    pub include_secrets: bool,
+    /// The image the daily-cycling CronJob runs `kubectl rollout restart` in (it needs kubectl and bash)
+    #[arg(long = "kubectl-image", value_name = "IMAGE", default_value = "bitnami/kubectl:latest")]
+    pub kubectl_image: String,
+    #[command(flatten)]
+    pub common: ExportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemdExportArgs {
+    #[command(flatten)]
+    pub common: ExportCommon,
 }
 
 #[derive(Debug, Args)]

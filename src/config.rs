@@ -1,9 +1,9 @@
 //! One place builds a release: the app's files (Procfile, env files, procgate.toml) and the
 //! operator's choices (formation, base port, listen addresses, timeout flags) turned into one
-//! validated [`Release`], before anything runs. `start`, `check`, `deploy` and `test-shutdown`
-//! all build theirs here, from plain values (the commands map their flags into them).
+//! validated [`Release`], before anything runs. `start`, `check`, `deploy`, `test-shutdown` and
+//! `export` all build theirs here, from plain values (the commands map their flags into them).
 
-use crate::env::{EnvError, EnvFile, EnvMap};
+use crate::env::{EnvError, EnvFile, EnvMap, EnvValues};
 use crate::formation::{self, Formation, FormationError, InstanceSpec};
 use crate::procfile::{ProcessType, Procfile, ProcfileError, RELEASE, TCP_TYPE, WEB_TYPE};
 use crate::settings::{Settings, SettingsError, TypeSettings};
@@ -111,7 +111,10 @@ pub struct Choices {
 pub struct AppFiles {
     pub root: PathBuf,
     pub procfile: Procfile,
+    /// The env files' values, later files winning.
     pub env: EnvMap,
+    /// Each env file read, in order, with its own values (`export` tells secret files apart).
+    pub env_files: Vec<EnvValues>,
     pub settings: Settings,
 }
 
@@ -132,10 +135,11 @@ impl AppFiles {
         if !root.is_dir() {
             return Err(ConfigError::BadRoot { path: root.display().to_string() });
         }
-        let env = crate::env::load(&env_files(args.env.as_deref(), &root))?;
+        let env_files = crate::env::load_each(&env_files(args.env.as_deref(), &root))?;
+        let env = crate::env::merged(&env_files);
         let types: Vec<&str> = procfile.types.iter().map(|t| t.name.as_str()).collect();
         let settings = Settings::load(&root, &types)?;
-        Ok(AppFiles { root, procfile, env, settings })
+        Ok(AppFiles { root, procfile, env, env_files, settings })
     }
 
     /// Where the `tcp` type is served: the flag, else procgate.toml, else the default.

@@ -34,10 +34,22 @@ pub enum EnvError {
 
 /// Reads the env files in order into one map; later files override earlier ones.
 pub fn load(files: &[EnvFile]) -> Result<EnvMap, EnvError> {
-    let mut env = EnvMap::new();
+    Ok(merged(&load_each(files)?))
+}
+
+/// One env file read: its path and its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvValues {
+    pub path: PathBuf,
+    pub values: EnvMap,
+}
+
+/// Reads the env files in order, each on its own (a missing optional file is left out).
+pub fn load_each(files: &[EnvFile]) -> Result<Vec<EnvValues>, EnvError> {
+    let mut read = Vec::new();
     for file in files {
         match std::fs::read_to_string(&file.path) {
-            Ok(text) => env.extend(parse(&file.path, &text)?),
+            Ok(text) => read.push(EnvValues { path: file.path.clone(), values: parse(&file.path, &text)? }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !file.required => {}
             Err(err) => {
                 let path = file.path.display().to_string();
@@ -45,7 +57,12 @@ pub fn load(files: &[EnvFile]) -> Result<EnvMap, EnvError> {
             }
         }
     }
-    Ok(env)
+    Ok(read)
+}
+
+/// The files' values in one map; later files override earlier ones.
+pub fn merged(files: &[EnvValues]) -> EnvMap {
+    files.iter().flat_map(|file| file.values.clone()).collect()
 }
 
 /// Parses env file text with dotenvy's dialect (quotes, `export`, multi-line values, comments).
@@ -138,11 +155,15 @@ pub fn instance_env(files: &EnvMap, platform: &PlatformVars) -> EnvMap {
         set("PROXY_PROTOCOL", version.to_string());
     }
     if let Some(port) = platform.port {
-        set("PORT", port.to_string());
-        set("RUPPELLS_SOCKETS_LOCAL_PORT", port.to_string());
+        for key in PORT_VARIABLES {
+            set(key, port.to_string());
+        }
     }
     env
 }
+
+/// The variables that hold an instance's port.
+pub const PORT_VARIABLES: [&str; 2] = ["PORT", "RUPPELLS_SOCKETS_LOCAL_PORT"];
 
 #[cfg(test)]
 mod tests {

@@ -24,14 +24,17 @@
 //!   activity, for the types that sleep when idle and wake on connect.
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server,
 //!   client; `GET /logs`, the Prometheus metrics and the live status page.
+//! - [`anchor`]: the process `start` stays as, with its caller's pid, in front of the main
+//!   process: passes signals on as orders, relays `sd_notify`, reaps orphans, exits as it did.
 //! - [`signals`]: procgate's own signals: SIGINT/SIGTERM stop, SIGHUP reloads.
 //! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STATUS=`, the watchdog), no C library.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events, kept in memory for
 //!   `procgate logs` and in rolling log files (`--log-dir`).
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
 //! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `wake`, `stop`,
-//!   `test-shutdown`, `systemd-unit`.
+//!   `test-shutdown`, `systemd-unit`, `export` (Kubernetes manifests and systemd units).
 
+pub mod anchor;
 pub mod app_state;
 pub mod cidr;
 pub mod cli;

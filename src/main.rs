@@ -7,7 +7,7 @@ use procgate::config::ConfigError;
 use procgate::control::ControlError;
 use procgate::formation::FormationError;
 use procgate::logs::{self, Output};
-use procgate::{commands, process};
+use procgate::{anchor, commands, process};
 
 /// jemalloc rather than glibc's malloc: the data plane allocates tokio tasks and I/O
 /// registrations aligned to 128 bytes and hyper's 8 KiB buffers for every connection, both slow
@@ -20,6 +20,20 @@ const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() {
     let cli = Cli::parse();
+    // Before any thread: `start` forks its anchor, which keeps this pid (anchor.rs).
+    let anchor = match &cli.command {
+        Command::Start(_) => match anchor::split() {
+            Ok(link) => {
+                process::set_service_manager(link.manager.as_raw());
+                Some(link)
+            }
+            Err(err) => {
+                eprintln!("procgate: cannot start its anchor process: {err}");
+                std::process::exit(1);
+            }
+        },
+        _ => None,
+    };
     let output = match &cli.command {
         Command::TestShutdown(args) if args.json => Output::to_stderr(),
         _ => Output::new(),
@@ -30,7 +44,7 @@ fn main() {
     let flush_output = output.clone();
     let result = match cli.command {
         Command::Keeper { command } => process::keeper::run(&command),
-        Command::Start(args) => commands::start::run(*args, output),
+        Command::Start(args) => commands::start::run(*args, output, anchor),
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Ps(args) => commands::ps::run(args),
@@ -41,6 +55,7 @@ fn main() {
         Command::Wake(args) => commands::wake::run(args),
         Command::Stop(args) => commands::stop::run(args),
         Command::SystemdUnit(args) => commands::systemd_unit::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::TestShutdown(args) => commands::test_shutdown::run(args, output),
     };
     // The lines still queued for the writer thread go out first (stdout may be stalled: bounded).
@@ -61,6 +76,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
         || err.downcast_ref::<commands::scale::BadScale>().is_some()
         || err.downcast_ref::<commands::test_shutdown::NotLongRunning>().is_some()
         || err.downcast_ref::<procgate::app_state::StateError>().is_some()
+        || err.downcast_ref::<commands::export::ExportError>().is_some()
         || matches!(
             err.downcast_ref(),
             Some(ControlError::AlreadyRunning { .. } | ControlError::UnsafeDirectory { .. })

@@ -1,6 +1,7 @@
 //! systemd's readiness protocol (`sd_notify`) without a C library: datagrams of `KEY=VALUE`
 //! lines to the socket named by `NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace),
 //! and the watchdog period from `WATCHDOG_USEC`. Without them (not under systemd) nothing is sent.
+//! procgate's main process sends through its anchor (`anchor.rs`), the pid the manager knows.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -11,11 +12,14 @@ use std::time::Duration;
 pub const MANAGER_VARS: [&str; 6] =
     ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
 
-/// The service manager's notification socket.
-#[derive(Debug)]
-pub struct Notifier {
-    socket: UnixDatagram,
-    to: SocketAddr,
+/// The service manager's notification socket, or a relay to it.
+pub enum Notifier {
+    Socket {
+        socket: UnixDatagram,
+        to: SocketAddr,
+    },
+    /// Another process sends each message: the manager listens to it only.
+    Relay(Box<dyn Fn(&str)>),
 }
 
 impl Notifier {
@@ -26,13 +30,23 @@ impl Notifier {
             Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()).ok()?,
             None => SocketAddr::from_pathname(&name).ok()?,
         };
-        Some(Notifier { socket: UnixDatagram::unbound().ok()?, to })
+        Some(Notifier::Socket { socket: UnixDatagram::unbound().ok()?, to })
+    }
+
+    /// `relay` sends the messages, if `NOTIFY_SOCKET` is set (its process has the same one).
+    pub fn relayed(relay: impl Fn(&str) + 'static) -> Option<Notifier> {
+        std::env::var_os("NOTIFY_SOCKET").map(|_| Notifier::Relay(Box::new(relay)))
     }
 
     /// Sends `state` (`READY=1`, `STATUS=...`); a manager that went away is not an error.
     pub fn notify(&self, state: &str) {
-        if let Err(err) = self.socket.send_to_addr(state.as_bytes(), &self.to) {
-            tracing::debug!("sd_notify {state:?}: {err}");
+        match self {
+            Notifier::Socket { socket, to } => {
+                if let Err(err) = socket.send_to_addr(state.as_bytes(), to) {
+                    tracing::debug!("sd_notify {state:?}: {err}");
+                }
+            }
+            Notifier::Relay(relay) => relay(state),
         }
     }
 

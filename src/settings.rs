@@ -223,6 +223,61 @@ impl TypeSettings {
     pub fn min_instances(&self) -> usize {
         self.min_instances.unwrap_or(0)
     }
+
+    /// The keys that travel with each new instance, each with its value as written (`unset`
+    /// when it is not).
+    pub fn instance_keys(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("health_path", shown(&self.health_path)),
+            ("health_status", shown(&self.health_status)),
+            ("health_interval", duration_shown(self.health_interval)),
+            ("health_timeout", duration_shown(self.health_timeout)),
+            ("rise", shown(&self.rise)),
+            ("fall", shown(&self.fall)),
+            ("restart_unhealthy_after", duration_shown(self.restart_unhealthy_after)),
+            ("cycle", shown(&self.cycle)),
+            ("proxy_protocol", shown(&self.proxy_version().map(ProxyVersion::as_str))),
+            ("sleep_after", or_off_shown(self.sleep_after)),
+            ("min_instances", shown(&self.min_instances)),
+        ]
+    }
+
+    /// The keys a route's listener holds from procgate's start (caps, per-client limits,
+    /// `accept_proxy`, timeouts), each with its value as written (`unset` when it is not).
+    pub fn listener_keys(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("max_per_instance", shown(&self.max_per_instance)),
+            ("max_per_type", shown(&self.max_per_type)),
+            ("backlog", shown(&self.backlog)),
+            ("queue_timeout", duration_shown(self.queue_timeout)),
+            ("rate", shown(&self.rate)),
+            ("burst", shown(&self.burst)),
+            ("max_per_client", shown(&self.max_per_client)),
+            ("accept_proxy", self.accepts_proxy().to_string()),
+            ("trusted_proxies", shown(&self.trusted_proxies)),
+            ("connect_timeout", duration_shown(self.connect_timeout)),
+            ("head_timeout", duration_shown(self.head_timeout)),
+            ("keepalive_timeout", duration_shown(self.keepalive_timeout)),
+            ("request_timeout", duration_shown(self.request_timeout)),
+            ("router_idle_timeout", duration_shown(self.router_idle_timeout)),
+            ("idle_timeout", or_off_shown(self.idle_timeout)),
+            ("tcp_keepalive", or_off_shown(self.tcp_keepalive)),
+        ]
+    }
+}
+
+/// A duration that may be `off`, as the plan prints it.
+fn or_off_shown(value: Option<Option<Duration>>) -> String {
+    value.map_or("unset".to_string(), |value| value.map_or("off".to_string(), crate::duration::format))
+}
+
+fn duration_shown(value: Option<Duration>) -> String {
+    value.map_or("unset".to_string(), crate::duration::format)
+}
+
+/// A setting's value as the deploy plan and the export show it, or `unset`.
+fn shown<T: std::fmt::Debug>(value: &Option<T>) -> String {
+    value.as_ref().map_or("unset".to_string(), |v| format!("{v:?}"))
 }
 
 fn statuses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<RangeInclusive<u16>>, D::Error> {

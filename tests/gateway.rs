@@ -235,7 +235,8 @@ fn procgate_toml_routes_another_type_on_its_own_address() {
 fn a_client_that_leaves_while_waiting_for_an_instance_is_let_go_at_once() {
     let app = App::new("tcp: echo url=$TCP_URL; exec sleep 30\n");
     let (running, addr) = start(&app, 1, &["--wait", "60s"]);
-    let fds = || std::fs::read_dir(format!("/proc/{}/fd", running.pid())).unwrap().count();
+    let main = running.main_pid();
+    let fds = || std::fs::read_dir(format!("/proc/{main}/fd")).unwrap().count();
     // The fewest of a few counts: a health check's socket may be open for a moment in one.
     let baseline = (0..5)
         .map(|_| {

@@ -74,7 +74,7 @@ fn signals_sent_to_a_keeper_reach_the_app_once() {
     let app = App::new("app: trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done\n");
     let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
     running.wait_for("app.1 | ready");
-    let keeper = keeper_pid(running.pid());
+    let keeper = keeper_pid(running.main_pid());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), Signal::SIGTERM).unwrap();
     running.wait_for("app.1 | got TERM");
     running.wait_for("app.1 exited with code 0");
@@ -85,8 +85,8 @@ fn signals_sent_to_a_keeper_reach_the_app_once() {
     assert_eq!(finished.code(), Some(0), "a crashed instance is simply not restarted after the stop");
 }
 
-fn keeper_pid(procgate: i32) -> i32 {
-    let children = std::fs::read_to_string(format!("/proc/{procgate}/task/{procgate}/children")).unwrap();
+fn keeper_pid(main: i32) -> i32 {
+    let children = std::fs::read_to_string(format!("/proc/{main}/task/{main}/children")).unwrap();
     children.split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -97,9 +97,15 @@ fn a_keeper_killed_takes_its_app_with_it_and_a_stop_still_finishes() {
     let mut running = app.spawn(&["start", "--grace", "2s", "-p", &free_base_port(1, 1).to_string()]);
     let worker = running.pid_of("worker.1");
     let child = running.wait_for("worker.1 | child ").rsplit(' ').next().unwrap().parse().unwrap();
-    let keeper = keeper_pid(running.pid());
+    let keeper = keeper_pid(running.main_pid());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), Signal::SIGKILL).unwrap();
     wait_gone(&[worker, child], Duration::from_secs(1));
+    // The leader, orphaned, went to procgate's anchor (a subreaper), which reaps it: no zombie.
+    let reaped = std::time::Instant::now() + Duration::from_secs(2);
+    while std::path::Path::new(&format!("/proc/{worker}")).exists() {
+        assert!(std::time::Instant::now() < reaped, "the orphaned leader {worker} was never reaped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     running.wait_for("worker.1 crashed; restarting in 1s");
     let stop = app.run(&["stop"]);
     assert_eq!(stop.code(), Some(0), "{}", stop.text());
@@ -143,27 +149,61 @@ time.sleep(2)
 print(f"SIGTERMs: {count}", flush=True)
 "#;
 
+/// Who sends procgate's stop signal.
+#[derive(Debug, Clone, Copy)]
+enum Stopper {
+    /// `kill PID`: the pid procgate was started with, its anchor.
+    Kill,
+    /// A terminal's Ctrl-C: SIGINT to the foreground group, the anchor and the main process.
+    Terminal,
+    /// systemd's `KillMode=control-group`: SIGTERM to every process of the cgroup at once.
+    Manager,
+}
+
 #[test]
-fn an_app_gets_one_sigterm_also_when_a_service_manager_signals_the_whole_cgroup() {
-    for manager in [false, true] {
+fn an_app_gets_one_sigterm_and_the_stop_its_grace_however_the_signal_reaches_procgate() {
+    for stopper in [Stopper::Kill, Stopper::Terminal, Stopper::Manager] {
         let app = App::new("app: exec python3 counter.py\n");
         app.write("counter.py", TERM_COUNTER);
         let base = free_base_port(1, 1).to_string();
         let args =
             ["start", "-p", &base, "--grace", "5s", "--tcp-listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"];
         // This test is procgate's parent: as systemd, it sets INVOCATION_ID.
+        let manager = matches!(stopper, Stopper::Manager);
         let envs: &[(&str, &str)] = if manager { &[("INVOCATION_ID", "procgate-test")] } else { &[] };
         let mut running = app.spawn_program(std::path::Path::new(common::BIN), &args, envs);
         let app_pid = running.pid_of("app.1");
         running.wait_for("app.1 | ready");
-        let keeper = keeper_pid(running.pid());
-        let term = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-        match manager {
-            // KillMode=control-group: every process of the cgroup at once.
-            true => [app_pid, keeper, running.pid()].into_iter().for_each(term),
-            false => term(running.pid()),
+        let (anchor, main, keeper) = (running.pid(), running.main_pid(), keeper_pid(running.main_pid()));
+        let send = |signal: Signal, pids: &[i32]| {
+            for pid in pids {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), signal).unwrap();
+            }
+        };
+        match stopper {
+            Stopper::Kill => send(Signal::SIGTERM, &[anchor]),
+            Stopper::Terminal => send(Signal::SIGINT, &[anchor, main]),
+            Stopper::Manager => send(Signal::SIGTERM, &[app_pid, keeper, main, anchor]),
         }
         running.wait_for("app.1 | SIGTERMs: 1");
-        assert_eq!(running.finish(DEADLINE).code(), Some(0), "manager: {manager}");
+        let finished = running.finish(DEADLINE);
+        assert_eq!(finished.code(), Some(0), "{stopper:?}: {}", finished.text());
+        assert!(!finished.text().contains("received again"), "{stopper:?}: one stop: {}", finished.text());
     }
+}
+
+#[test]
+fn procgate_ends_as_its_main_process_did_and_its_apps_with_it() {
+    let app = App::new("worker: exec sleep 300\n");
+    let mut running = app.spawn(&["start", "--grace", "2s", "-p", &free_base_port(1, 1).to_string()]);
+    let worker = running.pid_of("worker.1");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.main_pid()), Signal::SIGKILL).unwrap();
+    let finished = running.finish(DEADLINE);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&finished.status),
+        Some(9),
+        "the anchor dies of its main process's SIGKILL: {}",
+        finished.text()
+    );
+    wait_gone(&[worker], Duration::from_secs(2));
 }

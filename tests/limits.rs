@@ -4,10 +4,9 @@
 
 mod common;
 use common::needs::{needs, NGINX_STREAM};
-use common::{ps, start_gateway, App, Running, DEADLINE};
+use common::{connect_from, ps, start_gateway, App, Running, DEADLINE};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 
 fn proxy_app(settings: &str) -> App {
     let app_path = common::repo().join("sample-apps/python/proxy_echo.py");
@@ -20,19 +19,6 @@ fn start(app: &App) -> (Running, SocketAddr) {
     let (mut running, addr) = start_gateway(app, "tcp=1", &[]);
     running.wait_for("201 app connected tcp.1");
     (running, addr)
-}
-
-/// Connects from `source` (any 127.0.0.0/8 address) to `addr`.
-fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
-    let IpAddr::V4(v4) = source else { panic!("IPv4 only") };
-    bind(fd.as_raw_fd(), &SockaddrIn::from(std::net::SocketAddrV4::new(v4, 0))).unwrap();
-    let SocketAddr::V4(target) = addr else { panic!("IPv4 only") };
-    connect(fd.as_raw_fd(), &SockaddrIn::from(target)).unwrap();
-    let stream = TcpStream::from(fd);
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream
 }
 
 fn first_line(stream: &TcpStream) -> String {
@@ -153,8 +139,9 @@ fn ten_thousand_client_addresses_leave_the_client_table_bounded() {
     let app = common::echo_app("");
     app.write("procgate.toml", "[types.tcp]\nrate = 1000\nburst = 1\n");
     let (running, addr) = start(&app);
+    let main = running.main_pid();
     let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{main}/status")).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))

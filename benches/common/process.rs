@@ -43,7 +43,8 @@ pub struct Proxy {
     child: Child,
     output: Arc<Output>,
     stop_signal: Signal,
-    /// Its child processes do the proxying too (nginx's workers), and count in its CPU and RSS.
+    /// Its child processes do the proxying too (nginx's workers, procgate's main process under
+    /// its anchor), and count in its CPU and RSS.
     workers: bool,
 }
 

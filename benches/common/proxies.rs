@@ -148,7 +148,8 @@ pub fn start_procgate(
         .args(["-m", &formation, "-p", &ports.base.to_string()])
         .args(args)
         .env(backends.env, "1");
-    let mut proxy = Proxy::spawn(name, local(ports.procgate()), command, Signal::SIGINT, false)?;
+    // Its main process, the anchor's child, does the proxying (src/anchor.rs).
+    let mut proxy = Proxy::spawn(name, local(ports.procgate()), command, Signal::SIGINT, true)?;
     let ready = wait_connected(&mut proxy, backends.part)?;
     for backend in ports.backends() {
         proxy.wait_listening(backend).with_context(|| format!("the {} did not come up", backends.what))?;

@@ -1,6 +1,7 @@
 //! The subcommands, one module each.
 
 pub mod check;
+pub mod export;
 pub mod live;
 pub mod logs;
 pub mod ps;

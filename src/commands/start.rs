@@ -2,6 +2,7 @@
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
 //! data plane serves.
 
+use crate::anchor::Link;
 use crate::app_state::{self, AppState};
 use crate::cli::{Cycle, LogArgs, StartArgs};
 use crate::config::{ConfigError, Release, RouteSpec};
@@ -39,7 +40,7 @@ const DEFAULT_LOG_FILES: usize = 14;
 const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
 
 /// Runs until the formation is stopped; returns the exit status (README: "Exit status").
-pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
+pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Result<i32> {
     let started = Release::build(&args.source.paths(), &args.choices())?;
     let control_root = started.files.root.clone();
     let (release, asleep) = resume(started, args.fresh)?;
@@ -61,7 +62,7 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let status_listener = args.status_listen.map(|addr| bind_extra(addr, "status page", "/")).transpose()?;
     let status_token: Option<Arc<str>> = args.status_token.as_deref().map(Arc::from);
     let shown_root = control_root.canonicalize().unwrap_or_else(|_| control_root.clone()).display().to_string();
-    let signals = StopSignals::register()?;
+    let signals = StopSignals::register(anchor.clone())?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
     let (wakes, wake_calls) = tokio::sync::mpsc::unbounded_channel();
     let descriptors = descriptors();
@@ -79,7 +80,11 @@ pub fn run(args: StartArgs, output: Output) -> anyhow::Result<i32> {
     let templates = Templates::of(&release, &bound)?;
     let awake = release.plan.iter().filter(|i| !asleep.contains_key(&i.type_name));
     let instances = awake.map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect();
-    let (cycling, notifier) = (cycling(&args), Notifier::from_env().map(Rc::new));
+    let notifier = match anchor {
+        Some(link) => Notifier::relayed(move |state| link.notify(state)),
+        None => Notifier::from_env(),
+    };
+    let (cycling, notifier) = (cycling(&args), notifier.map(Rc::new));
     let scheduler = SchedulerConfig {
         running: Running { release, templates },
         bound,
@@ -227,7 +232,8 @@ fn log_files(flags: &LogArgs, release: &Release) -> Option<FileSettings> {
     })
 }
 
-fn cycling(args: &StartArgs) -> Option<Cycling> {
+/// Daily cycling as `--cycle` and `--cycle-jitter` ask (the jitter: 15 % of the period unless given).
+pub fn cycling(args: &StartArgs) -> Option<Cycling> {
     match args.cycle {
         Cycle::Off => None,
         Cycle::Every(period) => {

@@ -55,7 +55,7 @@ WantedBy=multi-user.target
 
 /// One word of a systemd command line: `%` and `$` doubled (no specifier, no variable), quoted
 /// with backslash escapes when it holds anything but plain characters.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     let escaped = word.replace('%', "%%").replace('$', "$$");
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-:=,@+%$".contains(c);
     if !escaped.is_empty() && escaped.chars().all(plain) {

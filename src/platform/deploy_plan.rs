@@ -14,11 +14,8 @@
 use crate::config::{Release, RouteSpec};
 use crate::env::EnvMap;
 use crate::formation::long_running;
-use crate::proxy_version::ProxyVersion;
-use crate::settings::TypeSettings;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
 
 /// What a deploy does to one type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +105,7 @@ fn instance_changes(running: &Release, new: &Release, type_name: &str) -> Vec<St
         changes.push(format!("runs in {}", new.files.root.display()));
     }
     let (old, next) = (running.settings_of(type_name), new.settings_of(type_name));
-    changes.extend(differing(&instance_keys(&old), &instance_keys(&next)));
+    changes.extend(differing(&old.instance_keys(), &next.instance_keys()));
     changes
 }
 
@@ -148,7 +145,7 @@ fn listener_changes(running: &Release, new: &Release, old: &RouteSpec, next: &Ro
     if old.addr != next.addr {
         changes.push(format!("[types.{name}] listen: {} → {}", old.addr, next.addr));
     }
-    let (was, will) = (route_keys(&running.settings_of(name)), route_keys(&new.settings_of(name)));
+    let (was, will) = (running.settings_of(name).listener_keys(), new.settings_of(name).listener_keys());
     changes.extend(differing(&was, &will).into_iter().map(|change| format!("[types.{name}] {change}")));
     changes
 }
@@ -157,58 +154,6 @@ fn listener_changes(running: &Release, new: &Release, old: &RouteSpec, next: &Ro
 fn differing(old: &[(&'static str, String)], new: &[(&'static str, String)]) -> Vec<String> {
     let pairs = old.iter().zip(new);
     pairs.filter(|((_, a), (_, b))| a != b).map(|((key, a), (_, b))| format!("{key}: {a} → {b}")).collect()
-}
-
-/// The keys that travel with each new instance.
-fn instance_keys(settings: &TypeSettings) -> Vec<(&'static str, String)> {
-    vec![
-        ("health_path", shown(&settings.health_path)),
-        ("health_status", shown(&settings.health_status)),
-        ("health_interval", duration(settings.health_interval)),
-        ("health_timeout", duration(settings.health_timeout)),
-        ("rise", shown(&settings.rise)),
-        ("fall", shown(&settings.fall)),
-        ("restart_unhealthy_after", duration(settings.restart_unhealthy_after)),
-        ("cycle", shown(&settings.cycle)),
-        ("proxy_protocol", shown(&settings.proxy_version().map(ProxyVersion::as_str))),
-        ("sleep_after", settings.sleep_after.map_or("unset".to_string(), duration_or_off)),
-        ("min_instances", shown(&settings.min_instances)),
-    ]
-}
-
-/// The keys a route's listener holds from procgate's start.
-fn route_keys(settings: &TypeSettings) -> Vec<(&'static str, String)> {
-    vec![
-        ("max_per_instance", shown(&settings.max_per_instance)),
-        ("max_per_type", shown(&settings.max_per_type)),
-        ("backlog", shown(&settings.backlog)),
-        ("queue_timeout", duration(settings.queue_timeout)),
-        ("rate", shown(&settings.rate)),
-        ("burst", shown(&settings.burst)),
-        ("max_per_client", shown(&settings.max_per_client)),
-        ("accept_proxy", settings.accepts_proxy().to_string()),
-        ("trusted_proxies", shown(&settings.trusted_proxies)),
-        ("connect_timeout", duration(settings.connect_timeout)),
-        ("head_timeout", duration(settings.head_timeout)),
-        ("keepalive_timeout", duration(settings.keepalive_timeout)),
-        ("request_timeout", duration(settings.request_timeout)),
-        ("router_idle_timeout", duration(settings.router_idle_timeout)),
-        ("idle_timeout", settings.idle_timeout.map_or("unset".to_string(), duration_or_off)),
-        ("tcp_keepalive", settings.tcp_keepalive.map_or("unset".to_string(), duration_or_off)),
-    ]
-}
-
-fn duration(value: Option<Duration>) -> String {
-    value.map_or("unset".to_string(), crate::duration::format)
-}
-
-fn duration_or_off(value: Option<Duration>) -> String {
-    value.map_or("off".to_string(), crate::duration::format)
-}
-
-/// A setting as the plan prints it: its value, or `unset`.
-fn shown<T: fmt::Debug>(value: &Option<T>) -> String {
-    value.as_ref().map_or("unset".to_string(), |v| format!("{v:?}"))
 }
 
 impl fmt::Display for DeployPlan {

@@ -42,6 +42,19 @@ pub fn own_binary() -> PathBuf {
     }
 }
 
+/// The process that started procgate, possibly a service manager: set once by the main
+/// process, whose own parent is its anchor; else procgate's parent.
+static SERVICE_MANAGER_PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Names the process that started procgate (the anchor's parent).
+pub fn set_service_manager(pid: i32) {
+    let _ = SERVICE_MANAGER_PID.set(pid);
+}
+
+fn service_manager() -> i32 {
+    *SERVICE_MANAGER_PID.get_or_init(|| nix::unistd::getppid().as_raw())
+}
+
 /// What to run for one instance.
 pub struct Launch {
     pub command: String,
@@ -118,7 +131,7 @@ pub fn spawn(
     // Under systemd (which sets INVOCATION_ID for a service's processes), procgate's parent is
     // the service manager; its stop signals reach every process of the cgroup by themselves.
     if std::env::var_os("INVOCATION_ID").is_some() {
-        command.env(keeper::SERVICE_MANAGER, nix::unistd::getppid().as_raw().to_string());
+        command.env(keeper::SERVICE_MANAGER, service_manager().to_string());
     }
     let mut child = command.spawn()?;
     // The keeper's end must close here, or its end of file would never come.

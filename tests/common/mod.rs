@@ -10,7 +10,7 @@ pub mod shutdown;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -138,8 +138,16 @@ impl Running {
         Running { child, lines, seen: Vec::new() }
     }
 
+    /// The pid procgate was started with: its anchor (src/anchor.rs), for `start`.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// procgate's main process under its anchor: the anchor's one child.
+    pub fn main_pid(&self) -> i32 {
+        let anchor = self.pid();
+        let children = std::fs::read_to_string(format!("/proc/{anchor}/task/{anchor}/children")).unwrap();
+        children.split_whitespace().next().expect("the anchor has its main process").parse().unwrap()
     }
 
     /// Waits for a line containing `needle` (name padding ignored) and returns it.
@@ -259,6 +267,25 @@ fn lock_blocks(dir: &Path, block: u16, types: u16) -> Option<Vec<nix::fcntl::Flo
         locks.push(Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?);
     }
     Some(locks)
+}
+
+/// Connects from `source` (any 127.0.0.0/8 address, standing for another machine) to `addr`;
+/// reads are bounded by the deadline.
+pub fn try_connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let (IpAddr::V4(v4), SocketAddr::V4(target)) = (source, addr) else { panic!("IPv4 only") };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    bind(fd.as_raw_fd(), &SockaddrIn::from(std::net::SocketAddrV4::new(v4, 0)))?;
+    connect(fd.as_raw_fd(), &SockaddrIn::from(target))?;
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(DEADLINE))?;
+    Ok(stream)
+}
+
+/// [`try_connect_from`], which must succeed.
+pub fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    try_connect_from(source, addr).unwrap_or_else(|err| panic!("connect from {source} to {addr}: {err}"))
 }
 
 /// True while `pid` exists and is not a zombie.
