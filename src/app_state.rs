@@ -1,7 +1,7 @@
 //! procgate's own directory in the app root (`.procgate`: the control socket, the lock) and the
 //! state it keeps there so the next `start` in that root comes back as the last one left off:
-//! the formation after each `scale` and deploy, and the files of the release a deploy put in
-//! force. `state.json` is replaced whole (written aside, then renamed), so a crash mid-write
+//! the formation after each `scale` and deploy, the files of the release a deploy put in
+//! force, and the types asleep. `state.json` is replaced whole (written aside, then renamed), so a crash mid-write
 //! leaves the previous one.
 
 use crate::config::AppPaths;
@@ -23,6 +23,9 @@ pub struct AppState {
     /// The files of the release in force, when a deploy changed them.
     #[serde(default)]
     pub release: Option<AppPaths>,
+    /// The types asleep (`sleep_after`); `formation` has the count each wakes with.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub sleeping: std::collections::BTreeSet<String>,
 }
 
 /// Why the state file cannot be read.
@@ -71,7 +74,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         assert!(AppState::load(root.path()).unwrap().is_none());
         std::fs::create_dir(root.path().join(DIR)).unwrap();
-        let state = AppState { formation: [("web".to_string(), 3)].into(), release: None };
+        let sleeping = ["web".to_string()].into();
+        let state = AppState { formation: [("web".to_string(), 3)].into(), release: None, sleeping };
         state.store(root.path()).unwrap();
         assert_eq!(AppState::load(root.path()).unwrap(), Some(state.clone()));
         std::fs::write(path(root.path()), "{").unwrap();

@@ -47,6 +47,8 @@ pub enum Command {
     Restart(RestartArgs),
     /// Roll out a new release (re-read Procfile, env files, procgate.toml) with zero downtime.
     Deploy(DeployArgs),
+    /// Wake a sleeping type (`sleep_after`) now; returns once its first instance is in routing.
+    Wake(WakeArgs),
     /// Stop the procgate running in the app root, as SIGINT would; returns when it is done.
     Stop(RootArgs),
     /// Print a systemd unit that runs `procgate start` with these flags (Type=notify, KillMode=mixed, ExecReload)
@@ -364,6 +366,15 @@ pub struct ScaleArgs {
     /// TYPE=COUNT pairs
     #[arg(required = true)]
     pub changes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WakeArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// The type to wake (`tcp`)
+    #[arg(value_name = "TYPE")]
+    pub type_name: String,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,8 @@ pub enum ConfigError {
         "{path}: cannot keep log files there: {reason}; pass another --log-dir or set [logs] dir in procgate.toml"
     )]
     LogDir { path: String, reason: String },
+    #[error("the formation gives `{type_name}` {count} instance(s), fewer than its min_instances = {min} in procgate.toml; run it with -m {type_name}={min} or more, or lower min_instances")]
+    BelowMinimum { type_name: String, count: usize, min: usize },
 }
 
 /// Where an app's files are (`-f`, `-e`, `-d`); `None`: the default.

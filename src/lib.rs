@@ -18,9 +18,10 @@
 //! - [`platform`]: the control plane's actors: the Scheduler (the one owner of instances), the
 //!   Rollout actor (restarts, deploys, cycling; it asks the Scheduler for intents), the
 //!   HealthChecker and the Balancer; their pure state machines (instance lifecycle, rollouts,
-//!   backoff, health hysteresis), the deploy planner and the specs.
+//!   backoff, health hysteresis, sleep and wake), the deploy planner and the specs.
 //! - [`http_check`]: procgate's small HTTP/1 client of instances: health probes, test-shutdown's requests.
-//! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core.
+//! - [`gateway`]: the data plane: TCP gateway and HTTP router, one runtime per core; each route's
+//!   activity, for the types that sleep when idle and wake on connect.
 //! - [`control`]: the control socket (HTTP/1.1 + JSON on a Unix socket): wire types, server,
 //!   client; `GET /logs`, the Prometheus metrics and the live status page.
 //! - [`anchor`]: the process `start` stays as, with its caller's pid, in front of the main
@@ -30,7 +31,7 @@
 //! - [`logs`]: foreman-style output lines and procgate's `system` events, kept in memory for
 //!   `procgate logs` and in rolling log files (`--log-dir`).
 //! - [`shutdown`]: `test-shutdown`: one instance, held clients, SIGTERM, a graded checklist.
-//! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `stop`,
+//! - [`commands`]: `start`, `check`, `run`, `ps`, `logs`, `scale`, `restart`, `deploy`, `wake`, `stop`,
 //!   `test-shutdown`, `systemd-unit`, `export` (Kubernetes manifests and systemd units).
 
 pub mod anchor;

@@ -52,6 +52,7 @@ fn main() {
         Command::Scale(args) => commands::scale::run(args),
         Command::Restart(args) => commands::roll::restart(args),
         Command::Deploy(args) => commands::roll::deploy(args),
+        Command::Wake(args) => commands::wake::run(args),
         Command::Stop(args) => commands::stop::run(args),
         Command::SystemdUnit(args) => commands::systemd_unit::run(args),
         Command::Export(args) => commands::export::run(args),

@@ -30,6 +30,9 @@
 //! idle_timeout = "1h"          # a proxied TCP connection silent both ways, or "off" [off]
 //! tcp_keepalive = "60s"        # keepalive probes on idle client connections, or "off" [60s]
 //! trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]  # who may send it [required]
+//! sleep_after = "15m"          # stop every instance after this long with no connection; the
+//!                              # next client wakes the type (routed types) [off]
+//! min_instances = 1            # the fewest instances: scale below it is refused; never sleeps [0]
 //!
 //! [logs]
 //! dir = "log"                  # log files here, relative to the app root [none]
@@ -49,7 +52,7 @@
 //! `["0.0.0.0/0", "::/0"]` trusts every peer, for a listener only the load balancer can reach.
 
 use crate::cidr::Cidr;
-use crate::procfile::WEB_TYPE;
+use crate::procfile::{TCP_TYPE, WEB_TYPE};
 use crate::proxy_version::ProxyVersion;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -159,6 +162,13 @@ pub struct TypeSettings {
     pub idle_timeout: Option<Option<Duration>>,
     #[serde(default, deserialize_with = "duration_or_off")]
     pub tcp_keepalive: Option<Option<Duration>>,
+    /// Stop every instance of a routed type once it has had no open connection (and so no
+    /// request) this long; its next client wakes it [default: off].
+    #[serde(default, deserialize_with = "duration_or_off")]
+    pub sleep_after: Option<Option<Duration>>,
+    /// The fewest instances the type runs: `scale` and `start -m` below it are refused, and a
+    /// type that keeps one never sleeps [default: 0].
+    pub min_instances: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -204,6 +214,16 @@ impl TypeSettings {
         self.accept_proxy.as_ref().is_some_and(|spanned| *spanned.get_ref())
     }
 
+    /// How long the type may be idle before it sleeps (`sleep_after`; `None`: never).
+    pub fn sleeps_after(&self) -> Option<Duration> {
+        self.sleep_after.flatten()
+    }
+
+    /// The fewest instances it runs (`min_instances`).
+    pub fn min_instances(&self) -> usize {
+        self.min_instances.unwrap_or(0)
+    }
+
     /// The keys that travel with each new instance, each with its value as written (`unset`
     /// when it is not).
     pub fn instance_keys(&self) -> Vec<(&'static str, String)> {
@@ -217,15 +237,14 @@ impl TypeSettings {
             ("restart_unhealthy_after", duration_shown(self.restart_unhealthy_after)),
             ("cycle", shown(&self.cycle)),
             ("proxy_protocol", shown(&self.proxy_version().map(ProxyVersion::as_str))),
+            ("sleep_after", or_off_shown(self.sleep_after)),
+            ("min_instances", shown(&self.min_instances)),
         ]
     }
 
     /// The keys a route's listener holds from procgate's start (caps, per-client limits,
     /// `accept_proxy`, timeouts), each with its value as written (`unset` when it is not).
     pub fn listener_keys(&self) -> Vec<(&'static str, String)> {
-        let or_off = |value: Option<Option<Duration>>| {
-            value.map_or("unset".to_string(), |value| value.map_or("off".to_string(), crate::duration::format))
-        };
         vec![
             ("max_per_instance", shown(&self.max_per_instance)),
             ("max_per_type", shown(&self.max_per_type)),
@@ -241,10 +260,15 @@ impl TypeSettings {
             ("keepalive_timeout", duration_shown(self.keepalive_timeout)),
             ("request_timeout", duration_shown(self.request_timeout)),
             ("router_idle_timeout", duration_shown(self.router_idle_timeout)),
-            ("idle_timeout", or_off(self.idle_timeout)),
-            ("tcp_keepalive", or_off(self.tcp_keepalive)),
+            ("idle_timeout", or_off_shown(self.idle_timeout)),
+            ("tcp_keepalive", or_off_shown(self.tcp_keepalive)),
         ]
     }
+}
+
+/// A duration that may be `off`, as the plan prints it.
+fn or_off_shown(value: Option<Option<Duration>>) -> String {
+    value.map_or("unset".to_string(), |value| value.map_or("off".to_string(), crate::duration::format))
 }
 
 fn duration_shown(value: Option<Duration>) -> String {
@@ -336,6 +360,12 @@ impl Settings {
                 (line_in(text, "logs", Some("keep")), "`keep` must be more than 0; leave it out for 14".into());
             return Err(SettingsError::Invalid { path: shown, line, message });
         }
+        for (name, type_settings) in &settings.types {
+            if let Some(message) = cannot_sleep(name, type_settings) {
+                let line = line_of(text, name, Some("sleep_after"));
+                return Err(SettingsError::Invalid { path: shown, line, message });
+            }
+        }
         if let Some(accept_proxy) = settings.types.values().find_map(untrusting) {
             let message = NO_TRUSTED_PROXIES.to_string();
             return Err(SettingsError::Invalid { path: shown, line: line_at(text, accept_proxy), message });
@@ -369,6 +399,7 @@ fn not_positive(settings: &TypeSettings) -> Option<&'static str> {
         ("router_idle_timeout", settings.router_idle_timeout),
         ("idle_timeout", settings.idle_timeout.flatten()),
         ("tcp_keepalive", settings.tcp_keepalive.flatten()),
+        ("sleep_after", settings.sleep_after.flatten()),
     ];
     let counts = [
         ("rise", settings.rise.map(|n| n as usize)),
@@ -382,6 +413,26 @@ fn not_positive(settings: &TypeSettings) -> Option<&'static str> {
     let zero_count = counts.into_iter().find(|(_, n)| *n == Some(0));
     let bad_rate = rates.into_iter().find(|(_, r)| r.is_some_and(|r| !(r.is_finite() && r > 0.0)));
     zero_duration.map(|(key, _)| key).or(zero_count.map(|(key, _)| key)).or(bad_rate.map(|(key, _)| key))
+}
+
+/// Why a type's `sleep_after` cannot be: a type without a route has no client to wake it, and
+/// one that keeps instances up (`min_instances`) never sleeps.
+fn cannot_sleep(name: &str, settings: &TypeSettings) -> Option<String> {
+    let after = crate::duration::format(settings.sleeps_after()?);
+    let routed = name == WEB_TYPE || name == TCP_TYPE || settings.listen.is_some();
+    if !routed {
+        return Some(format!(
+            "sleep_after = \"{after}\" on `{name}`, which the gateway does not serve: only a routed type sleeps, \
+             since its next client wakes it; give it a `listen` address or remove sleep_after"
+        ));
+    }
+    match settings.min_instances() {
+        0 => None,
+        min => Some(format!(
+            "sleep_after = \"{after}\" with min_instances = {min} on `{name}`: a type that keeps {min} \
+             instance(s) up never sleeps; remove one of the two (min_instances = 0 lets it sleep)"
+        )),
+    }
 }
 
 /// Where a type says `accept_proxy = true` without any `trusted_proxies` (the offset in the file).
@@ -431,6 +482,14 @@ mod tests {
         Settings::parse(Path::new("procgate.toml"), text, &["tcp", "socket"])
     }
 
+    /// `err` is a bad value on `line` whose message says `needle`.
+    fn invalid_at(err: &SettingsError, line: usize, needle: &str) {
+        assert!(
+            matches!(err, SettingsError::Invalid { line: at, message, .. } if *at == line && message.contains(needle)),
+            "{err}"
+        );
+    }
+
     #[test]
     fn reads_routes_and_probe_timings() {
         let text = "[types.socket]\nlisten = \"127.0.0.1:20004\"\nhealth_interval = \"500ms\"\nfall = 3\n";
@@ -453,15 +512,9 @@ mod tests {
     #[test]
     fn unknown_keys_bad_values_and_types_name_the_line() {
         let err = parse("[types.tcp]\nlisten = \"127.0.0.1:1\"\nlisten_on = 3\n").unwrap_err();
-        assert!(
-            matches!(&err, SettingsError::Invalid { line: 3, message, .. } if message.contains("unknown field `listen_on`")),
-            "{err}"
-        );
+        invalid_at(&err, 3, "unknown field `listen_on`");
         let err = parse("[types.tcp]\nhealth_timeout = \"soon\"\n").unwrap_err();
-        assert!(
-            matches!(&err, SettingsError::Invalid { line: 2, message, .. } if message.contains("invalid duration")),
-            "{err}"
-        );
+        invalid_at(&err, 2, "invalid duration");
         let err = parse("\n[types.web]\nfall = 1\n").unwrap_err();
         assert_eq!(err.to_string(), "procgate.toml:2: [types.web] names no Procfile type; the types are: tcp, socket");
     }
@@ -499,6 +552,23 @@ mod tests {
     }
 
     #[test]
+    fn sleep_after_needs_a_route_and_no_instances_kept_up() {
+        let parse = |text: &str| Settings::parse(Path::new("procgate.toml"), text, &["tcp", "web", "worker"]);
+        let tcp = parse("[types.tcp]\nsleep_after = \"15m\"\n").unwrap().of("tcp");
+        assert_eq!(tcp.sleeps_after(), Some(Duration::from_secs(900)));
+        assert_eq!(parse("[types.web]\nsleep_after = \"off\"\n").unwrap().of("web").sleeps_after(), None);
+        let listening = "[types.worker]\nlisten = \"127.0.0.1:0\"\nsleep_after = \"2s\"\n";
+        assert!(parse(listening).is_ok(), "a type with its own route may sleep");
+        let err = parse("[types.worker]\nrise = 1\nsleep_after = \"2s\"\n").unwrap_err();
+        invalid_at(&err, 3, "only a routed type sleeps");
+        let err = parse("[types.tcp]\nmin_instances = 2\nsleep_after = \"2s\"\n").unwrap_err();
+        invalid_at(&err, 3, "min_instances = 2");
+        assert!(parse("[types.tcp]\nmin_instances = 0\nsleep_after = \"2s\"\n").is_ok());
+        let err = parse("[types.tcp]\nsleep_after = \"0s\"\n").unwrap_err();
+        assert!(err.to_string().contains("`sleep_after` must be more than 0"), "{err}");
+    }
+
+    #[test]
     fn every_toml_error_says_something() {
         // A lone carriage return gave `procgate.toml:1: ` and nothing more.
         let err = parse("\r").unwrap_err();
@@ -513,15 +583,9 @@ mod tests {
         let blocks: Vec<String> = tcp.trusted_proxies.unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(blocks, ["10.0.0.0/8", "::1/128"]);
         let err = parse("[types.tcp]\ntrusted_proxies = [\"10.0.0.0/8\",\n  \"fe80::/129\"]\n").unwrap_err();
-        assert!(
-            matches!(&err, SettingsError::Invalid { line: 3, message, .. } if message.contains("at most 128")),
-            "{err}"
-        );
+        invalid_at(&err, 3, "at most 128");
         let err = parse("[types.socket]\n\naccept_proxy = true\n").unwrap_err();
-        assert!(
-            matches!(&err, SettingsError::Invalid { line: 3, message, .. } if message.contains("needs trusted_proxies")),
-            "{err}"
-        );
+        invalid_at(&err, 3, "needs trusted_proxies");
         let err = parse("[types.tcp]\naccept_proxy = true\ntrusted_proxies = []\n").unwrap_err();
         assert!(matches!(&err, SettingsError::Invalid { line: 2, .. }), "an empty list trusts no one: {err}");
         assert!(!parse("[types.tcp]\naccept_proxy = false\n").unwrap().of("tcp").accepts_proxy());

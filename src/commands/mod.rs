@@ -12,3 +12,4 @@ pub mod start;
 pub mod stop;
 pub mod systemd_unit;
 pub mod test_shutdown;
+pub mod wake;

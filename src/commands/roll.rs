@@ -41,7 +41,9 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     path.canonicalize().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
 }
 
-fn roll(app: &Path, path: &str, body: String) -> anyhow::Result<i32> {
+/// Sends `body` to `path` and prints the progress lines that come back (live rows on a
+/// terminal); exit 0 only if the last one starts with `ok:`.
+pub(super) fn roll(app: &Path, path: &str, body: String) -> anyhow::Result<i32> {
     client::block_on(async {
         let response = client::call(app, hyper::Method::POST, path, Some(body)).await?;
         let mut live = Live::new();

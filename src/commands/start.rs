@@ -25,6 +25,7 @@ use crate::procfile::RELEASE;
 use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
 use actix::{Actor, AsyncContext};
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,7 +43,8 @@ const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
 pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Result<i32> {
     let started = Release::build(&args.source.paths(), &args.choices())?;
     let control_root = started.files.root.clone();
-    let release = resume(started, args.fresh)?;
+    let (release, asleep) = resume(started, args.fresh)?;
+    check_min_instances(&release)?;
     let history = Arc::new(History::new(HISTORY_LINES));
     let files = log_files(&args.logs, &release);
     let log_dir = files.as_ref().map(|f| f.dir.clone());
@@ -62,10 +64,11 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
     let shown_root = control_root.canonicalize().unwrap_or_else(|_| control_root.clone()).display().to_string();
     let signals = StopSignals::register(anchor.clone())?;
     let (failures, failure_reports) = tokio::sync::mpsc::unbounded_channel();
+    let (wakes, wake_calls) = tokio::sync::mpsc::unbounded_channel();
     let descriptors = descriptors();
     let route = |r: &RouteSpec| {
         let policy = Policy::of(&release.settings_of(&r.type_name), r.http);
-        Arc::new(Route::new(r.type_name.clone(), policy, descriptors.route(), failures.clone()))
+        Arc::new(Route::new(r.type_name.clone(), policy, descriptors.route(), failures.clone(), wakes.clone()))
     };
     let routes: Vec<Arc<Route>> = bound.iter().map(route).collect();
     fit_names(&release, &output);
@@ -75,8 +78,8 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
     let stopper = gateway.stopper();
     tracing::info!("{}", summary(&release, &bound));
     let templates = Templates::of(&release, &bound)?;
-    let instances =
-        release.plan.iter().map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect();
+    let awake = release.plan.iter().filter(|i| !asleep.contains_key(&i.type_name));
+    let instances = awake.map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect();
     let notifier = match anchor {
         Some(link) => Notifier::relayed(move |state| link.notify(state)),
         None => Notifier::from_env(),
@@ -94,6 +97,9 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
         notifier: notifier.clone(),
         state_root: control_root,
         started_paths: args.source.paths(),
+        routes: control_routes.clone(),
+        wakes: Some(wake_calls),
+        asleep,
     };
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
@@ -167,11 +173,25 @@ fn bind(routes: &[RouteSpec]) -> Result<(Vec<RouteSpec>, Vec<TcpListener>), Conf
 }
 
 /// The release to run: what the last run in this root left (`app_state`: the formation after
-/// its last `scale` or deploy, the files its last deploy put in force), unless `--fresh`.
-fn resume(started: Release, fresh: bool) -> anyhow::Result<Release> {
+/// its last `scale` or deploy, the files its last deploy put in force), unless `--fresh`; and
+/// the types that start asleep, as it left them, with the count each wakes with (unless `-m`
+/// or TYPEs chose the formation: then everything chosen runs).
+fn resume(started: Release, fresh: bool) -> anyhow::Result<(Release, BTreeMap<String, usize>)> {
     let root = started.files.root.clone();
-    let Some(state) = AppState::load(&root)?.filter(|_| !fresh) else { return Ok(started) };
+    let Some(state) = AppState::load(&root)?.filter(|_| !fresh) else { return Ok((started, BTreeMap::new())) };
+    let chosen = started.choices.formation.is_some() || !started.choices.only.is_empty();
     let release = started.resumed(state.release.as_ref(), &state.formation)?;
+    let sleeps = |name: &String| release.routes_type(name) && release.settings_of(name).sleeps_after().is_some();
+    let asleep: BTreeMap<String, usize> = match chosen {
+        true => BTreeMap::new(),
+        false => state
+            .sleeping
+            .iter()
+            .filter(|name| sleeps(name))
+            .map(|name| (name.clone(), release.formation.count(name)))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+    };
     let files = state
         .release
         .as_ref()
@@ -181,7 +201,22 @@ fn resume(started: Release, fresh: bool) -> anyhow::Result<Release> {
         app_state::path(&root).display(),
         release.formation
     );
-    Ok(release)
+    for (name, count) in &asleep {
+        tracing::info!("{name} is asleep, as the last run left it: its next client wakes it ({count} instance(s))");
+    }
+    Ok((release, asleep))
+}
+
+/// Refuses a formation below a type's `min_instances` (procgate.toml).
+fn check_min_instances(release: &Release) -> Result<(), ConfigError> {
+    for (_, process) in formation::long_running(&release.files.procfile) {
+        let (name, count) = (&process.name, release.formation.count(&process.name));
+        let min = release.settings_of(name).min_instances();
+        if count < min {
+            return Err(ConfigError::BelowMinimum { type_name: name.clone(), count, min });
+        }
+    }
+    Ok(())
 }
 
 /// Where the log files go: the flags, else `[logs]` in procgate.toml (its `dir` relative to the

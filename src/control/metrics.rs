@@ -84,6 +84,7 @@ struct RouteReading {
     bytes_out: u64,
     connect: (f64, u64, Vec<(f64, u64)>),
     duration: (f64, u64, Vec<(f64, u64)>),
+    wakes: (f64, u64, Vec<(f64, u64)>),
 }
 
 impl RouteReading {
@@ -98,6 +99,7 @@ impl RouteReading {
             bytes_out: stats.bytes_out.load(Ordering::Relaxed),
             connect: stats.connect.read(),
             duration: stats.duration.read(),
+            wakes: stats.wakes.read(),
         }
     }
 }
@@ -202,6 +204,17 @@ impl Snapshot {
         let mut duration = family(encoder, "procgate_route_duration_seconds", help, MetricType::Histogram)?;
         for route in &self.routes {
             histogram(&mut duration, &[("route", route.name.as_str())], &route.duration)?;
+        }
+        let help = "Wakes of the type from sleep (sleep_after)";
+        let mut wakes = family(encoder, "procgate_wakes", help, MetricType::Counter)?;
+        for route in &self.routes {
+            counter(&mut wakes, &[("type", route.name.as_str())], route.wakes.1)?;
+        }
+        let help =
+            "Time from a sleeping type's first waiting client (or procgate wake) to its first instance in routing";
+        let mut woke = family(encoder, "procgate_wake_duration_seconds", help, MetricType::Histogram)?;
+        for route in &self.routes {
+            histogram(&mut woke, &[("type", route.name.as_str())], &route.wakes)?;
         }
         let help = "Clients waiting for a place under the caps";
         let mut queued = family(encoder, "procgate_route_queued", help, MetricType::Gauge)?;

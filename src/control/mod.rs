@@ -7,6 +7,7 @@
 //! | `POST /scale` `{"tcp":3}` | `{"changes":["tcp.2 starting on port 5101",...]}`, or 400 and why |
 //! | `POST /restart` `{"target":"tcp"}` | progress lines; the last starts with `ok:` or `failed:` |
 //! | `POST /deploy` `{"from":"/srv/app/v2","dry_run":false}` | the same, for a new release (its plan first; `dry_run`: the plan only) |
+//! | `POST /wake` `{"type":"tcp"}` | progress lines; the last starts with `ok:` (`tcp woke after 412 ms`) or `failed:` |
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
 //! | `GET /logs?since=MS&follow=1&json=1&only=web,tcp.1` | the kept lines, then (follow) each new one |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
@@ -46,7 +47,8 @@ pub struct InstanceStatus {
     pub name: String,
     #[serde(rename = "type")]
     pub type_name: String,
-    /// `starting`, `up`, `draining`, `crashed` or `stopped`.
+    /// `starting`, `up`, `draining`, `crashed`, `failed`, `stopped`, or `sleeping` (an instance
+    /// its sleeping type wakes with: no pid, no port).
     pub state: String,
     pub pid: Option<u32>,
     pub port: Option<u16>,
@@ -162,6 +164,13 @@ impl LogQuery {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RestartRequest {
     pub target: Option<String>,
+}
+
+/// The body of `POST /wake`: the type to wake.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WakeRequest {
+    #[serde(rename = "type")]
+    pub type_name: String,
 }
 
 /// The body of `POST /deploy`: where the new release is (what it leaves out: as started), and

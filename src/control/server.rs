@@ -5,13 +5,14 @@ use super::body::{Body, LineStream, LINES_BUFFER};
 use super::logs::LogSource;
 use super::{
     socket_path, ControlError, DeployRequest, InstanceStatus, LogQuery, Platform, PsReply, RestartRequest, RouteStatus,
+    WakeRequest,
 };
 use crate::app_state::DIR;
 use crate::gateway::route::Route;
 use crate::gateway::stats::Outcome;
 use crate::platform::lifecycle::Event;
 use crate::platform::rollout_actor::Roll;
-use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Status};
+use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Status, WakeUp};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -183,6 +184,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             }
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
+        (&Method::POST, "/wake") => wake(request, &shared.platform).await,
         (&Method::GET, "/metrics") => super::metrics::answer(&shared.platform).await,
         (&Method::GET, "/logs") => match LogQuery::parse(request.uri().query()) {
             Ok(query) => super::logs::answer(query, &shared.logs, shared.stopping.subscribe()).await,
@@ -236,11 +238,30 @@ pub(super) async fn restart(request: Request<Incoming>, platform: &Platform) -> 
     }
 }
 
+/// `POST /wake` `{"type":"tcp"}`: its lines, once the Scheduler took it (else 400 and why).
+async fn wake(request: Request<Incoming>, platform: &Platform) -> Response<Body> {
+    let WakeRequest { type_name } = match read_json(request).await {
+        Ok(body) => body,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let (client, lines) = mpsc::unbounded_channel::<String>();
+    match platform.scheduler.send(WakeUp { type_name, client }).await {
+        Ok(Ok(())) => lines_body(lines),
+        Ok(Err(why)) => error(StatusCode::BAD_REQUEST, &why),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
+    }
+}
+
 /// Sends a rollout request; its progress lines become the response body.
 fn stream(roll: impl FnOnce(mpsc::UnboundedSender<String>) -> Roll, platform: &Platform) -> Response<Body> {
     let (client, lines) = mpsc::unbounded_channel::<String>();
-    let (bytes, body) = mpsc::channel(LINES_BUFFER);
     platform.rollouts.do_send(roll(client));
+    lines_body(lines)
+}
+
+/// A response body of the lines sent on `lines`, each as it comes, until its sender is gone.
+fn lines_body(lines: mpsc::UnboundedReceiver<String>) -> Response<Body> {
+    let (bytes, body) = mpsc::channel(LINES_BUFFER);
     tokio::task::spawn_local(forward_lines(lines, bytes));
     Response::new(LineStream(body).boxed_unsync())
 }

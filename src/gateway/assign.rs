@@ -1,7 +1,8 @@
 //! Assigning a client to an instance: pick the least loaded healthy one with room under its cap,
 //! connect, and on a failed connect mark it down (passive check) and try the next, up to all of
 //! them. When none is healthy, wait for the routing to change, up to the `--wait` (then H10);
-//! when all are at their cap, wait in the route's bounded backlog (then H11).
+//! when all are at their cap, wait in the route's bounded backlog (then H11). A sleeping type's
+//! first waiting client asks for its wake (wake.rs); instances being put to sleep take no client.
 
 use super::route::{pick, Backend, InstanceId, OpenConnection, Route};
 use std::future::Future;
@@ -44,7 +45,8 @@ where
         if let Some(connected) = try_each(route, &mut tried, &mut connect).await {
             return Ok(connected);
         }
-        let healthy = route.backends().iter().any(|b| !b.is_down() && !tried.contains(&b.id));
+        let floor = route.activity.floor();
+        let healthy = route.backends().iter().any(|b| !b.is_down() && !tried.contains(&b.id) && b.id.slot >= floor);
         if healthy && route.policy.limits.capped() {
             // Every healthy instance is at its cap.
             tokio::select! {
@@ -57,6 +59,8 @@ where
             // One came back up (a passive failure not confirmed) since the pick: pick again.
             continue;
         }
+        // None up: a sleeping type is woken (once per sleep, whoever asks first).
+        route.activity.want_wake();
         // Subscribe, then look once more, so a publication in between is not missed.
         if changes.is_none() {
             changes = Some(route.subscribe());
@@ -81,7 +85,9 @@ where
     loop {
         let backend: Arc<Backend> = {
             let backends = route.backends();
-            let eligible = |b: &Backend| !b.is_down() && !tried.contains(&b.id) && route.has_room(b);
+            let floor = route.activity.floor();
+            let eligible =
+                |b: &Backend| !b.is_down() && !tried.contains(&b.id) && b.id.slot >= floor && route.has_room(b);
             pick(&backends, route.next_cursor(), eligible)?.clone()
         };
         // Another thread took its last place since the pick: pick again.

@@ -12,6 +12,7 @@ use super::pool;
 use super::route::{Backend, OpenConnection, Route};
 use super::socket::{ACCEPT_ERROR_PAUSE, MAX_BUFFER};
 use super::stats::{Outcome, RouteStats};
+use super::wake::Active;
 use super::GatewaySettings;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -61,9 +62,10 @@ struct Client {
     address: HeaderValue,
     port: HeaderValue,
     clock: Arc<ClientClock>,
-    /// Its place in the route's descriptor budget, held as long as the connection (an upgraded
-    /// one's tunnel included).
-    _place: Place,
+    /// Its place in the route's descriptor budget, and its count in the route's activity (a
+    /// sleeping type wakes, an open one never sleeps), held as long as the connection (an
+    /// upgraded one's tunnel included).
+    _place: (Place, Active),
     /// It came through a trusted load balancer, whose `X-Forwarded-Proto` and `-Port` are kept.
     trusted_proxy: bool,
 }
@@ -83,6 +85,7 @@ pub async fn serve(
                     // Over the descriptor budget the client is closed at once (dropped): H11.
                     match route.budget.enter(&route.type_name) {
                         Some(place) => {
+                            let place = (place, route.activity.enter());
                             tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
                         }
                         None => _ = route.stats.count(Outcome::H11),
@@ -104,7 +107,7 @@ async fn connection(
     port: HeaderValue,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
-    place: Place,
+    place: (Place, Active),
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
     let clock = ClientClock::start(&route.policy.timeouts, admitted.client, Some(route.stats.clone()));

@@ -20,6 +20,7 @@ pub mod spread;
 pub mod stats;
 pub mod tcp;
 pub mod timeouts;
+pub mod wake;
 
 use route::Route;
 use spread::Spread;

@@ -3,6 +3,7 @@
 
 use super::clients::{ClientLimits, Clients};
 use super::stats::RouteStats;
+use super::wake::{Activity, WakeCall};
 use crate::cidr::Cidr;
 use crate::proxy_version::ProxyVersion;
 use arc_swap::ArcSwap;
@@ -184,6 +185,8 @@ pub struct Route {
     pub stats: Arc<RouteStats>,
     /// Its clients against the descriptors it may use.
     pub budget: Arc<super::budget::Budget>,
+    /// Its open clients, its sleep floor and its wake request (wake.rs).
+    pub activity: Arc<Activity>,
     backends: ArcSwap<Vec<Arc<Backend>>>,
     /// Bumped at each publication, for clients waiting for an instance.
     version: watch::Sender<u64>,
@@ -200,8 +203,10 @@ impl Route {
         policy: Policy,
         budget: Arc<super::budget::Budget>,
         failures: mpsc::UnboundedSender<InstanceId>,
+        wakes: mpsc::UnboundedSender<WakeCall>,
     ) -> Route {
         Route {
+            activity: Arc::new(Activity::new(type_name.clone(), wakes)),
             type_name,
             budget,
             clients: Arc::new(Clients::new(policy.clients)),
@@ -229,6 +234,19 @@ impl Route {
     /// Wakes waiting clients without changing the set (a backend came back up).
     pub fn touch(&self) {
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Puts the route to sleep below slot `floor` if it has been idle for `after` (wake.rs); a
+    /// client that came meanwhile keeps it awake, and the clients waiting pick again.
+    pub fn fall_asleep(&self, floor: usize, after: std::time::Duration) -> bool {
+        match self.activity.fall_asleep(floor, after) {
+            Some(true) => true,
+            Some(false) => {
+                self.touch();
+                false
+            }
+            None => false,
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {

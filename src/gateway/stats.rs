@@ -1,6 +1,7 @@
 //! A route's counters for the metrics and `ps`: connections (TCP) or requests (web) by outcome,
 //! bytes each way, and histograms of the connect time to instances and of the connection or
-//! request duration. Plain relaxed atomics, a few per connection or request; read at a scrape.
+//! request duration, and of the type's wakes from sleep. Plain relaxed atomics, a few per
+//! connection or request; read at a scrape.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -116,6 +117,9 @@ pub struct RouteStats {
     pub connect: Histogram,
     /// A proxied TCP connection, or a request from its head to the end of its response.
     pub duration: Histogram,
+    /// The type's wakes: from its first waiting client (or `procgate wake`) to its first
+    /// instance in routing.
+    pub wakes: Histogram,
 }
 
 impl RouteStats {

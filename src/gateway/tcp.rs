@@ -10,6 +10,7 @@ use super::route::{Backend, Route};
 use super::socket::{connect, ACCEPT_ERROR_PAUSE};
 use super::spread::Serving;
 use super::stats::Outcome;
+use super::wake::Active;
 use super::{GatewaySettings, Share};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -33,7 +34,8 @@ pub async fn serve(
         match route.budget.enter(&route.type_name) {
             Some(place) => {
                 let serving = share.spread.serving(share.thread);
-                tokio::spawn(handle(client, peer, route.clone(), settings.clone(), (place, serving)));
+                let counted = (place, serving, route.activity.enter());
+                tokio::spawn(handle(client, peer, route.clone(), settings.clone(), counted));
             }
             None => _ = route.stats.count(Outcome::H11),
         }
@@ -72,7 +74,7 @@ async fn handle(
     peer: SocketAddr,
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
-    _counted: (Place, Serving),
+    _counted: (Place, Serving, Active),
 ) {
     // Admission and assignment run boxed: their state is freed before the relay, so a held
     // connection's task is only as large as the relay needs (memory per held connection).

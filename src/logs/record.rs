@@ -79,7 +79,7 @@ impl Record {
         value.to_string()
     }
 
-    /// The event code a line of procgate's starts with: `201`...`204`, or a letter and 2 or 3
+    /// The event code a line of procgate's starts with: `201`...`207`, or a letter and 2 or 3
     /// digits (`H10`, `R12`, `T429`, `P400`).
     pub fn code(&self) -> Option<&str> {
         if self.colour.is_some() {
@@ -87,7 +87,7 @@ impl Record {
         }
         let word = self.text.split(' ').next()?;
         let coded = match word.as_bytes() {
-            [b'2', b'0', b'1'..=b'4'] => true,
+            [b'2', b'0', b'1'..=b'7'] => true,
             [b'H' | b'R' | b'T' | b'P', digits @ ..] => {
                 (2..=3).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
             }
@@ -137,6 +137,8 @@ mod tests {
     #[test]
     fn codes_are_read_off_procgates_own_lines_only() {
         assert_eq!(Record::system("201 app connected tcp.1").code(), Some("201"));
+        assert_eq!(Record::system("207 tcp woke after 412 ms: tcp.1 up").code(), Some("207"));
+        assert_eq!(Record::system("208 nothing").code(), None);
         assert_eq!(Record::system("H10 no healthy instance").code(), Some("H10"));
         assert_eq!(Record::system("T429 too many connections").code(), Some("T429"));
         assert_eq!(Record::system("Cycling tcp.1").code(), None);

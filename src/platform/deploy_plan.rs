@@ -3,7 +3,8 @@
 //! and whether the deploy must be refused. `deploy --dry-run` prints it; a deploy carries it out.
 //!
 //! Rules (README, "Deploys"): every type with instances is replaced (the code on disk may have
-//! changed even when the Procfile line did not); a type at 0 stays at 0; a type the running
+//! changed even when the Procfile line did not); a type at 0 stays at 0, and one asleep stays
+//! asleep (its next wake starts the new release); a type the running
 //! release does not have starts with one instance; a type the new release drops drains. What a
 //! new instance carries (command, env, health checks, `proxy_protocol`) changes with the rollout:
 //! old instances and their connections keep theirs. What a route's listener holds (its address,
@@ -25,6 +26,9 @@ pub enum TypeChange {
     Replaced { count: usize, changes: Vec<String> },
     /// At 0 in the running formation: stays at 0.
     StaysAtZero,
+    /// Asleep (`sleep_after`): nothing starts now; its next wake starts `count` instances of
+    /// the new release.
+    Asleep { count: usize },
     /// Not in the new release: its `count` instances drain.
     Removed { count: usize },
 }
@@ -73,6 +77,17 @@ impl DeployPlan {
     /// Whether the deploy may go ahead.
     pub fn is_refused(&self) -> bool {
         !self.refusals.is_empty()
+    }
+
+    /// The plan with the types asleep (`asleep` gives the count each wakes with) told apart
+    /// from those at 0: a deploy does not wake them, their next wake starts the new release.
+    pub fn with_asleep(mut self, asleep: impl Fn(&str) -> Option<usize>) -> DeployPlan {
+        for line in &mut self.types {
+            if let (TypeChange::StaysAtZero, Some(count)) = (&line.change, asleep(&line.type_name)) {
+                line.change = TypeChange::Asleep { count };
+            }
+        }
+        self
     }
 }
 
@@ -152,6 +167,9 @@ impl fmt::Display for DeployPlan {
             match &line.change {
                 TypeChange::Added => writeln!(f, "  {name}: added, starts with 1 instance")?,
                 TypeChange::StaysAtZero => writeln!(f, "  {name}: stays at 0 instances")?,
+                TypeChange::Asleep { count } => {
+                    writeln!(f, "  {name}: asleep; its next wake starts {} of this release", instances(*count))?
+                }
                 TypeChange::Removed { count } => writeln!(f, "  {name}: removed, {} drain", instances(*count))?,
                 TypeChange::Replaced { count, changes } if changes.is_empty() => {
                     writeln!(f, "  {name}: {} replaced (same definition, new code)", instances(*count))?

@@ -37,6 +37,18 @@ fn a_type_at_zero_stays_at_zero_and_a_new_type_starts_at_one() {
 }
 
 #[test]
+fn a_type_asleep_stays_asleep_and_wakes_with_the_new_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = release(dir.path(), &[("Procfile", "tcp: ./serve\nworker: ./work\n")]);
+    let new = release(dir.path(), &[("Procfile", "tcp: ./serve --v2\nworker: ./work\n")]);
+    let asleep = |name: &str| (name == "tcp").then_some(2);
+    let plan = plan(&running, &new, &counts(&[("tcp", 0), ("worker", 0)])).with_asleep(asleep);
+    assert_eq!(*change_of(&plan, "tcp"), TypeChange::Asleep { count: 2 });
+    assert_eq!(*change_of(&plan, "worker"), TypeChange::StaysAtZero);
+    assert!(plan.to_string().contains("tcp: asleep; its next wake starts 2 instances of this release"), "{plan}");
+}
+
+#[test]
 fn what_changed_in_a_type_is_named_and_env_values_are_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     let running = release(dir.path(), &[("Procfile", "tcp: ./serve\n"), (".env", "TOKEN=old\nDEBUG=1\n")]);

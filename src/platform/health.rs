@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 /// Probe period while an instance has never been healthy (HAProxy's `fastinter` idea).
 pub const BOOT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The same while it boots for a wake from sleep: clients are held until it joins routing, and
+/// a refused handshake on loopback costs a few microseconds.
+pub const WAKE_BOOT_INTERVAL: Duration = Duration::from_millis(10);
+
 /// How a type is probed (defaults as HAProxy's: every 2 s, 1 s timeout; rise 1, fall 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSettings {
@@ -31,6 +35,9 @@ pub struct ProbeSettings {
     pub proxy: Option<ProxyVersion>,
     /// Restart an instance failing its checks this long (opt-in liveness; `None`: never).
     pub restart_unhealthy_after: Option<Duration>,
+    /// The probe period until it is first healthy ([`BOOT_INTERVAL`]; [`WAKE_BOOT_INTERVAL`]
+    /// for an instance a wake started).
+    pub boot_interval: Duration,
 }
 
 impl ProbeSettings {
@@ -50,6 +57,7 @@ impl ProbeSettings {
             }),
             proxy: settings.proxy_version(),
             restart_unhealthy_after: settings.restart_unhealthy_after,
+            boot_interval: defaults.boot_interval,
         }
     }
 }
@@ -64,6 +72,7 @@ impl Default for ProbeSettings {
             http: None,
             proxy: None,
             restart_unhealthy_after: None,
+            boot_interval: BOOT_INTERVAL,
         }
     }
 }
@@ -111,7 +120,7 @@ impl Hysteresis {
         if self.ever_healthy {
             settings.interval
         } else {
-            BOOT_INTERVAL
+            settings.boot_interval
         }
     }
 }

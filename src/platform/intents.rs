@@ -21,6 +21,9 @@ pub enum Selector {
     Restart(Option<String>),
     /// Daily cycling of one instance, if it is still a current one.
     Cycle(SlotId),
+    /// Every current instance of a type, into the release in force (a type that woke from sleep
+    /// during a deploy, with the previous release).
+    Refresh(String),
     /// The deploy the Scheduler has planned (`PlanDeploy`).
     Deploy,
 }
@@ -49,6 +52,9 @@ impl Selector {
                     false => Ok(picked),
                 }
             }
+            Selector::Refresh(type_name) => {
+                Ok(current.iter().filter(|c| c.type_name == type_name).map(|c| c.slot).collect())
+            }
             Selector::Cycle(slot) => match current.iter().any(|c| c.slot == *slot) {
                 true => Ok(vec![*slot]),
                 false => Err(IntentRefused::Gone),
@@ -73,6 +79,9 @@ pub enum Report {
     Drained { slot: SlotId, who: String },
     /// A deploy's release step exited.
     StepExited { slot: SlotId, reason: ExitReason },
+    /// After a deploy's commit, instances of `type_name` still run the previous release: they
+    /// woke from sleep while the deploy rolled out. A restart of the type moves them.
+    Stale { type_name: String },
     /// The platform is stopping: no rollout may go on.
     Stopping,
 }

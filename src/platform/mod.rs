@@ -12,4 +12,5 @@ pub mod lifecycle;
 pub mod rollout;
 pub mod rollout_actor;
 pub mod scheduler;
+pub mod sleep;
 pub mod spec;

@@ -55,9 +55,21 @@ impl RolloutKind {
 /// A rollout asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Restart { target: Option<String>, client: ClientId },
-    Deploy { client: ClientId },
-    Cycle { slot: SlotId, name: String },
+    Restart {
+        target: Option<String>,
+        client: ClientId,
+    },
+    Deploy {
+        client: ClientId,
+    },
+    Cycle {
+        slot: SlotId,
+        name: String,
+    },
+    /// A restart of a type that woke from sleep during a deploy with the previous release.
+    Refresh {
+        type_name: String,
+    },
 }
 
 /// What the controller asks of the Scheduler, or says.
@@ -173,6 +185,10 @@ impl Rollouts {
                 let kind = RolloutKind::Cycle(name.clone());
                 (kind, None, Some((slot, name)), Step::Replace(Selector::Cycle(slot)))
             }
+            Request::Refresh { type_name } => {
+                let kind = RolloutKind::Restart(type_name.clone());
+                (kind, None, None, Step::Replace(Selector::Refresh(type_name)))
+            }
         };
         let mut steps = vec![Step::Busy(Some(kind.describe()))];
         if let RolloutKind::Restart(_) = &kind {
@@ -282,6 +298,12 @@ impl Rollouts {
             },
             Report::Drained { slot, who } => self.on_drained(slot, &who, now),
             Report::StepExited { slot, reason } => self.on_step_exited(slot, reason),
+            Report::Stale { type_name } => {
+                let text = format!("{type_name} woke during the deploy with the previous release: restarting it");
+                let mut steps = vec![Step::Tell { client: None, text }];
+                steps.extend(self.request(Request::Refresh { type_name }));
+                steps
+            }
             Report::Stopping => self.on_stopping(),
         }
     }
@@ -392,7 +414,7 @@ impl Rollouts {
 fn client_of(request: &Request) -> Option<ClientId> {
     match request {
         Request::Restart { client, .. } | Request::Deploy { client } => Some(*client),
-        Request::Cycle { .. } => None,
+        Request::Cycle { .. } | Request::Refresh { .. } => None,
     }
 }
 

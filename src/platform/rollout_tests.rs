@@ -139,3 +139,13 @@ fn a_cycle_of_an_instance_replaced_meanwhile_ends_quietly_and_a_failed_cycle_is_
     let steps = rollouts.report(Report::Spawned { slot: SlotId(6), name: "tcp.3".into() }, Instant::now());
     assert_eq!(steps, [Step::ArmCycle { slot: SlotId(6), name: "tcp.3".into() }]);
 }
+
+#[test]
+fn a_type_that_woke_during_a_deploy_with_the_old_release_is_restarted_after_it() {
+    let mut rollouts = Rollouts::default();
+    let steps = rollouts.report(Report::Stale { type_name: "tcp".into() }, Instant::now());
+    let said = ["tcp woke during the deploy with the previous release: restarting it", "restart of tcp started"];
+    assert_eq!(tells(&steps), said);
+    assert!(steps.contains(&Step::Replace(Selector::Refresh("tcp".into()))), "{steps:?}");
+    assert_eq!(rollouts.underway().as_deref(), Some("restart of tcp"));
+}

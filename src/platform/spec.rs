@@ -31,6 +31,10 @@ pub struct TypeTemplate {
     pub root: std::path::PathBuf,
     /// Its instances are cycled daily (`cycle = false` in procgate.toml: never).
     pub cycles: bool,
+    /// It sleeps after this long without a connection (`sleep_after`, routed types only).
+    pub sleep_after: Option<std::time::Duration>,
+    /// The fewest instances it runs (`min_instances`).
+    pub min_instances: usize,
 }
 
 /// One instance: `tcp.2` on port 5101, from a template.
@@ -69,6 +73,8 @@ impl Templates {
                 proxy_protocol: settings.proxy_version().filter(|_| routed),
                 root: files.root.clone(),
                 cycles: settings.cycle.unwrap_or(true),
+                sleep_after: settings.sleeps_after().filter(|_| routed),
+                min_instances: settings.min_instances(),
             })
         };
         let mut types = Vec::new();

@@ -297,6 +297,16 @@ impl Lifecycle {
         id
     }
 
+    /// The id the next slot will get (every slot made later has a higher one).
+    pub fn next_id(&self) -> SlotId {
+        self.next_id
+    }
+
+    /// Whether the formation runs (not in its release step, not stopping).
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
     /// Every slot, in creation order.
     pub fn slots(&self) -> impl Iterator<Item = (SlotId, &Slot)> {
         self.slots.iter().map(|(id, slot)| (*id, slot))

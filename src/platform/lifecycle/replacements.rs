@@ -23,7 +23,7 @@ impl Lifecycle {
         self.phase = Phase::Running;
         let ids: Vec<SlotId> = self.slots.iter().filter(|(_, s)| !s.one_shot).map(|(id, _)| *id).collect();
         if ids.is_empty() {
-            return vec![log(Level::Warn, "the formation has no instance to run (every type is at 0)")];
+            return vec![log(Level::Warn, "the formation has no instance to run now (every type is at 0 or asleep)")];
         }
         ids.into_iter().flat_map(|id| self.spawn(id, now)).collect()
     }

@@ -3,10 +3,10 @@
 //! ports of their types' blocks, switch routing, abandon replacements, commit or discard the
 //! planned release. Each answers at once; the instances' fate comes later as reports.
 
-use super::{Running, Scheduler};
+use super::{Reported, Running, Scheduler};
 use crate::config::{Release, ReleaseSource};
 use crate::platform::deploy_plan::{self, DeployPlan, TypeChange};
-use crate::platform::intents::{Current, IntentRefused, Pair, Selector, SlotId};
+use crate::platform::intents::{Current, IntentRefused, Pair, Report, Selector, SlotId};
 use crate::platform::lifecycle::SlotInit;
 use crate::platform::spec::{port_for, SlotSpec, Templates, TypeTemplate};
 use actix::prelude::*;
@@ -102,11 +102,24 @@ impl Scheduler {
         counts
     }
 
+    /// The types some current instance of which runs another release than the one in force:
+    /// after a deploy's commit, those that woke from sleep during its rollout.
+    fn stale_types(&self) -> std::collections::BTreeSet<String> {
+        let templates = &self.config.running.templates;
+        let stale =
+            |spec: &SlotSpec| templates.get(&spec.template.type_name).is_some_and(|t| !Arc::ptr_eq(t, &spec.template));
+        self.current()
+            .into_iter()
+            .filter(|(_, spec)| stale(spec))
+            .map(|(_, spec)| spec.template.type_name.clone())
+            .collect()
+    }
+
     /// The plan of a deploy from `source`, against the running formation.
     fn deploy_plan(&self, source: &ReleaseSource) -> Result<(Release, DeployPlan), IntentRefused> {
         let new = self.config.running.release.next(source).map_err(failed)?;
         let plan = deploy_plan::plan(&self.config.running.release, &new, &self.counts());
-        Ok((new, plan))
+        Ok((new, plan.with_asleep(|name| self.sleepers.asleep(name))))
     }
 
     fn plan_deploy(&mut self, source: &ReleaseSource, dry_run: bool) -> Result<PlanReply, IntentRefused> {
@@ -141,8 +154,20 @@ impl Scheduler {
             .iter()
             .map(|(slot, spec)| Current { slot: *slot, type_name: &spec.template.type_name, name: &spec.name })
             .collect();
-        let picked = selector.pick(&seen)?;
-        let own = |(id, spec): &(SlotId, &SlotSpec)| (Some(*id), spec.template.clone(), spec.number);
+        let picked = selector.pick(&seen).map_err(|refused| match selector {
+            Selector::Restart(Some(target)) if self.sleepers.asleep(target).is_some() => {
+                failed(format!("{target} is asleep: nothing to restart (its next wake starts the release in force)"))
+            }
+            _ => refused,
+        })?;
+        // A restart or a cycle keeps each instance's own release; a refresh moves it to the one in force.
+        let template = |spec: &SlotSpec| match selector {
+            Selector::Refresh(_) => self.config.running.templates.get(&spec.template.type_name).cloned(),
+            _ => None,
+        };
+        let own = |(id, spec): &(SlotId, &SlotSpec)| {
+            (Some(*id), template(spec).unwrap_or_else(|| spec.template.clone()), spec.number)
+        };
         Ok((current.iter().filter(|(id, _)| picked.contains(id)).map(own).collect(), Vec::new()))
     }
 
@@ -154,7 +179,8 @@ impl Scheduler {
             let of_type = current.iter().filter(|(_, s)| s.template.type_name == line.type_name);
             match (&line.change, planned.running.templates.get(&line.type_name)) {
                 (TypeChange::Added, Some(template)) => orders.push((None, template.clone(), 1)),
-                (TypeChange::Replaced { .. }, Some(template)) => {
+                // A type asleep at the plan that woke since (with the running release) is replaced.
+                (TypeChange::Replaced { .. } | TypeChange::Asleep { .. }, Some(template)) => {
                     orders.extend(of_type.map(|(id, spec)| (Some(*id), template.clone(), spec.number)))
                 }
                 (TypeChange::Removed { .. }, _) => removed.extend(of_type.map(|(id, _)| *id)),
@@ -277,6 +303,11 @@ impl Handler<Commit> for Scheduler {
     fn handle(&mut self, _: Commit, _ctx: &mut Context<Self>) {
         if let Some(planned) = self.pending.take() {
             self.config.running = planned.running;
+            let templates = &self.config.running.templates;
+            self.sleepers.retain(|name| templates.get(name).is_some());
+            for type_name in self.stale_types() {
+                self.peers.rollouts.do_send(Reported(Report::Stale { type_name }));
+            }
             self.record_state();
         }
     }

@@ -1,5 +1,5 @@
 //! The Scheduler actor: the one owner of instances. It spawns, restarts, scales, replaces and
-//! stops the formation's instances.
+//! stops the formation's instances, and puts idle types to sleep and wakes them (`sleep.rs`).
 //!
 //! A thin actix shell around [`Lifecycle`]: it feeds events in (process reports, health, timers,
 //! signals, control requests, the Rollout controller's intents) and carries the effects out:
@@ -8,24 +8,28 @@
 //! prepares what the pure state machine cannot: ports, specs, releases (`intents.rs`).
 
 mod intents;
+mod sleep;
 
 pub use intents::{Abandon, Busy, Commit, Discard, PlanDeploy, PlanReply, Replace, RunStep, Switch};
+pub use sleep::WakeUp;
 
 use super::balancer::{Balancer, Join, Leave};
 use super::health::{HealthChanged, HealthChecker, Unwatch, Watch};
 use super::intents::{Report, SlotId};
 use super::lifecycle::{Effect, Event, Level, Lifecycle, SlotInit, State, Timing};
+use super::sleep::Sleepers;
 use super::spec::{SlotSpec, Templates, TypeTemplate};
 use crate::app_state::{self, AppState};
 use crate::config::{AppPaths, Release, RouteSpec};
 use crate::gateway::budget::Descriptors;
-use crate::gateway::route::{Backend, InstanceId};
+use crate::gateway::route::{Backend, InstanceId, Route};
+use crate::gateway::wake::WakeCall;
 use crate::logs::Output;
 use crate::process::output::Prefix;
 use crate::process::{self, Controller, Launch, ProcessEvent};
 use crate::sd_notify::{self, Notifier};
 use actix::prelude::*;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -59,6 +63,12 @@ pub struct SchedulerConfig {
     pub state_root: PathBuf,
     /// The files `start` was given: a release from other files is recorded.
     pub started_paths: AppPaths,
+    /// The gateway's routes: their activity says when a type may sleep, and counts its wakes.
+    pub routes: Vec<Arc<Route>>,
+    /// The wakes the data plane asks for; taken when the Scheduler starts.
+    pub wakes: Option<tokio::sync::mpsc::UnboundedReceiver<WakeCall>>,
+    /// Types that start asleep (as the last run left them), each with the count it wakes with.
+    pub asleep: BTreeMap<String, usize>,
 }
 
 /// The actors the Scheduler talks to.
@@ -90,6 +100,10 @@ pub struct Scheduler {
     pending: Option<intents::PlannedDeploy>,
     /// What the service manager was last told: `READY=1` once, then `STATUS=` when it changes.
     told: Option<String>,
+    /// The types asleep or waking (`sleep_after`).
+    sleepers: Sleepers,
+    /// `procgate wake` clients waiting for a type's first instance in routing.
+    wake_waiters: HashMap<String, Vec<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 /// An event for the Scheduler's state machine.
@@ -121,6 +135,7 @@ impl Scheduler {
             .enumerate()
             .map(|(i, spec)| (SlotId(i), spec))
             .collect();
+        let sleepers = Sleepers::new(&config.asleep);
         Scheduler {
             config,
             exit: Some(exit),
@@ -132,6 +147,8 @@ impl Scheduler {
             busy: None,
             pending: None,
             told: None,
+            sleepers,
+            wake_waiters: HashMap::new(),
         }
     }
 
@@ -200,7 +217,10 @@ impl Scheduler {
     fn record_state(&self) {
         let running = &self.config.running.release;
         let release = (running.paths != self.config.started_paths).then(|| running.paths.clone());
-        let state = AppState { formation: running.formation_now(&self.counts()), release };
+        let mut counts = self.counts();
+        counts.extend(self.sleepers.sleeping().map(|(name, count)| (name.to_string(), count)));
+        let sleeping = self.sleepers.sleeping().map(|(name, _)| name.to_string()).collect();
+        let state = AppState { formation: running.formation_now(&counts), release, sleeping };
         if let Err(err) = state.store(&self.config.state_root) {
             tracing::warn!(
                 "cannot record the formation in {}: {err}",
@@ -217,6 +237,10 @@ impl Scheduler {
             let Some(spec) = self.specs.get(&id) else { continue };
             let of_type = counts.entry((spec.template.type_index, spec.template.type_name.clone())).or_default();
             *of_type.entry(slot.shown_state()).or_insert(0) += 1;
+        }
+        for (name, count) in self.sleepers.sleeping() {
+            let Some(template) = self.config.running.templates.get(name) else { continue };
+            counts.entry((template.type_index, name.to_string())).or_default().insert("sleeping", count);
         }
         let types = counts.into_iter().map(|((_, name), states)| {
             let states: Vec<String> = states.into_iter().map(|(state, n)| format!("{n} {state}")).collect();
@@ -238,7 +262,10 @@ impl Scheduler {
 
     fn watch(&self, slot: SlotId, generation: u64) {
         let Some(spec) = self.specs.get(&slot) else { return };
-        let settings = spec.template.probe.clone().unwrap_or_default();
+        let mut settings = spec.template.probe.clone().unwrap_or_default();
+        if self.sleepers.waking(&spec.template.type_name).is_some() {
+            settings.boot_interval = super::health::WAKE_BOOT_INTERVAL;
+        }
         let name = spec.name.clone();
         self.peers.health.do_send(Watch { id: incarnation(slot, generation), name, addr: spec.addr(), settings });
     }
@@ -252,7 +279,9 @@ impl Scheduler {
             _ => Arc::new(Backend::new(id, spec.name.clone(), spec.addr(), spec.template.proxy_protocol)),
         };
         self.counters.insert(slot, backend.clone());
-        self.peers.balancer.do_send(Join { type_name: spec.template.type_name.clone(), backend });
+        let (type_name, name) = (spec.template.type_name.clone(), spec.name.clone());
+        self.peers.balancer.do_send(Join { type_name: type_name.clone(), backend });
+        self.joined(&type_name, &name);
     }
 
     /// Reports a retiring instance's open connections; `Drained` follows when none is left.
@@ -298,11 +327,20 @@ impl Scheduler {
                     crate::formation::PORTS_PER_TYPE
                 )));
             }
+            if *count < template.min_instances {
+                return Err(ScaleRefused::Bad(format!(
+                    "{type_name}={count} is fewer than its min_instances = {} (procgate.toml); scale it to {} or more",
+                    template.min_instances, template.min_instances
+                )));
+            }
             plan.push((template, *count));
         }
         let mut lines = Vec::new();
         for (template, count) in plan {
-            lines.extend(self.scale_type(&template, count, ctx)?);
+            match self.sleepers.scaled(&template.type_name, count) {
+                true => lines.push(sleep::scaled_asleep(&template.type_name, count)),
+                false => lines.extend(self.scale_type(&template, count, ctx)?),
+            }
         }
         Ok(lines)
     }
@@ -391,6 +429,7 @@ impl Scheduler {
             };
             list.push((spec.template.type_index, spec.number, id, status));
         }
+        list.extend(self.sleeping_views().map(|(type_index, number, view)| (type_index, number, SlotId(0), view)));
         list.sort_by_key(|(type_index, number, id, _)| (*type_index, *number, *id));
         list.into_iter().map(|(_, _, _, status)| status).collect()
     }
@@ -411,6 +450,8 @@ impl Actor for Scheduler {
         let effects = self.lifecycle.start(Instant::now());
         self.apply(effects, ctx);
         self.tell_manager();
+        self.listen_for_wakes(ctx);
+        self.arm_sleep_check(ctx);
         // The watchdog hears from the control thread as long as it turns.
         if let Some(period) = sd_notify::watchdog_period().filter(|_| self.config.notifier.is_some()) {
             ctx.run_interval(period, |act, _| act.notify("WATCHDOG=1"));
@@ -444,7 +485,8 @@ impl Handler<Notify> for Scheduler {
 pub struct InstanceView {
     pub name: String,
     pub type_name: String,
-    /// `starting`, `up`, `draining`, `crashed`, `failed` or `stopped`.
+    /// `starting`, `up`, `draining`, `crashed`, `failed`, `stopped`, or `sleeping` (an instance
+    /// its sleeping type wakes with).
     pub state: String,
     pub pid: Option<u32>,
     pub port: Option<u16>,
