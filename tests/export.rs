@@ -133,7 +133,7 @@ fn full_app() -> App {
         "procgate.toml",
         "[types.web]\nhealth_path = \"/up\"\nrestart_unhealthy_after = \"30s\"\nrequest_timeout = \"20s\"\n\n\
          [types.tcp]\nproxy_protocol = \"v2\"\nmax_per_instance = 6000\nrate = 10\nhealth_interval = \"5s\"\n\n\
-         [types.socket]\nlisten = \"127.0.0.1:20004\"\n\n[types.worker]\ncycle = false\n",
+         [types.socket]\nlisten = \"127.0.0.1:20004\"\nsleep_after = \"15m\"\n\n[types.worker]\ncycle = false\n",
     );
     app
 }
@@ -210,7 +210,9 @@ fn every_kind_of_type_its_settings_and_secrets_map_to_objects_that_validate() {
     ] {
         assert!(tcp_service.contains(comment), "{comment} in\n{tcp_service}");
     }
-    assert_lines(&read("service-shop-socket.yaml"), &["port: 20004", "type: \"LoadBalancer\""]);
+    let socket_service = read("service-shop-socket.yaml");
+    assert_lines(&socket_service, &["port: 20004", "type: \"LoadBalancer\""]);
+    assert!(socket_service.contains("#   sleep_after = 15m"), "scale to zero is not Kubernetes': {socket_service}");
     assert_lines(&read("deployment-shop-socket.yaml"), &["value: \"tcp://shop-socket:20004\""]);
     let worker = read("deployment-shop-worker.yaml");
     assert_lines(&worker, &["minReadySeconds: 1", "terminationGracePeriodSeconds: 20"]);

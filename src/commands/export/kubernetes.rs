@@ -402,11 +402,15 @@ fn ingress(source: &Source, name: &str, component: &str) -> Object {
     Object { kind: "Ingress", name: name.to_string(), comments, body, private: false }
 }
 
-/// The route settings set for a type that Kubernetes has no field for, as comment lines.
+/// The route settings set for a type that Kubernetes has no field for, as comment lines; and
+/// `sleep_after` (scale to zero needs an add-on there, such as Knative or KEDA).
 fn not_carried_over(type_name: &str, settings: &TypeSettings) -> Vec<String> {
-    let defaults = TypeSettings::default().listener_keys();
-    let set: Vec<String> = settings
-        .listener_keys()
+    let keys = |settings: &TypeSettings| {
+        let sleep = settings.instance_keys().into_iter().filter(|(key, _)| *key == "sleep_after");
+        settings.listener_keys().into_iter().chain(sleep).collect::<Vec<_>>()
+    };
+    let defaults = keys(&TypeSettings::default());
+    let set: Vec<String> = keys(settings)
         .into_iter()
         .zip(defaults)
         .filter(|((_, value), (_, default))| value != default)
