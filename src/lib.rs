@@ -26,6 +26,7 @@
 //!   client; `GET /logs`, the Prometheus metrics and the live status page.
 //! - [`anchor`]: the process `start` stays as, with its caller's pid, in front of the main
 //!   process: passes signals on as orders, relays `sd_notify`, reaps orphans, exits as it did.
+//! - [`fdpass`]: a message and its open files over a Unix socket (`SCM_RIGHTS`), for the upgrade.
 //! - [`signals`]: procgate's own signals: SIGINT/SIGTERM stop, SIGHUP reloads.
 //! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STATUS=`, the watchdog), no C library.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events, kept in memory for
@@ -43,6 +44,7 @@ pub mod config;
 pub mod control;
 pub mod duration;
 pub mod env;
+pub mod fdpass;
 pub mod formation;
 pub mod gateway;
 pub mod http_check;
