@@ -51,6 +51,8 @@ pub enum Command {
     Wake(WakeArgs),
     /// Stop the procgate running in the app root, as SIGINT would; returns when it is done.
     Stop(RootArgs),
+    /// Replace the running procgate's binary without restarting an app (for now: the new binary's check only).
+    Upgrade(UpgradeArgs),
     /// Print a systemd unit that runs `procgate start` with these flags (Type=notify, KillMode=mixed, ExecReload)
     #[command(name = "systemd-unit")]
     SystemdUnit(SystemdUnitArgs),
@@ -59,6 +61,9 @@ pub enum Command {
     /// Check that a type's app shuts down gracefully: one instance, held clients, SIGTERM, a graded checklist.
     #[command(name = "test-shutdown")]
     TestShutdown(TestShutdownArgs),
+    /// Internal: the protocols this binary speaks, asked before an upgrade hands over to it.
+    #[command(name = "__upgrade-check", hide = true)]
+    UpgradeCheck,
     /// Internal: the per-instance keeper that owns a process group (see process::keeper).
     #[command(name = "__keeper", hide = true)]
     Keeper {
@@ -366,6 +371,15 @@ pub struct ScaleArgs {
     /// TYPE=COUNT pairs
     #[arg(required = true)]
     pub changes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// The new binary (default: the path the running procgate was started from, where a package upgrade puts the new one)
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@
 //! - [`anchor`]: the process `start` stays as, with its caller's pid, in front of the main
 //!   process: passes signals on as orders, relays `sd_notify`, reaps orphans, exits as it did.
 //! - [`fdpass`]: a message and its open files over a Unix socket (`SCM_RIGHTS`), for the upgrade.
+//! - [`upgrade`]: replacing procgate's own binary under load: the new binary's check.
 //! - [`signals`]: procgate's own signals: SIGINT/SIGTERM stop, SIGHUP reloads.
 //! - [`sd_notify`]: systemd's readiness protocol (`READY=1`, `STATUS=`, the watchdog), no C library.
 //! - [`logs`]: foreman-style output lines and procgate's `system` events, kept in memory for
@@ -57,6 +58,7 @@ pub mod sd_notify;
 pub mod settings;
 pub mod shutdown;
 pub mod signals;
+pub mod upgrade;
 
 /// The property tests' runner, shared with `tests/fuzz.rs`.
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn main() {
         Command::TestShutdown(args) if args.json => Output::to_stderr(),
         _ => Output::new(),
     };
-    if !matches!(cli.command, Command::Keeper { .. }) {
+    if !matches!(cli.command, Command::Keeper { .. } | Command::UpgradeCheck) {
         logs::init_tracing(output.clone());
     }
     let flush_output = output.clone();
@@ -54,6 +54,8 @@ fn main() {
         Command::Deploy(args) => commands::roll::deploy(args),
         Command::Wake(args) => commands::wake::run(args),
         Command::Stop(args) => commands::stop::run(args),
+        Command::Upgrade(args) => commands::upgrade::run(args),
+        Command::UpgradeCheck => commands::upgrade::answer_check(),
         Command::SystemdUnit(args) => commands::systemd_unit::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::TestShutdown(args) => commands::test_shutdown::run(args, output),

@@ -12,4 +12,5 @@ pub mod start;
 pub mod stop;
 pub mod systemd_unit;
 pub mod test_shutdown;
+pub mod upgrade;
 pub mod wake;

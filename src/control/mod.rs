@@ -8,6 +8,7 @@
 //! | `POST /restart` `{"target":"tcp"}` | progress lines; the last starts with `ok:` or `failed:` |
 //! | `POST /deploy` `{"from":"/srv/app/v2","dry_run":false}` | the same, for a new release (its plan first; `dry_run`: the plan only) |
 //! | `POST /wake` `{"type":"tcp"}` | progress lines; the last starts with `ok:` (`tcp woke after 412 ms`) or `failed:` |
+//! | `POST /upgrade` `{"binary":"/usr/local/bin/procgate"}` | for now: 501 once the binary passes its check; 409 busy, 422 and why the binary is refused |
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
 //! | `GET /logs?since=MS&follow=1&json=1&only=web,tcp.1` | the kept lines, then (follow) each new one |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |
@@ -19,6 +20,7 @@ pub mod logs;
 pub mod metrics;
 pub mod server;
 pub mod status_page;
+pub mod upgrade;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -164,6 +166,13 @@ impl LogQuery {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RestartRequest {
     pub target: Option<String>,
+}
+
+/// The body of `POST /upgrade`: the new binary (absolute), else the one running.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeRequest {
+    #[serde(default)]
+    pub binary: Option<PathBuf>,
 }
 
 /// The body of `POST /wake`: the type to wake.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -98,6 +98,8 @@ struct Shared {
     /// Turns true when procgate stops: `logs -f` streams end.
     stopping: watch::Sender<bool>,
     connections: RefCell<Vec<JoinHandle<()>>>,
+    /// True while an upgrade is being carried out.
+    upgrading: Cell<bool>,
 }
 
 /// The running server (on the actix thread).
@@ -116,7 +118,8 @@ impl ControlServer {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let (stop_waiters, connections) = (RefCell::default(), RefCell::default());
         let stopping = watch::channel(false).0;
-        let shared = Rc::new(Shared { platform, stop_waiters, connections, logs, stopping });
+        let upgrading = Cell::new(false);
+        let shared = Rc::new(Shared { platform, stop_waiters, connections, logs, stopping, upgrading });
         let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
         Ok(ControlServer { path, shared, accept, _lock })
     }
@@ -184,6 +187,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             }
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
+        (&Method::POST, "/upgrade") => super::upgrade::answer(request, &shared.platform, &shared.upgrading).await,
         (&Method::POST, "/wake") => wake(request, &shared.platform).await,
         (&Method::GET, "/metrics") => super::metrics::answer(&shared.platform).await,
         (&Method::GET, "/logs") => match LogQuery::parse(request.uri().query()) {
@@ -274,7 +278,7 @@ async fn forward_lines(mut lines: mpsc::UnboundedReceiver<String>, bytes: mpsc::
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, String> {
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, String> {
     let body = request.into_body().collect().await.map_err(|err| err.to_string())?.to_bytes();
     let body = if body.is_empty() { Bytes::from_static(b"{}") } else { body };
     serde_json::from_slice(&body).map_err(|err| format!("bad request body: {err}"))
