@@ -14,17 +14,29 @@
 //! The main process dies with it (`PR_SET_PDEATHSIG`: the anchor SIGKILLed takes procgate down
 //! as a SIGKILLed procgate always did; the keepers then kill their apps). The anchor is what
 //! lets procgate replace its main process without changing the pid that the world knows.
+//!
+//! For an upgrade the main process asks it to start a successor (a `spawn BINARY` line, with the
+//! successor's end of their handover socket passed along, `SCM_RIGHTS`): the binary runs with
+//! the anchor's own arguments (`start ...`) and finds that fd and a fresh link to the anchor
+//! named in its environment ([`adopt`]). The anchor keeps one *current* main: orders and `sd_notify` go
+//! to and come from it only, and its exit alone ends the anchor. `promote` (the successor took
+//! over) makes the successor current; `abandon` (it did not) SIGKILLs it. An old main that
+//! exits, or a successor that does, is only reaped.
 
+use crate::fdpass;
 use crate::sd_notify::Notifier;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsFd;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The anchor's order to stop, followed by the signal's name (a second one skips the grace, as a
@@ -34,6 +46,17 @@ pub const STOP: &str = "stop";
 pub const RELOAD: &str = "reload";
 /// The main process's request to send an `sd_notify` message, before the message.
 const NOTIFY: &str = "notify ";
+/// The main process's request to start a successor: before the binary's path; the successor's
+/// end of its handover socket rides with it.
+const SPAWN: &str = "spawn ";
+/// The current main's word that its successor took over.
+const PROMOTE: &str = "promote";
+/// The current main's word that its successor failed: the anchor kills it.
+const ABANDON: &str = "abandon";
+/// The successor's link to the anchor: `FD ANCHOR_PID MANAGER_PID`.
+const LINK_ENV: &str = "PROCGATE_ANCHOR_LINK";
+/// The fd of the successor's end of its handover socket.
+pub const HANDOVER_ENV: &str = "PROCGATE_HANDOVER_FD";
 /// The longest line the anchor reads from the main process; longer ones are dropped.
 const MAX_LINE: usize = 4096;
 /// The signals the anchor handles; blocked before the fork, so none is lost.
@@ -62,11 +85,33 @@ impl Link {
 
     /// Has the anchor send `state` to the service manager (`READY=1`, `STATUS=...`).
     pub fn notify(&self, state: &str) {
-        let line = format!("{NOTIFY}{}\n", escape(state));
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(err) = writer.write_all(line.as_bytes()) {
+        if let Err(err) = self.send(&format!("{NOTIFY}{}", escape(state))) {
             tracing::debug!("sd_notify through the anchor {state:?}: {err}");
         }
+    }
+
+    /// Has the anchor start `binary` as this main's successor; returns this end of their
+    /// handover socket (closed by the other end if the successor cannot start).
+    pub fn spawn(&self, binary: &Path) -> std::io::Result<UnixStream> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let line = format!("{SPAWN}{}\n", escape(&binary.to_string_lossy()));
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        fdpass::send_bytes(&writer, line.as_bytes(), &[theirs.as_fd()])?;
+        Ok(ours)
+    }
+
+    /// Tells the anchor the successor took over: it is the main process now.
+    pub fn promote(&self) -> std::io::Result<()> {
+        self.send(PROMOTE)
+    }
+
+    /// Tells the anchor the successor failed: it kills it; this main stays the current one.
+    pub fn abandon(&self) -> std::io::Result<()> {
+        self.send(ABANDON)
+    }
+
+    fn send(&self, line: &str) -> std::io::Result<()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).write_all(format!("{line}\n").as_bytes())
     }
 }
 
@@ -99,6 +144,49 @@ pub fn split() -> std::io::Result<Link> {
     }
 }
 
+/// In a successor the anchor started: its link to the anchor, named in the environment (then
+/// removed from it, so no app inherits the name); `None` in a procgate started otherwise. Call
+/// it before any thread is started.
+pub fn adopt() -> Option<std::io::Result<Link>> {
+    let value = std::env::var(LINK_ENV).ok()?;
+    // The process has a single thread yet: changing the environment is safe.
+    std::env::remove_var(LINK_ENV);
+    Some(adopt_link(&value))
+}
+
+fn adopt_link(value: &str) -> std::io::Result<Link> {
+    let bad =
+        || std::io::Error::new(ErrorKind::InvalidInput, format!("{LINK_ENV}={value:?}: not a link the anchor made"));
+    let numbers: Vec<i32> = value.split(' ').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let [fd, anchor, manager] = numbers[..] else { return Err(bad()) };
+    let stream = inherited_socket(fd).ok_or_else(bad)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let anchor = Pid::from_raw(anchor);
+    if nix::unistd::getppid() != anchor {
+        return Err(std::io::Error::other("the anchor that started this process is gone"));
+    }
+    take_over_watchdog(anchor);
+    let reader = stream.try_clone()?;
+    let manager = Pid::from_raw(manager);
+    Ok(Link { writer: Arc::new(Mutex::new(stream)), reader: Arc::new(Mutex::new(Some(reader))), manager })
+}
+
+/// A socket this process inherited, its fd named in the environment: `None` unless it is an open
+/// socket (not stdin, stdout or stderr); close-on-exec again, so no app inherits it.
+pub fn inherited_socket(fd: RawFd) -> Option<UnixStream> {
+    use nix::sys::stat::{fstat, SFlag};
+    if fd <= 2 {
+        return None;
+    }
+    let kind = SFlag::from_bits_truncate(fstat(fd).ok()?.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFSOCK {
+        return None;
+    }
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    // SAFETY: the fd is open and a socket, handed to this process alone; nothing else owns it.
+    Some(unsafe { UnixStream::from_raw_fd(fd) })
+}
+
 /// systemd names the pid its watchdog expects (`WATCHDOG_PID`): the anchor's; the main process
 /// sends the pings (through the anchor), so it is named instead.
 fn take_over_watchdog(anchor: Pid) {
@@ -108,8 +196,8 @@ fn take_over_watchdog(anchor: Pid) {
     }
 }
 
-/// The anchor's loop: until the main process has ended; returns how it ended.
-fn run(main: Pid, mut stream: UnixStream, handled: &SigSet) -> WaitStatus {
+/// The anchor's loop: until the current main process has ended; returns how it ended.
+fn run(first: Pid, stream: UnixStream, handled: &SigSet) -> WaitStatus {
     if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
         eprintln!("procgate anchor: cannot become a subreaper ({err}); orphans go to init");
     }
@@ -117,41 +205,39 @@ fn run(main: Pid, mut stream: UnixStream, handled: &SigSet) -> WaitStatus {
         Ok(signals) => signals,
         Err(err) => {
             eprintln!("procgate anchor: cannot read its signals ({err}); passing none on");
-            return wait_only(main);
+            return wait_only(first);
         }
     };
     let notifier = Notifier::from_env();
-    let mut from_main = Lines::default();
-    let mut main_open = true;
+    let mut mains = Mains { all: vec![Main::new(first, stream)], current: first, successor: None };
     loop {
-        let (signal_ready, main_ready) = {
+        let (signal_ready, ready) = {
+            let open: Vec<&Main> = mains.all.iter().filter(|m| m.open).collect();
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-            if main_open {
-                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
-            }
+            fds.extend(open.iter().map(|m| PollFd::new(m.stream.as_fd(), PollFlags::POLLIN)));
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(err) => {
                     eprintln!("procgate anchor: poll failed ({err}); passing no more signals on");
-                    return wait_only(main);
+                    return wait_only(mains.current);
                 }
             }
-            let ready = |fd: Option<&PollFd>| fd.and_then(|fd| fd.revents()).is_some_and(|r| !r.is_empty());
-            (ready(fds.first()), ready(fds.get(1)))
+            let is_ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<Pid> =
+                open.iter().zip(&fds[1..]).filter(|(_, fd)| is_ready(fd)).map(|(m, _)| m.pid).collect();
+            (is_ready(&fds[0]), ready)
         };
-        if main_ready {
-            main_open = from_main.read(&mut stream, |line| relay(line, notifier.as_ref())) != Received::Closed;
+        for pid in ready {
+            mains.read(pid, notifier.as_ref());
         }
         if signal_ready {
             while let Ok(Some(info)) = signals.read_signal() {
                 let order = match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => match reap(main) {
+                    Ok(Signal::SIGCHLD) => match mains.reap() {
                         Some(status) => {
                             // Its last messages (`STOPPING=1`) still go out.
-                            while main_open
-                                && from_main.read(&mut stream, |line| relay(line, notifier.as_ref())) == Received::Data
-                            {
-                            }
+                            let current = mains.current;
+                            while mains.read(current, notifier.as_ref()) == Received::Data {}
                             return status;
                         }
                         None => continue,
@@ -160,20 +246,127 @@ fn run(main: Pid, mut stream: UnixStream, handled: &SigSet) -> WaitStatus {
                     Ok(stop) => format!("{STOP} {}", stop.as_str()),
                     Err(_) => continue,
                 };
-                let _ = stream.write_all(format!("{order}\n").as_bytes());
+                mains.order(&order);
             }
         }
     }
 }
 
-/// Reaps every child that ended; how the main process ended, if it did.
-fn reap(main: Pid) -> Option<WaitStatus> {
-    let mut main_status = None;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return main_status,
-            Ok(status) if status.pid() == Some(main) => main_status = Some(status),
-            Ok(_) => {}
+/// The main processes the anchor started: the current one, and a successor or old ones.
+struct Mains {
+    all: Vec<Main>,
+    current: Pid,
+    /// The successor being started, until promoted or gone.
+    successor: Option<Pid>,
+}
+
+/// A main process and the anchor's end of its link.
+struct Main {
+    pid: Pid,
+    stream: UnixStream,
+    lines: Lines,
+    open: bool,
+}
+
+impl Main {
+    fn new(pid: Pid, stream: UnixStream) -> Main {
+        Main { pid, stream, lines: Lines::default(), open: true }
+    }
+}
+
+impl Mains {
+    /// Reads what main `pid` sent and carries it out.
+    fn read(&mut self, pid: Pid, notifier: Option<&Notifier>) -> Received {
+        let Some(main) = self.all.iter_mut().find(|m| m.pid == pid && m.open) else { return Received::Closed };
+        let received = main.lines.read(&main.stream);
+        main.open = received != Received::Closed;
+        let (lines, mut fds): (Vec<String>, Vec<OwnedFd>) =
+            (main.lines.lines.drain(..).collect(), main.lines.fds.drain(..).collect());
+        let current = pid == self.current;
+        for line in lines {
+            match line.as_str() {
+                _ if !current => {} // An old main, or a successor not promoted yet, is not listened to.
+                PROMOTE => self.promote(),
+                ABANDON => self.abandon(),
+                _ => match line.strip_prefix(SPAWN) {
+                    Some(binary) if !fds.is_empty() => self.spawn(&unescape(binary), fds.remove(0)),
+                    Some(_) => eprintln!("procgate anchor: a spawn request came without its handover socket"),
+                    None => relay(&line, notifier),
+                },
+            }
+        }
+        received
+    }
+
+    /// Sends an order to the current main.
+    fn order(&mut self, order: &str) {
+        if let Some(main) = self.all.iter_mut().find(|m| m.pid == self.current) {
+            let _ = (&main.stream).write_all(format!("{order}\n").as_bytes());
+        }
+    }
+
+    /// Starts `binary` with the anchor's own arguments, its handover fd and a new link named in
+    /// its environment.
+    fn spawn(&mut self, binary: &str, handover: OwnedFd) {
+        if let Some(running) = self.successor {
+            eprintln!("procgate anchor: a successor (pid {running}) is being started already; not starting {binary}");
+            return;
+        }
+        let started = UnixStream::pair().and_then(|(ours, theirs)| {
+            let (link, handover_fd) = (theirs.as_raw_fd(), handover.as_raw_fd());
+            let mut command = std::process::Command::new(binary);
+            command.args(std::env::args_os().skip(1));
+            command.env(LINK_ENV, format!("{link} {} {}", nix::unistd::getpid(), nix::unistd::getppid()));
+            command.env(HANDOVER_ENV, handover_fd.to_string());
+            // SAFETY: between fork and exec only fcntl runs, which is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    for fd in [link, handover_fd] {
+                        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+                    }
+                    Ok(())
+                })
+            };
+            let child = command.spawn()?;
+            Ok((Pid::from_raw(child.id() as i32), ours))
+        });
+        match started {
+            Ok((pid, link)) => {
+                self.all.push(Main::new(pid, link));
+                self.successor = Some(pid);
+            }
+            // The handover socket closes as `handover` is dropped: the main sees it failed.
+            Err(err) => eprintln!("procgate anchor: cannot start {binary}: {err}"),
+        }
+    }
+
+    fn promote(&mut self) {
+        if let Some(successor) = self.successor.take() {
+            self.current = successor;
+        }
+    }
+
+    fn abandon(&mut self) {
+        if let Some(successor) = self.successor.take() {
+            let _ = signal::kill(successor, Signal::SIGKILL);
+        }
+    }
+
+    /// Reaps every child that ended; how the current main ended, if it did.
+    fn reap(&mut self) -> Option<WaitStatus> {
+        let mut current_status = None;
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return current_status,
+                Ok(status) if status.pid() == Some(self.current) => current_status = Some(status),
+                Ok(status) => {
+                    let pid = status.pid();
+                    if self.successor.is_some() && self.successor == pid {
+                        self.successor = None;
+                    }
+                    self.all.retain(|m| Some(m.pid) != pid);
+                }
+            }
         }
     }
 }
@@ -212,10 +405,13 @@ fn relay(line: &str, notifier: Option<&Notifier>) {
     }
 }
 
-/// The lines the main process sends, read as they come without blocking the loop.
+/// The lines a main process sends and the fds that came with them, read as they come without
+/// blocking the loop.
 #[derive(Default)]
 struct Lines {
     pending: Vec<u8>,
+    lines: Vec<String>,
+    fds: Vec<OwnedFd>,
 }
 
 /// What one read of the main process's end found.
@@ -228,23 +424,21 @@ enum Received {
 }
 
 impl Lines {
-    /// Reads what is there and hands each whole line over.
-    fn read(&mut self, stream: &mut UnixStream, mut on_line: impl FnMut(&str)) -> Received {
+    /// Reads what is there; whole lines go to `lines`.
+    fn read(&mut self, stream: &UnixStream) -> Received {
         let mut chunk = [0_u8; 1024];
-        let read = match nix::sys::socket::recv(
-            std::os::fd::AsRawFd::as_raw_fd(stream),
-            &mut chunk,
-            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-        ) {
+        let read = match fdpass::receive_bytes(stream, &mut chunk, &mut self.fds, MsgFlags::MSG_DONTWAIT) {
             Ok(0) => return Received::Closed,
             Ok(n) => n,
-            Err(Errno::EAGAIN | Errno::EINTR) => return Received::Nothing,
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                return Received::Nothing
+            }
             Err(_) => return Received::Closed,
         };
         self.pending.extend_from_slice(&chunk[..read]);
         while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=end).collect();
-            on_line(String::from_utf8_lossy(&line[..end]).as_ref());
+            self.lines.push(String::from_utf8_lossy(&line[..end]).into_owned());
         }
         if self.pending.len() > MAX_LINE {
             self.pending.clear();

@@ -35,19 +35,24 @@ pub fn send(stream: &UnixStream, message: &[u8], fds: &[BorrowedFd]) -> std::io:
     let mut header = [0_u8; HEADER];
     header[..4].copy_from_slice(&length.to_le_bytes());
     header[4..].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+    let framed: Vec<u8> = header.iter().chain(message).copied().collect();
+    send_bytes(stream, &framed, fds)
+}
+
+/// Sends `bytes` unframed with `fds` (at most [`MAX_FDS`]), which ride with the first byte: for
+/// a peer that reads lines (the anchor).
+pub fn send_bytes(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd]) -> std::io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
-    let iov = [IoSlice::new(&header), IoSlice::new(message)];
     let sent = loop {
-        match sendmsg::<()>(stream.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+        match sendmsg::<()>(stream.as_raw_fd(), &[IoSlice::new(bytes)], cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
             Err(Errno::EINTR) => continue,
             result => break result?,
         }
     };
     // The fds went with the first bytes; the rest is plain data.
-    let framed: Vec<u8> = header.iter().chain(message).copied().skip(sent).collect();
-    (&*stream).write_all(&framed)
+    (&*stream).write_all(&bytes[sent..])
 }
 
 /// Receives one message and its fds (blocking; the stream's read timeout applies). The peer
@@ -57,7 +62,7 @@ pub fn receive(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> 
     let mut fds = Vec::new();
     let mut read = 0;
     while read < HEADER {
-        let n = receive_some(stream, &mut header[read..], &mut fds)?;
+        let n = receive_bytes(stream, &mut header[read..], &mut fds, MsgFlags::empty())?;
         if n == 0 {
             return Err(Error::new(ErrorKind::UnexpectedEof, "the peer closed the socket before a whole message"));
         }
@@ -80,12 +85,18 @@ pub fn receive(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> 
     Ok((message, fds))
 }
 
-/// One `recvmsg`: the bytes read, the fds that came with them added to `fds`.
-fn receive_some(stream: &UnixStream, buffer: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<usize> {
+/// One `recvmsg` (with `flags`, e.g. `MSG_DONTWAIT`): the number of bytes read into `buffer`
+/// (0: the peer closed), the fds that came with them added to `fds`, close-on-exec.
+pub fn receive_bytes(
+    stream: &UnixStream,
+    buffer: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    flags: MsgFlags,
+) -> std::io::Result<usize> {
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(buffer)];
     let message = loop {
-        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), flags | MsgFlags::MSG_CMSG_CLOEXEC) {
             Err(Errno::EINTR) => continue,
             result => break result?,
         }

@@ -22,7 +22,8 @@ fn main() {
     let cli = Cli::parse();
     // Before any thread: `start` forks its anchor, which keeps this pid (anchor.rs).
     let anchor = match &cli.command {
-        Command::Start(_) => match anchor::split() {
+        // A successor the anchor started for an upgrade has its link already.
+        Command::Start(_) => match anchor::adopt().unwrap_or_else(anchor::split) {
             Ok(link) => {
                 process::set_service_manager(link.manager.as_raw());
                 Some(link)

@@ -74,7 +74,32 @@ fn a_second_upgrade_during_one_is_refused() {
     assert!(second.has("procgate: refused: an upgrade is under way; one at a time"), "{}", second.text());
     let first = first.join().unwrap();
     let text = String::from_utf8_lossy(&first.stderr);
-    assert!(text.contains(&format!("slow passed the check ({OURS})")), "{text}");
+    // It passes the check, but as a main process it ends without a word.
+    assert!(text.contains("rolled back: the new main process ended before answering"), "{text}");
     running.signal(Signal::SIGINT);
     assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn a_copy_of_procgate_is_started_answers_and_is_stopped_as_handing_over_is_not_built_yet() {
+    let app = App::new("app: exec sleep 60\n");
+    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
+    running.wait_for("app.1 started with pid");
+    let before = pids(&app);
+    let copy = app.path().join("procgate-copy");
+    std::fs::copy(BIN, &copy).unwrap();
+    for _ in 0..2 {
+        let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
+        assert_eq!(finished.code(), Some(1), "{}", finished.text());
+        let text = finished.text();
+        assert!(text.contains("its main process (pid "), "{text}");
+        assert!(text.contains("it was stopped, nothing changed"), "{text}");
+        let successor: i32 = text.split("(pid ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
+        common::wait_gone(&[successor], std::time::Duration::from_secs(5));
+        assert_eq!(pids(&app), before, "no instance was restarted");
+    }
+    // The anchor still follows the old main process: its stop is procgate's.
+    running.signal(Signal::SIGINT);
+    let finished = running.finish(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
 }

@@ -24,6 +24,7 @@ use crate::process;
 use crate::procfile::RELEASE;
 use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
+use crate::upgrade::handover;
 use actix::{Actor, AsyncContext};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -41,6 +42,9 @@ const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
 
 /// Runs until the formation is stopped; returns the exit status (README: "Exit status").
 pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Result<i32> {
+    if let Some(handover) = handover::inherited() {
+        return handover::succeed(handover?);
+    }
     let started = Release::build(&args.source.paths(), &args.choices())?;
     let control_root = started.files.root.clone();
     let (release, asleep) = resume(started, args.fresh)?;
@@ -80,6 +84,7 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
     let templates = Templates::of(&release, &bound)?;
     let awake = release.plan.iter().filter(|i| !asleep.contains_key(&i.type_name));
     let instances = awake.map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect();
+    let anchor_link = anchor.clone();
     let notifier = match anchor {
         Some(link) => Notifier::relayed(move |state| link.notify(state)),
         None => Notifier::from_env(),
@@ -115,7 +120,7 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
         let rollouts = rollouts.expect("set as the Scheduler was created");
         signals.forward_to(scheduler.clone(), rollouts.clone());
         let logs = LogSource { history: history.clone(), dir: log_dir };
-        let platform = Platform { scheduler, rollouts, routes: control_routes, output };
+        let platform = Platform { scheduler, rollouts, routes: control_routes, output, anchor: anchor_link };
         if let Some(listener) = metrics_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             tokio::task::spawn_local(control::metrics::serve(listener, platform.clone()));

@@ -36,6 +36,8 @@ pub struct Platform {
     pub rollouts: actix::Addr<crate::platform::rollout_actor::RolloutActor>,
     pub routes: Vec<std::sync::Arc<crate::gateway::route::Route>>,
     pub output: crate::logs::Output,
+    /// The anchor in front of this main process, which starts its successor on an upgrade.
+    pub anchor: Option<crate::anchor::Link>,
 }
 
 /// Where the control socket of the app in `root` lives.

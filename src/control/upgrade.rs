@@ -6,7 +6,7 @@ use super::body::Body;
 use super::server::{error, read_json};
 use super::{Platform, UpgradeRequest};
 use crate::platform::rollout_actor::Underway;
-use crate::upgrade::check;
+use crate::upgrade::{check, handover};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use std::cell::Cell;
@@ -39,13 +39,34 @@ pub(super) async fn answer(request: Request<Incoming>, platform: &Platform, unde
             tracing::warn!("upgrade refused, nothing changed: {refusal}");
             error(StatusCode::UNPROCESSABLE_ENTITY, &format!("refused: {refusal}"))
         }
-        Ok(protocols) => {
+        Ok(protocols) => successor(platform, binary, protocols).await,
+    }
+}
+
+/// Has the anchor start the checked binary and waits for its hello; as handing the state over is
+/// not built yet, abandons it then (the anchor kills it) and keeps running.
+async fn successor(platform: &Platform, binary: PathBuf, protocols: check::Protocols) -> Response<Body> {
+    let Some(link) = platform.anchor.clone() else {
+        return error(StatusCode::CONFLICT, "refused: this procgate runs without its anchor process");
+    };
+    let shown = binary.display().to_string();
+    let started = tokio::task::spawn_blocking(move || handover::start_successor(&link, &binary).map(|ok| (ok, link)));
+    match started.await {
+        Ok(Ok(((_stream, hello), link))) => {
+            handover::abandon(&link);
             let why = format!(
-                "{} passed the check ({protocols}), but handing over to it is not built yet (issue 19): nothing changed",
-                binary.display()
+                "{shown} passed the check ({protocols}) and its main process (pid {}) answered, but handing over to it \
+                 is not built yet (issue 19): it was stopped, nothing changed",
+                hello.pid
             );
+            tracing::info!("upgrade not carried out: {why}");
             error(StatusCode::NOT_IMPLEMENTED, &why)
         }
+        Ok(Err(why)) => {
+            tracing::warn!("upgrade rolled back, nothing changed: {why}");
+            error(StatusCode::BAD_GATEWAY, &format!("rolled back: {why}; nothing changed"))
+        }
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
     }
 }
 

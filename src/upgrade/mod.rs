@@ -2,10 +2,12 @@
 //!
 //! The running main process checks the new binary first ([`check`]): it must speak the keeper
 //! protocol of the keepers it would adopt and this handover protocol; otherwise the upgrade is
-//! refused with the reason and nothing changes. The handover itself (the anchor starting the new
-//! main, the listeners and the instances crossing over [`crate::fdpass`]) builds on that.
+//! refused with the reason and nothing changes. Then the anchor starts the new main process and
+//! the two talk over a handover socket ([`handover`]); the listeners and the instances are to
+//! cross it ([`crate::fdpass`]).
 
 pub mod check;
+pub mod handover;
 
 /// The version of the handover protocol between an old main process and its successor: the
 /// state and the fds the old one sends, the `ready` the new one answers. A binary that speaks
