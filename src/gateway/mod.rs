@@ -171,7 +171,9 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// A listening socket with SO_REUSEPORT, so each data-plane thread can have its own, and
 /// TCP_NODELAY, which the sockets it accepts inherit (Linux): no system call per client for it.
-fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A new member may join a group whose other members another process of this user holds (an
+/// upgrade's successor with more threads).
+pub fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use nix::sys::socket::{bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType};
     use nix::sys::socket::{SockaddrIn, SockaddrIn6};
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };

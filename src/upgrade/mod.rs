@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod handover;
+pub mod listeners;
 
 /// The version of the handover protocol between an old main process and its successor: the
 /// state and the fds the old one sends, the `ready` the new one answers. A binary that speaks
