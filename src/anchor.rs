@@ -3,8 +3,8 @@
 //!
 //! `procgate start` forks first thing, before any thread exists. The parent becomes the anchor,
 //! a small single-threaded loop that:
-//! - turns its stop signals (SIGINT, SIGTERM, SIGQUIT) into a `stop` line to the main process
-//!   and SIGHUP into `reload`, over a socket pair;
+//! - turns its stop signals (SIGINT, SIGTERM, SIGQUIT) into a `stop` line to the main process,
+//!   SIGHUP into `reload` and SIGUSR2 into `upgrade`, over a socket pair;
 //! - sends the main process's `sd_notify` messages on its behalf (`notify ...` lines), since a
 //!   service manager only listens to the pid it started;
 //! - is a child subreaper and reaps every child that ends, so it is also a container's PID 1
@@ -44,6 +44,8 @@ use std::sync::{Arc, Mutex};
 pub const STOP: &str = "stop";
 /// The anchor's order to reload (a deploy of the same root).
 pub const RELOAD: &str = "reload";
+/// The anchor's order to upgrade to the binary procgate was started from (SIGUSR2).
+pub const UPGRADE: &str = "upgrade";
 /// The main process's request to send an `sd_notify` message, before the message.
 const NOTIFY: &str = "notify ";
 /// The main process's request to start a successor: before the binary's path; the successor's
@@ -60,7 +62,8 @@ pub const HANDOVER_ENV: &str = "PROCGATE_HANDOVER_FD";
 /// The longest line the anchor reads from the main process; longer ones are dropped.
 const MAX_LINE: usize = 4096;
 /// The signals the anchor handles; blocked before the fork, so none is lost.
-const HANDLED: [Signal; 5] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGCHLD];
+const HANDLED: [Signal; 6] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGUSR2, Signal::SIGCHLD];
 
 /// The main process's end of the socket pair to its anchor.
 #[derive(Clone)]
@@ -243,6 +246,7 @@ fn run(first: Pid, stream: UnixStream, handled: &SigSet) -> WaitStatus {
                         None => continue,
                     },
                     Ok(Signal::SIGHUP) => RELOAD.to_string(),
+                    Ok(Signal::SIGUSR2) => UPGRADE.to_string(),
                     Ok(stop) => format!("{STOP} {}", stop.as_str()),
                     Err(_) => continue,
                 };

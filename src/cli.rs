@@ -11,7 +11,8 @@ macro_rules! signals {
     () => {
         "Signals: SIGINT and SIGTERM stop gracefully (instances leave routing, get SIGTERM, and \
          SIGKILL after --grace); a second one SIGKILLs every instance at once. SIGHUP reloads: a \
-         deploy of the same root. SIGPIPE is ignored; other signals keep their default action."
+         deploy of the same root. SIGUSR2 upgrades to the binary procgate was started from (see \
+         `procgate upgrade`). SIGPIPE is ignored; other signals keep their default action."
     };
 }
 pub const SIGNALS: &str = signals!();

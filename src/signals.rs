@@ -1,5 +1,6 @@
 //! procgate's own signals: SIGINT and SIGTERM start a graceful stop (a second one skips the
-//! grace); SIGHUP reloads, a `deploy` of the same root as systemd's `ExecReload` expects.
+//! grace); SIGHUP reloads, a `deploy` of the same root as systemd's `ExecReload` expects; SIGUSR2
+//! upgrades to the binary procgate was started from (`procgate upgrade`).
 //! Registered before anything is spawned so no signal is lost.
 //!
 //! They come to the main process from its anchor (`anchor.rs`: the signals sent to the pid the
@@ -11,7 +12,8 @@ use crate::anchor::{self, Link};
 use crate::platform::lifecycle::Event;
 use crate::platform::rollout_actor::{Reload, RolloutActor};
 use crate::platform::scheduler::{Notify, Scheduler};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use crate::upgrade::actor::{Upgrade, UpgradeActor};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ enum Order {
     /// Stop, after the named signal.
     Stop(String),
     Reload,
+    Upgrade,
 }
 
 /// Catches the signals now; call [`StopSignals::forward_to`] once the actors run.
@@ -42,12 +45,17 @@ pub struct StopSignals {
 
 impl StopSignals {
     pub fn register(anchor: Option<Link>) -> std::io::Result<StopSignals> {
-        Ok(StopSignals { signals: Signals::new([SIGINT, SIGTERM, SIGHUP])?, anchor })
+        Ok(StopSignals { signals: Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR2])?, anchor })
     }
 
-    /// Turns each stop order into a stop request for the Scheduler, and each reload into a
-    /// reload for the Rollout actor, on threads of their own.
-    pub fn forward_to(self, scheduler: actix::Addr<Scheduler>, rollouts: actix::Addr<RolloutActor>) {
+    /// Turns each stop order into a stop request for the Scheduler, each reload into a reload
+    /// for the Rollout actor and each upgrade into one for the Upgrade actor, on threads of their own.
+    pub fn forward_to(
+        self,
+        scheduler: actix::Addr<Scheduler>,
+        rollouts: actix::Addr<RolloutActor>,
+        upgrades: actix::Addr<UpgradeActor>,
+    ) {
         let StopSignals { mut signals, anchor } = self;
         let (orders, received) = mpsc::channel();
         if let Some(link) = anchor {
@@ -56,6 +64,7 @@ impl StopSignals {
                 let order = match line.split_once(' ') {
                     Some((anchor::STOP, name)) => Order::Stop(name.to_string()),
                     _ if line == anchor::RELOAD => Order::Reload,
+                    _ if line == anchor::UPGRADE => Order::Upgrade,
                     _ => return,
                 };
                 let _ = orders.send((Way::Anchor, order));
@@ -65,6 +74,7 @@ impl StopSignals {
             for number in signals.forever() {
                 let order = match number {
                     SIGHUP => Order::Reload,
+                    SIGUSR2 => Order::Upgrade,
                     number => Order::Stop(
                         nix::sys::signal::Signal::try_from(number).map_or("signal", |s| s.as_str()).to_string(),
                     ),
@@ -92,6 +102,10 @@ impl StopSignals {
                     Order::Reload => {
                         tracing::info!("SIGHUP received, reloading: a deploy of the same root");
                         rollouts.do_send(Reload);
+                    }
+                    Order::Upgrade => {
+                        tracing::info!("SIGUSR2 received, upgrading to the binary procgate was started from");
+                        upgrades.do_send(Upgrade { binary: None });
                     }
                     Order::Stop(name) => {
                         match stops {

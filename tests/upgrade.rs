@@ -103,3 +103,18 @@ fn a_copy_of_procgate_is_started_answers_and_is_stopped_as_handing_over_is_not_b
     let finished = running.finish(DEADLINE);
     assert_eq!(finished.code(), Some(0), "{}", finished.text());
 }
+
+#[test]
+fn sigusr2_to_procgate_asks_for_an_upgrade_to_the_binary_it_was_started_from() {
+    let app = App::new("app: exec sleep 60\n");
+    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
+    running.wait_for("app.1 started with pid");
+    let before = pids(&app);
+    running.signal(Signal::SIGUSR2);
+    running.wait_for("SIGUSR2 received, upgrading to the binary procgate was started from");
+    let line = running.wait_for("upgrade not carried out:");
+    assert!(line.contains("passed the check") && line.contains("it was stopped, nothing changed"), "{line}");
+    assert_eq!(pids(&app), before, "no instance was restarted");
+    running.signal(Signal::SIGINT);
+    assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}

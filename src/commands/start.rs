@@ -24,6 +24,7 @@ use crate::process;
 use crate::procfile::RELEASE;
 use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
+use crate::upgrade::actor::UpgradeActor;
 use crate::upgrade::handover;
 use actix::{Actor, AsyncContext};
 use std::collections::BTreeMap;
@@ -118,9 +119,10 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
             Scheduler::new(scheduler, Peers { balancer, health, rollouts: rollout.recipient() }, exit)
         });
         let rollouts = rollouts.expect("set as the Scheduler was created");
-        signals.forward_to(scheduler.clone(), rollouts.clone());
+        let upgrades = UpgradeActor::new(anchor_link, rollouts.clone()).start();
+        signals.forward_to(scheduler.clone(), rollouts.clone(), upgrades.clone());
         let logs = LogSource { history: history.clone(), dir: log_dir };
-        let platform = Platform { scheduler, rollouts, routes: control_routes, output, anchor: anchor_link };
+        let platform = Platform { scheduler, rollouts, routes: control_routes, output, upgrades };
         if let Some(listener) = metrics_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             tokio::task::spawn_local(control::metrics::serve(listener, platform.clone()));

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -98,8 +98,6 @@ struct Shared {
     /// Turns true when procgate stops: `logs -f` streams end.
     stopping: watch::Sender<bool>,
     connections: RefCell<Vec<JoinHandle<()>>>,
-    /// True while an upgrade is being carried out.
-    upgrading: Cell<bool>,
 }
 
 /// The running server (on the actix thread).
@@ -118,8 +116,7 @@ impl ControlServer {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let (stop_waiters, connections) = (RefCell::default(), RefCell::default());
         let stopping = watch::channel(false).0;
-        let upgrading = Cell::new(false);
-        let shared = Rc::new(Shared { platform, stop_waiters, connections, logs, stopping, upgrading });
+        let shared = Rc::new(Shared { platform, stop_waiters, connections, logs, stopping });
         let accept = tokio::task::spawn_local(accept_loop(listener, shared.clone()));
         Ok(ControlServer { path, shared, accept, _lock })
     }
@@ -187,7 +184,7 @@ async fn answer(request: Request<Incoming>, shared: Rc<Shared>) -> Result<Respon
             }
             Err(why) => error(StatusCode::BAD_REQUEST, &why),
         },
-        (&Method::POST, "/upgrade") => super::upgrade::answer(request, &shared.platform, &shared.upgrading).await,
+        (&Method::POST, "/upgrade") => super::upgrade::answer(request, &shared.platform).await,
         (&Method::POST, "/wake") => wake(request, &shared.platform).await,
         (&Method::GET, "/metrics") => super::metrics::answer(&shared.platform).await,
         (&Method::GET, "/logs") => match LogQuery::parse(request.uri().query()) {
@@ -284,7 +281,7 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(request: Request<I
     serde_json::from_slice(&body).map_err(|err| format!("bad request body: {err}"))
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;

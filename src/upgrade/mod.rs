@@ -6,6 +6,7 @@
 //! the two talk over a handover socket ([`handover`]); the listeners and the instances are to
 //! cross it ([`crate::fdpass`]).
 
+pub mod actor;
 pub mod check;
 pub mod handover;
 pub mod listeners;
