@@ -10,12 +10,14 @@
 //!   leader exits on its own ─► Draining (rest of the tree got SIGTERM) ──tree gone──► Crashed
 //!   Crashed ──backoff elapsed──► spawn          Draining ──grace over──► SIGKILL (R12)
 //!   Up (routed) ──health checks fail──► Up, out of routing ──they pass again──► back in
+//!   adopted at an upgrade (`adoption.rs`) ─► Up, as the previous main process left it
 //! ```
 //! A `release` slot is one-shot: at start it runs before the others and its exit decides whether
 //! they start; a deploy's release step reports its exit to the Rollout controller. Replacements
 //! (`replacements.rs`) are held out of routing until the controller asks for the switch; what
 //! the controller needs to know comes out as [`Effect::Report`] ([`Report`]).
 
+mod adoption;
 mod replacements;
 mod shutdown;
 mod slot;
@@ -25,6 +27,7 @@ mod tests;
 use super::backoff::Backoff;
 use super::intents::{Report, SlotId};
 use crate::process::protocol::ExitReason;
+pub use adoption::Adopted;
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::time::Duration;
