@@ -138,9 +138,67 @@ pub fn spawn(
     drop(command);
     ours.set_nonblocking(true)?;
     let control = UnixStream::from_std(ours)?;
-    let (orders_tx, orders) = mpsc::unbounded_channel();
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let prefix = launch.prefix;
+    let exit_status = async move { child.wait().await.map(exit_reason_of).unwrap_or(ExitReason::Code(1)) };
+    let keeper = Keeper { control, stdout, stderr, leader: None };
+    Ok(monitor(keeper, launch.prefix, reported, on_event, exit_status))
+}
+
+/// An instance another main process started and handed over at an upgrade: its keeper's
+/// socket and the read ends of its output pipes. Its keeper said hello to that process already.
+pub struct Handed {
+    pub control: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// The app's leader, also its process group.
+    pub pid: u32,
+}
+
+/// Monitors a handed-over instance as [`spawn`] does one it started; no `Started` is reported
+/// (the pid is known). Its keeper is not this process's child (the anchor reaps it), so a keeper
+/// that dies without reporting the app's exit counts as an exit with code 1.
+pub fn adopt(
+    handed: Handed,
+    prefix: Prefix,
+    on_event: impl Fn(ProcessEvent) + 'static,
+) -> std::io::Result<(Controller, impl Future<Output = ()>)> {
+    use tokio::net::unix::pipe::Receiver;
+    let control = std::os::unix::net::UnixStream::from(handed.control);
+    control.set_nonblocking(true)?;
+    let control = UnixStream::from_std(control)?;
+    let (stdout, stderr) = (Receiver::from_owned_fd(handed.stdout)?, Receiver::from_owned_fd(handed.stderr)?);
+    prefix.pid.store(handed.pid, std::sync::atomic::Ordering::Relaxed);
+    let reported = std::rc::Rc::new(tokio::sync::Notify::new());
+    reported.notify_one();
+    let keeper = Keeper { control, stdout: Some(stdout), stderr: Some(stderr), leader: Some(handed.pid) };
+    Ok(monitor(keeper, prefix, reported, on_event, async { ExitReason::Code(1) }))
+}
+
+/// What procgate holds of a running keeper.
+struct Keeper<O, E> {
+    control: UnixStream,
+    stdout: Option<O>,
+    stderr: Option<E>,
+    /// The app's leader when known already (handed over): no hello is awaited.
+    leader: Option<u32>,
+}
+
+/// The instance's orders and its monitor: the future prints the output (once `reported` says
+/// the pid is known, or a moment later) and calls `on_event` as it lives and ends;
+/// `exit_status` is how the keeper itself ended, should it die without reporting the app's exit.
+fn monitor<O, E>(
+    keeper: Keeper<O, E>,
+    prefix: Prefix,
+    reported: std::rc::Rc<tokio::sync::Notify>,
+    on_event: impl Fn(ProcessEvent) + 'static,
+    exit_status: impl Future<Output = ExitReason>,
+) -> (Controller, impl Future<Output = ()>)
+where
+    O: tokio::io::AsyncRead + Unpin,
+    E: tokio::io::AsyncRead + Unpin,
+{
+    let (orders_tx, orders) = mpsc::unbounded_channel();
+    let Keeper { control, stdout, stderr, leader } = keeper;
     let monitor = async move {
         let pumps = async {
             let _ = tokio::time::timeout(PID_WAIT, reported.notified()).await;
@@ -164,7 +222,7 @@ pub fn spawn(
         // is read a moment only.
         let keeper_gone = tokio::sync::Notify::new();
         let talk = async {
-            let talk = converse(control, orders, &on_event).await;
+            let talk = converse(control, orders, &on_event, leader).await;
             if talk.exit.is_none() {
                 if let Some(group) = talk.leader {
                     kill_orphaned_group(group as i32).await;
@@ -180,11 +238,13 @@ pub fn spawn(
             }
         };
         let (talk, ()) = tokio::join!(talk, drained);
-        let status = child.wait().await;
-        let fallback = status.map(exit_reason_of).unwrap_or(ExitReason::Code(1));
-        on_event(ProcessEvent::Exited(talk.exit.unwrap_or(fallback)));
+        let exit = match talk.exit {
+            Some(exit) => exit,
+            None => exit_status.await,
+        };
+        on_event(ProcessEvent::Exited(exit));
     };
-    Ok((Controller { orders: orders_tx }, monitor))
+    (Controller { orders: orders_tx }, monitor)
 }
 
 /// How long an instance's first lines wait for its pid before they are printed without it.
@@ -226,22 +286,26 @@ struct Talk {
 
 /// Passes orders to the keeper and reports its messages until it closes the socket (exits).
 /// A keeper that does not speak this procgate's protocol version (another binary) is closed.
+/// A handed-over one (its `leader` known) said hello to the previous main process.
 async fn converse(
     control: UnixStream,
     mut orders: mpsc::UnboundedReceiver<Order>,
     on_event: &impl Fn(ProcessEvent),
+    leader: Option<u32>,
 ) -> Talk {
     let (read, mut write) = control.into_split();
     let mut lines = BufReader::new(read).lines();
-    let mut talk = Talk { leader: None, exit: None };
-    match lines.next_line().await.ok().flatten().as_deref().map(Report::decode) {
-        Some(Some(Report::Hello(version))) if version == protocol::VERSION => {}
-        other => {
-            tracing::error!(
-                "a keeper spoke {other:?} instead of `hello {}`: it is another procgate binary",
-                protocol::VERSION
-            );
-            return talk;
+    let mut talk = Talk { leader, exit: None };
+    if leader.is_none() {
+        match lines.next_line().await.ok().flatten().as_deref().map(Report::decode) {
+            Some(Some(Report::Hello(version))) if version == protocol::VERSION => {}
+            other => {
+                tracing::error!(
+                    "a keeper spoke {other:?} instead of `hello {}`: it is another procgate binary",
+                    protocol::VERSION
+                );
+                return talk;
+            }
         }
     }
     loop {
@@ -270,5 +334,41 @@ fn exit_reason_of(status: std::process::ExitStatus) -> ExitReason {
         (Some(code), _) => ExitReason::Code(code),
         (None, Some(signal)) => ExitReason::Signal(signal),
         (None, None) => ExitReason::Code(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::io::{BufRead, Write};
+    use std::rc::Rc;
+
+    #[tokio::test]
+    async fn a_handed_over_keeper_is_monitored_without_a_hello_and_takes_orders() {
+        let (procgate_end, keeper_end) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (stdout, stdout_write) = nix::unistd::pipe().unwrap();
+        let (stderr, stderr_write) = nix::unistd::pipe().unwrap();
+        let output = crate::logs::Output::to_stderr();
+        let prefix = Prefix { output: output.clone(), name: "web.1".into(), colour: 0, pid: Default::default() };
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let seen = events.clone();
+        let handed = Handed { control: procgate_end.into(), stdout, stderr, pid: 4242 };
+        let (controller, monitor) = adopt(handed, prefix, move |event| seen.borrow_mut().push(event)).unwrap();
+        // The keeper: one line of output, an order read, the app's exit reported, then gone.
+        let keeper = std::thread::spawn(move || {
+            nix::unistd::write(&stdout_write, b"still serving\npartial").unwrap();
+            let mut order = String::new();
+            std::io::BufReader::new(&keeper_end).read_line(&mut order).unwrap();
+            (&keeper_end).write_all(Report::Exit(ExitReason::Code(0)).encode().as_bytes()).unwrap();
+            drop((stdout_write, stderr_write));
+            order
+        });
+        controller.signal(Signal::SIGTERM);
+        let local = tokio::task::LocalSet::new();
+        local.run_until(tokio::time::timeout(std::time::Duration::from_secs(5), monitor)).await.unwrap();
+        assert_eq!(keeper.join().unwrap(), Order::Signal(Signal::SIGTERM).encode());
+        assert_eq!(*events.borrow(), [ProcessEvent::Exited(ExitReason::Code(0))]);
+        assert_eq!(output.instance_lines(), 2, "the line and the partial one at the end");
     }
 }
