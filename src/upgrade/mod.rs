@@ -9,6 +9,7 @@
 pub mod actor;
 pub mod check;
 pub mod handover;
+pub mod instances;
 pub mod listeners;
 
 /// The version of the handover protocol between an old main process and its successor: the
