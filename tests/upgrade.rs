@@ -81,10 +81,10 @@ fn a_second_upgrade_during_one_is_refused() {
 }
 
 #[test]
-fn a_copy_of_procgate_is_started_answers_and_is_stopped_as_handing_over_is_not_built_yet() {
-    let app = App::new("app: exec sleep 60\n");
-    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
-    running.wait_for("app.1 started with pid");
+fn a_copy_of_procgate_is_started_takes_the_listeners_and_is_stopped_as_the_rest_is_not_built_yet() {
+    let app = common::echo_app("");
+    let (mut running, addr) = common::start_gateway(&app, "tcp=1", &[]);
+    running.wait_for("201 app connected tcp.1");
     let before = pids(&app);
     let copy = app.path().join("procgate-copy");
     std::fs::copy(BIN, &copy).unwrap();
@@ -93,11 +93,18 @@ fn a_copy_of_procgate_is_started_answers_and_is_stopped_as_handing_over_is_not_b
         assert_eq!(finished.code(), Some(1), "{}", finished.text());
         let text = finished.text();
         assert!(text.contains("its main process (pid "), "{text}");
+        assert!(text.contains("took the listeners (control socket, tcp ×"), "{text}");
         assert!(text.contains("it was stopped, nothing changed"), "{text}");
         let successor: i32 = text.split("(pid ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
         common::wait_gone(&[successor], std::time::Duration::from_secs(5));
         assert_eq!(pids(&app), before, "no instance was restarted");
+        // The listeners that crossed are the same sockets: the old main still accepts on them.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let mut greeting = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(client), &mut greeting).unwrap();
+        assert!(!greeting.is_empty());
     }
+    running.wait_for("the new main process took the listeners: control socket, tcp ×");
     // The anchor still follows the old main process: its stop is procgate's.
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
@@ -113,7 +120,7 @@ fn sigusr2_to_procgate_asks_for_an_upgrade_to_the_binary_it_was_started_from() {
     running.signal(Signal::SIGUSR2);
     running.wait_for("SIGUSR2 received, upgrading to the binary procgate was started from");
     let line = running.wait_for("upgrade not carried out:");
-    assert!(line.contains("passed the check") && line.contains("it was stopped, nothing changed"), "{line}");
+    assert!(line.contains("took the listeners (control socket)") && line.contains("nothing changed"), "{line}");
     assert_eq!(pids(&app), before, "no instance was restarted");
     running.signal(Signal::SIGINT);
     assert_eq!(running.finish(DEADLINE).code(), Some(0));

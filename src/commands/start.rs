@@ -26,6 +26,7 @@ use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
 use crate::upgrade::actor::UpgradeActor;
 use crate::upgrade::handover;
+use crate::upgrade::listeners::Sources;
 use actix::{Actor, AsyncContext};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -81,6 +82,13 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
     let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), settings)?;
     let control_routes = routes.clone();
     let stopper = gateway.stopper();
+    let copy = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::try_clone).transpose();
+    let sources = Sources {
+        gateway: gateway.stopper(),
+        control: control_socket.try_clone_listener()?,
+        metrics: copy(&metrics_listener)?,
+        status: copy(&status_listener)?,
+    };
     tracing::info!("{}", summary(&release, &bound));
     let templates = Templates::of(&release, &bound)?;
     let awake = release.plan.iter().filter(|i| !asleep.contains_key(&i.type_name));
@@ -119,7 +127,7 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
             Scheduler::new(scheduler, Peers { balancer, health, rollouts: rollout.recipient() }, exit)
         });
         let rollouts = rollouts.expect("set as the Scheduler was created");
-        let upgrades = UpgradeActor::new(anchor_link, rollouts.clone()).start();
+        let upgrades = UpgradeActor::new(anchor_link, rollouts.clone(), sources).start();
         signals.forward_to(scheduler.clone(), rollouts.clone(), upgrades.clone());
         let logs = LogSource { history: history.clone(), dir: log_dir };
         let platform = Platform { scheduler, rollouts, routes: control_routes, output, upgrades };

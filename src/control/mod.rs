@@ -8,7 +8,7 @@
 //! | `POST /restart` `{"target":"tcp"}` | progress lines; the last starts with `ok:` or `failed:` |
 //! | `POST /deploy` `{"from":"/srv/app/v2","dry_run":false}` | the same, for a new release (its plan first; `dry_run`: the plan only) |
 //! | `POST /wake` `{"type":"tcp"}` | progress lines; the last starts with `ok:` (`tcp woke after 412 ms`) or `failed:` |
-//! | `POST /upgrade` `{"binary":"/usr/local/bin/procgate"}` | for now: 501 once the new main process answered (then stopped); 409 busy, 422 a binary that cannot take over, 502 rolled back |
+//! | `POST /upgrade` `{"binary":"/usr/local/bin/procgate"}` | for now: 501 once the new main process answered and took the listeners (then stopped); 409 busy, 422 a binary that cannot take over, 502 rolled back |
 //! | `POST /stop` | a stream of progress lines, ending with `stopped (exit status N)` |
 //! | `GET /logs?since=MS&follow=1&json=1&only=web,tcp.1` | the kept lines, then (follow) each new one |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text) |

@@ -65,6 +65,13 @@ pub fn bind(root: &Path) -> Result<Bound, ControlError> {
     Ok(Bound { listener, path, _lock: lock })
 }
 
+impl Bound {
+    /// A new descriptor of the listening socket (the same socket), for an upgrade's successor.
+    pub fn try_clone_listener(&self) -> std::io::Result<std::os::unix::net::UnixListener> {
+        self.listener.try_clone()
+    }
+}
+
 /// The lock file's name in the control directory.
 const LOCK: &str = "lock";
 

@@ -44,15 +44,32 @@ pub struct GatewaySettings {
 /// The running data plane; dropping it stops accepting (the threads end with the process).
 pub struct Gateway {
     shutdown: Arc<watch::Sender<bool>>,
+    held: Held,
 }
+
+/// Copies of every route's listeners (its type, then one per thread), for an upgrade's
+/// handover, until the gateway stops accepting (then they close with the threads' own).
+type Held = Arc<std::sync::Mutex<Option<Vec<(String, Vec<std::net::TcpListener>)>>>>;
 
 /// Stops the gateway's accept loops; established connections go on.
 #[derive(Clone)]
-pub struct Stopper(Arc<watch::Sender<bool>>);
+pub struct Stopper(Arc<watch::Sender<bool>>, Held);
 
 impl Stopper {
     pub fn stop_accepting(&self) {
         let _ = self.0.send(true);
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// New descriptors of every route's listening sockets (the same sockets: their queues are
+    /// shared), for a successor; an error once the gateway stopped accepting.
+    pub fn listeners(&self) -> std::io::Result<Vec<(String, Vec<std::net::TcpListener>)>> {
+        let held = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        let held = held.as_ref().ok_or_else(|| std::io::Error::other("the gateway has stopped accepting"))?;
+        let copy = |listeners: &Vec<std::net::TcpListener>| {
+            listeners.iter().map(|l| l.try_clone()).collect::<std::io::Result<Vec<_>>>()
+        };
+        held.iter().map(|(name, listeners)| Ok((name.clone(), copy(listeners)?))).collect()
     }
 }
 
@@ -81,6 +98,13 @@ impl Gateway {
                 (spread, inboxes.into_iter().map(Some).collect())
             })
             .collect();
+        let mut held: Vec<(String, Vec<std::net::TcpListener>)> =
+            addrs.iter().map(|(route, _)| (route.type_name.clone(), Vec::new())).collect();
+        for listeners in &per_thread {
+            for ((_, listener), (_, copies)) in listeners.iter().zip(held.iter_mut()) {
+                copies.push(listener.try_clone()?);
+            }
+        }
         let (shutdown, _) = watch::channel(false);
         let settings = Arc::new(settings);
         for (index, listeners) in per_thread.into_iter().enumerate() {
@@ -101,11 +125,11 @@ impl Gateway {
             let serve = move || runtime.block_on(serve_all(listeners, settings, stop));
             std::thread::Builder::new().name(format!("gateway-{index}")).spawn(serve)?;
         }
-        Ok(Gateway { shutdown: Arc::new(shutdown) })
+        Ok(Gateway { shutdown: Arc::new(shutdown), held: Arc::new(std::sync::Mutex::new(Some(held))) })
     }
 
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.shutdown.clone())
+        Stopper(self.shutdown.clone(), self.held.clone())
     }
 }
 

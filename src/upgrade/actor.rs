@@ -1,8 +1,10 @@
 //! The Upgrade actor: carries out one upgrade at a time, asked over the control socket
 //! (`POST /upgrade`) or by SIGUSR2 (through the anchor). Refuses while one is under way or a
-//! rollout is; checks the new binary; has the anchor start it and waits for its hello. As
-//! handing the state over is not built yet, it then abandons the successor: nothing changes.
+//! rollout is; checks the new binary; has the anchor start it, waits for its hello and hands it
+//! copies of the listeners. As handing the instances over is not built yet, it then abandons
+//! the successor: nothing changes.
 
+use super::listeners::{Listeners, Sources};
 use super::{check, handover};
 use crate::anchor::Link;
 use crate::platform::rollout_actor::{RolloutActor, Underway};
@@ -39,12 +41,13 @@ pub enum Refused {
 pub struct UpgradeActor {
     anchor: Option<Link>,
     rollouts: Addr<RolloutActor>,
+    sources: Sources,
     underway: bool,
 }
 
 impl UpgradeActor {
-    pub fn new(anchor: Option<Link>, rollouts: Addr<RolloutActor>) -> UpgradeActor {
-        UpgradeActor { anchor, rollouts, underway: false }
+    pub fn new(anchor: Option<Link>, rollouts: Addr<RolloutActor>, sources: Sources) -> UpgradeActor {
+        UpgradeActor { anchor, rollouts, sources, underway: false }
     }
 }
 
@@ -60,8 +63,14 @@ impl Handler<Upgrade> for UpgradeActor {
             let busy = Refused::Busy("an upgrade is under way; one at a time".to_string());
             return Box::pin(actix::fut::ready(Err(busy)));
         }
+        let listeners = match self.sources.listeners() {
+            Ok(listeners) => listeners,
+            Err(err) => {
+                return Box::pin(actix::fut::ready(Err(Refused::Busy(format!("procgate is stopping ({err})")))))
+            }
+        };
         self.underway = true;
-        let work = carry_out(upgrade.binary, self.anchor.clone(), self.rollouts.clone());
+        let work = carry_out(upgrade.binary, self.anchor.clone(), self.rollouts.clone(), listeners);
         Box::pin(work.into_actor(self).map(|result, actor, _| {
             actor.underway = false;
             match &result {
@@ -77,6 +86,7 @@ async fn carry_out(
     binary: Option<PathBuf>,
     anchor: Option<Link>,
     rollouts: Addr<RolloutActor>,
+    listeners: Listeners,
 ) -> Result<String, Refused> {
     let binary = match binary.map_or_else(running_binary, Ok).map_err(Refused::Bad)? {
         path if path.is_absolute() => path,
@@ -89,15 +99,19 @@ async fn carry_out(
     tracing::info!("upgrade asked: checking {}", binary.display());
     let protocols = check::check(&binary).await.map_err(Refused::Binary)?;
     let shown = binary.display().to_string();
-    let started = tokio::task::spawn_blocking(move || handover::start_successor(&link, &binary).map(|ok| (ok, link)));
-    let ((_stream, hello), link) = match started.await {
+    let started = tokio::task::spawn_blocking(move || {
+        let (stream, hello) = handover::start_successor(&link, &binary)?;
+        let received = handover::hand_listeners(&stream, &listeners).inspect_err(|_| handover::abandon(&link))?;
+        handover::abandon(&link);
+        Ok::<_, String>((hello, received))
+    });
+    let (hello, received) = match started.await {
         Ok(started) => started.map_err(Refused::RolledBack)?,
         Err(err) => return Err(Refused::RolledBack(err.to_string())),
     };
-    handover::abandon(&link);
     Err(Refused::NotBuilt(format!(
-        "{shown} passed the check ({protocols}) and its main process (pid {}) answered, but handing over to it is \
-         not built yet (issue 19): it was stopped, nothing changed",
+        "{shown} passed the check ({protocols}) and its main process (pid {}) answered and took the listeners \
+         ({received}), but handing the instances over is not built yet (issue 19): it was stopped, nothing changed",
         hello.pid
     )))
 }

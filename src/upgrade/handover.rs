@@ -1,10 +1,12 @@
 //! The handover socket between a main process and its successor, which the anchor starts
 //! ([`crate::anchor::Link::spawn`]): messages framed with their fds ([`crate::fdpass`]).
 //!
-//! Built so far: the successor's `hello` (its pid and handover protocol) within [`DEADLINE`],
-//! after which the old main abandons it (the anchor kills it) and keeps running as if nothing
-//! happened. Still to come: the old main's state and fds, the successor's `ready`, `promote`.
+//! Built so far: the successor's `hello` (its pid and handover protocol) within [`DEADLINE`];
+//! the old main's listeners ([`super::listeners`]), which the successor checks and acknowledges;
+//! then the old main abandons it (the anchor kills it) and keeps running as if nothing happened.
+//! Still to come: the instances ([`super::instances`]), the successor's `ready`, `promote`.
 
+use super::listeners::{self, Listeners};
 use super::HANDOVER_VERSION;
 use crate::anchor::{self, Link};
 use crate::fdpass;
@@ -55,6 +57,27 @@ pub fn start_successor(link: &Link, binary: &Path) -> Result<(UnixStream, Hello)
     }
 }
 
+/// What the successor says once it has the listeners: what it received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Received {
+    pub listeners: String,
+}
+
+/// The old main's side: sends the listeners and waits for the successor to acknowledge them;
+/// what it received, or why not.
+pub fn hand_listeners(stream: &UnixStream, listeners: &Listeners) -> Result<String, String> {
+    listeners::send(stream, listeners).map_err(|err| format!("cannot send the listeners: {err}"))?;
+    let (message, _) = fdpass::receive(stream).map_err(|err| match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            format!("the new main process did not take the listeners within {} s", DEADLINE.as_secs())
+        }
+        _ => format!("the new main process did not take the listeners: {err}"),
+    })?;
+    let received: Received =
+        serde_json::from_slice(&message).map_err(|err| format!("the new main process answered no receipt: {err}"))?;
+    Ok(received.listeners)
+}
+
 /// Has the anchor kill the successor; this main stays the current one.
 pub fn abandon(link: &Link) {
     if let Err(err) = link.abandon() {
@@ -72,11 +95,16 @@ pub fn inherited() -> Option<std::io::Result<UnixStream>> {
     Some(value.parse().ok().and_then(anchor::inherited_socket).ok_or_else(bad))
 }
 
-/// The successor's run: says hello, then waits for the old main's state; as no state is sent
-/// yet, ends when the old main abandons it (killed) or closes the socket. Returns the exit status.
+/// The successor's run: says hello, takes the listeners and acknowledges them; as the rest is
+/// not built yet, ends when the old main abandons it (killed) or closes the socket. Returns the
+/// exit status.
 pub fn succeed(stream: UnixStream) -> anyhow::Result<i32> {
     let hello = Hello { pid: std::process::id(), handover: HANDOVER_VERSION };
     fdpass::send(&stream, &serde_json::to_vec(&hello)?, &[])?;
+    let listeners = listeners::receive(&stream)?;
+    tracing::info!("the new main process took the listeners: {}", listeners.summary());
+    let received = Received { listeners: listeners.summary() };
+    fdpass::send(&stream, &serde_json::to_vec(&received)?, &[])?;
     match fdpass::receive(&stream) {
         Err(err) if err.kind() == ErrorKind::UnexpectedEof => {
             tracing::info!("the old main process kept running: this new one ends");

@@ -8,6 +8,7 @@
 //! fd is which, then the fds (at most [`fdpass::MAX_FDS`] in all).
 
 use crate::fdpass;
+use crate::gateway::Stopper;
 use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage};
 use serde::{Deserialize, Serialize};
 use std::io::{Error, ErrorKind};
@@ -23,6 +24,37 @@ pub struct Listeners {
     pub control: UnixListener,
     pub metrics: Option<TcpListener>,
     pub status: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// What they are: `control socket, status page, web ×2, tcp ×2`.
+    pub fn summary(&self) -> String {
+        let mut parts = vec!["control socket".to_string()];
+        parts.extend(self.metrics.as_ref().map(|_| "metrics".to_string()));
+        parts.extend(self.status.as_ref().map(|_| "status page".to_string()));
+        parts.extend(self.routes.iter().map(|(name, l)| format!("{name} ×{}", l.len())));
+        parts.join(", ")
+    }
+}
+
+/// Where a running main process copies its listeners from at a handover: new descriptors of
+/// the same sockets, so the originals keep serving until the successor is ready.
+pub struct Sources {
+    pub gateway: Stopper,
+    pub control: UnixListener,
+    pub metrics: Option<TcpListener>,
+    pub status: Option<TcpListener>,
+}
+
+impl Sources {
+    pub fn listeners(&self) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            routes: self.gateway.listeners()?,
+            control: self.control.try_clone()?,
+            metrics: self.metrics.as_ref().map(TcpListener::try_clone).transpose()?,
+            status: self.status.as_ref().map(TcpListener::try_clone).transpose()?,
+        })
+    }
 }
 
 /// Which fd is which: the control socket's first, then the metrics' and the status page's if
