@@ -7,7 +7,7 @@ use procgate::config::ConfigError;
 use procgate::control::ControlError;
 use procgate::formation::FormationError;
 use procgate::logs::{self, Output};
-use procgate::{anchor, commands, process};
+use procgate::{anchor, commands, process, upgrade};
 
 /// jemalloc rather than glibc's malloc: the data plane allocates tokio tasks and I/O
 /// registrations aligned to 128 bytes and hyper's 8 KiB buffers for every connection, both slow
@@ -35,6 +35,11 @@ fn main() {
         },
         _ => None,
     };
+    // A successor's handover socket, also named in its environment: taken while single-threaded.
+    let handover = match &cli.command {
+        Command::Start(_) => upgrade::handover::inherited(),
+        _ => None,
+    };
     let output = match &cli.command {
         Command::TestShutdown(args) if args.json => Output::to_stderr(),
         _ => Output::new(),
@@ -45,7 +50,10 @@ fn main() {
     let flush_output = output.clone();
     let result = match cli.command {
         Command::Keeper { command } => process::keeper::run(&command),
-        Command::Start(args) => commands::start::run(*args, output, anchor),
+        Command::Start(args) => match handover {
+            Some(handover) => handover.map_err(anyhow::Error::from).and_then(upgrade::handover::succeed),
+            None => commands::start::run(*args, output, anchor),
+        },
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Ps(args) => commands::ps::run(args),

@@ -25,7 +25,6 @@ use crate::procfile::RELEASE;
 use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
 use crate::upgrade::actor::UpgradeActor;
-use crate::upgrade::handover;
 use crate::upgrade::listeners::Sources;
 use actix::{Actor, AsyncContext};
 use std::collections::BTreeMap;
@@ -44,9 +43,6 @@ const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
 
 /// Runs until the formation is stopped; returns the exit status (README: "Exit status").
 pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Result<i32> {
-    if let Some(handover) = handover::inherited() {
-        return handover::succeed(handover?);
-    }
     let started = Release::build(&args.source.paths(), &args.choices())?;
     let control_root = started.files.root.clone();
     let (release, asleep) = resume(started, args.fresh)?;

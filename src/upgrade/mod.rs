@@ -1,10 +1,15 @@
 //! Upgrading procgate itself without refusing a connection or restarting an app (issue 19).
 //!
-//! The running main process checks the new binary first ([`check`]): it must speak the keeper
-//! protocol of the keepers it would adopt and this handover protocol; otherwise the upgrade is
-//! refused with the reason and nothing changes. Then the anchor starts the new main process and
-//! the two talk over a handover socket ([`handover`]); the listeners and the instances are to
-//! cross it ([`crate::fdpass`]).
+//! The [`actor`] carries out one upgrade at a time (`POST /upgrade`, SIGUSR2 through the
+//! anchor): refused while a rollout runs; the new binary [`check`]ed first (it must speak the
+//! keeper protocol of the keepers it would adopt and this handover protocol, else refused with
+//! the reason and nothing changes); then the anchor starts it as a successor main process
+//! ([`crate::anchor::Link::spawn`]) and the two talk over a handover socket ([`handover`]):
+//! its hello, then the [`listeners`] (the same sockets, never closed). The [`instances`] are to
+//! cross next; the successor adopts them ([`crate::process::adopt`],
+//! [`crate::platform::lifecycle::Lifecycle::adopt`]), serves, and reports ready; the old main
+//! then has the anchor promote it and drains. Until that is built, the successor is abandoned
+//! (killed by the anchor) once it has the listeners, and nothing changes.
 
 pub mod actor;
 pub mod check;
