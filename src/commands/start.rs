@@ -75,7 +75,8 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
     let routes: Vec<Arc<Route>> = bound.iter().map(route).collect();
     fit_names(&release, &output);
     let settings = gateway_settings(&args);
-    let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), settings)?;
+    let gateway =
+        Gateway::start(routes.iter().cloned().zip(listeners.into_iter().map(|l| vec![l])).collect(), settings)?;
     let control_routes = routes.clone();
     let stopper = gateway.stopper();
     let copy = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::try_clone).transpose();

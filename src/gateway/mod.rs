@@ -74,21 +74,33 @@ impl Stopper {
 }
 
 impl Gateway {
-    /// Starts one data-plane thread per core: the first serves the listeners given (bound by
-    /// [`listen`]), the others listeners of their own on the same addresses.
+    /// Starts one data-plane thread per core, each with a listener of its own per route: the
+    /// ones given (bound by [`listen`], or a previous main process's SO_REUSEPORT siblings handed
+    /// over at an upgrade: as many threads as those if they are more than the cores), then new
+    /// siblings on the same addresses.
     pub fn start(
-        routes: Vec<(Arc<Route>, std::net::TcpListener)>,
+        routes: Vec<(Arc<Route>, Vec<std::net::TcpListener>)>,
         settings: GatewaySettings,
     ) -> std::io::Result<Gateway> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let given = routes.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(given);
         let addrs = routes
             .iter()
-            .map(|(route, l)| Ok((route.clone(), l.local_addr()?)))
+            .map(|(route, l)| {
+                let first =
+                    l.first().ok_or_else(|| std::io::Error::other(format!("no listener for {}", route.type_name)))?;
+                Ok((route.clone(), first.local_addr()?))
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
-        let mut per_thread = vec![routes];
-        for _ in 1..threads {
-            let siblings = addrs.iter().map(|(route, addr)| Ok((route.clone(), listen_shared(*addr)?)));
-            per_thread.push(siblings.collect::<std::io::Result<Vec<_>>>()?);
+        let mut given: Vec<std::vec::IntoIter<std::net::TcpListener>> =
+            routes.into_iter().map(|(_, l)| l.into_iter()).collect();
+        let mut per_thread = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let listeners = addrs.iter().zip(given.iter_mut()).map(|((route, addr), given)| {
+                let listener = given.next().map_or_else(|| listen_shared(*addr), Ok)?;
+                Ok((route.clone(), listener))
+            });
+            per_thread.push(listeners.collect::<std::io::Result<Vec<_>>>()?);
         }
         // Each TCP route's connections evened out over the threads (spread.rs).
         let mut spreads: Vec<(Arc<Spread>, Vec<Option<Inbox>>)> = addrs
@@ -250,5 +262,32 @@ mod tests {
         assert_eq!(getsockopt(&accepted, sockopt::TcpKeepIdle).unwrap(), 60);
         assert_eq!(getsockopt(&accepted, sockopt::TcpKeepInterval).unwrap(), 10);
         assert_eq!(getsockopt(&accepted, sockopt::TcpKeepCount).unwrap(), 6);
+    }
+
+    #[test]
+    fn every_handed_over_sibling_is_served_even_more_than_the_cores() {
+        use crate::gateway::budget::Descriptors;
+        use crate::gateway::route::Policy;
+        use crate::gateway::stats::Outcome;
+        let first = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut siblings = vec![first];
+        siblings.extend((0..cores + 1).map(|_| listen_shared(addr).unwrap()));
+        // Queued on the siblings before the gateway starts, as across an upgrade.
+        let clients: Vec<std::net::TcpStream> = (0..40).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let (failures, _) = tokio::sync::mpsc::unbounded_channel();
+        let (wakes, _) = tokio::sync::mpsc::unbounded_channel();
+        let policy = Policy::of(&crate::settings::TypeSettings::default(), false);
+        let route = Arc::new(Route::new("tcp".into(), policy, Descriptors::new(10_000).route(), failures, wakes));
+        let settings = GatewaySettings { wait: Duration::from_millis(20), access_log: false, router_log: false };
+        let gateway = Gateway::start(vec![(route.clone(), siblings)], settings).unwrap();
+        assert_eq!(gateway.stopper().listeners().unwrap()[0].1.len(), cores + 2, "one thread per sibling");
+        // No instance: each client accepted gets H10 once the wait is over.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while route.stats.total(Outcome::H10) < clients.len() as u64 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(route.stats.total(Outcome::H10), clients.len() as u64, "every queued client was accepted");
     }
 }
