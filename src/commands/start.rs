@@ -80,9 +80,11 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
     let control_routes = routes.clone();
     let stopper = gateway.stopper();
     let copy = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::try_clone).transpose();
+    let (control, lock) = control_socket.try_clone()?;
     let sources = Sources {
         gateway: gateway.stopper(),
-        control: control_socket.try_clone_listener()?,
+        control,
+        lock,
         metrics: copy(&metrics_listener)?,
         status: copy(&status_listener)?,
     };

@@ -66,9 +66,38 @@ pub fn bind(root: &Path) -> Result<Bound, ControlError> {
 }
 
 impl Bound {
-    /// A new descriptor of the listening socket (the same socket), for an upgrade's successor.
-    pub fn try_clone_listener(&self) -> std::io::Result<std::os::unix::net::UnixListener> {
-        self.listener.try_clone()
+    /// New descriptors of the listening socket and of the locked file (the same socket, the same
+    /// lock), for an upgrade's successor.
+    pub fn try_clone(&self) -> std::io::Result<(std::os::unix::net::UnixListener, std::fs::File)> {
+        Ok((self.listener.try_clone()?, self._lock.try_clone()?))
+    }
+
+    /// The control socket of `root` as a previous main process handed it over: its listener and
+    /// its locked file. Flocks belong to the open file, which it shares with the previous main:
+    /// the lock is this process's too, and stays when that one exits.
+    pub fn adopt(
+        root: &Path,
+        listener: std::os::unix::net::UnixListener,
+        lock: std::fs::File,
+    ) -> Result<Bound, ControlError> {
+        let path = socket_path(root);
+        let shown = path.display().to_string();
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, err)| {
+            ControlError::Io { socket: shown.clone(), reason: format!("the lock handed over is not ours: {err}") }
+        })?;
+        listener.set_nonblocking(true).map_err(|err| ControlError::Io { socket: shown, reason: err.to_string() })?;
+        Ok(Bound { listener, path, _lock: lock })
+    }
+
+    /// Lets go of the socket and the lock for a successor that adopted them: this process's
+    /// descriptors close, but the lock is not undone (dropping it would unlock the open file the
+    /// successor shares) and the socket file stays where the successor serves.
+    pub fn hand_over(self) {
+        let Bound { listener, _lock: lock, .. } = self;
+        drop(listener);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*lock);
+        std::mem::forget(lock);
+        let _ = nix::unistd::close(fd);
     }
 }
 
@@ -300,4 +329,24 @@ pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Respons
 
 pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handed_over_control_socket_keeps_the_root_locked_after_the_old_one_closes() {
+        let root = tempfile::tempdir().unwrap();
+        let old = bind(root.path()).unwrap();
+        let (listener, lock) = old.try_clone().unwrap();
+        let new = Bound::adopt(root.path(), listener, lock).unwrap();
+        old.hand_over();
+        assert!(matches!(bind(root.path()), Err(ControlError::AlreadyRunning { .. })), "the root is still owned");
+        let _client = std::os::unix::net::UnixStream::connect(socket_path(root.path())).unwrap();
+        new.listener.set_nonblocking(false).unwrap();
+        new.listener.accept().unwrap();
+        drop(new);
+        assert!(bind(root.path()).is_ok(), "free once both are gone");
+    }
 }

@@ -1,6 +1,7 @@
 //! The listening sockets a main process hands to its successor: every route's, one per
-//! data-plane thread (SO_REUSEPORT siblings, thread 0's first), the control socket's, and the
-//! metrics' and the status page's if procgate serves them.
+//! data-plane thread (SO_REUSEPORT siblings, thread 0's first), the control socket's with the
+//! file whose lock makes the app root this procgate's, and the metrics' and the status page's if
+//! procgate serves them.
 //!
 //! All of them cross, none is closed: a SO_REUSEPORT member that closes drops the connections
 //! queued on it (the clients get a reset), so the successor accepts from the very sockets the old
@@ -11,6 +12,7 @@ use crate::fdpass;
 use crate::gateway::Stopper;
 use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockaddrLike, SockaddrStorage};
 use serde::{Deserialize, Serialize};
+use std::fs::File;
 use std::io::{Error, ErrorKind};
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -22,6 +24,8 @@ pub struct Listeners {
     /// Each route's type and its listeners, thread 0's first.
     pub routes: Vec<(String, Vec<TcpListener>)>,
     pub control: UnixListener,
+    /// The control directory's locked file: the lock that makes the root this procgate's.
+    pub lock: File,
     pub metrics: Option<TcpListener>,
     pub status: Option<TcpListener>,
 }
@@ -42,6 +46,7 @@ impl Listeners {
 pub struct Sources {
     pub gateway: Stopper,
     pub control: UnixListener,
+    pub lock: File,
     pub metrics: Option<TcpListener>,
     pub status: Option<TcpListener>,
 }
@@ -51,13 +56,14 @@ impl Sources {
         Ok(Listeners {
             routes: self.gateway.listeners()?,
             control: self.control.try_clone()?,
+            lock: self.lock.try_clone()?,
             metrics: self.metrics.as_ref().map(TcpListener::try_clone).transpose()?,
             status: self.status.as_ref().map(TcpListener::try_clone).transpose()?,
         })
     }
 }
 
-/// Which fd is which: the control socket's first, then the metrics' and the status page's if
+/// Which fd is which: the control socket's first, its lock second, then the metrics' and the status page's if
 /// there, then each route's in order.
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
@@ -73,7 +79,7 @@ pub fn send(stream: &UnixStream, listeners: &Listeners) -> std::io::Result<()> {
         metrics: listeners.metrics.is_some(),
         status: listeners.status.is_some(),
     };
-    let mut fds: Vec<BorrowedFd> = vec![listeners.control.as_fd()];
+    let mut fds: Vec<BorrowedFd> = vec![listeners.control.as_fd(), listeners.lock.as_fd()];
     fds.extend(listeners.metrics.iter().chain(&listeners.status).map(AsFd::as_fd));
     fds.extend(listeners.routes.iter().flat_map(|(_, l)| l.iter().map(AsFd::as_fd)));
     fdpass::send(stream, &serde_json::to_vec(&manifest)?, &fds)
@@ -85,17 +91,19 @@ pub fn receive(stream: &UnixStream) -> std::io::Result<Listeners> {
     let bad = |why: String| Error::new(ErrorKind::InvalidData, format!("the listeners handed over: {why}"));
     let manifest: Manifest = serde_json::from_slice(&message).map_err(|err| bad(err.to_string()))?;
     let expected =
-        1 + manifest.metrics as usize + manifest.status as usize + manifest.routes.iter().map(|r| r.1).sum::<usize>();
+        2 + manifest.metrics as usize + manifest.status as usize + manifest.routes.iter().map(|r| r.1).sum::<usize>();
     if fds.len() != expected {
-        return Err(bad(format!("{} fds for {expected} listeners", fds.len())));
+        return Err(bad(format!("{} fds where {expected} were due", fds.len())));
     }
     let mut fds = fds.into_iter();
+    let (control, lock) = (fds.next().expect("counted above"), fds.next().expect("counted above"));
+    listening(&control, false).map_err(|why| bad(format!("the control socket: {why}")))?;
+    let (control, lock) = (UnixListener::from(control), File::from(lock));
     let mut next = |tcp: bool, what: &str| {
         let fd = fds.next().expect("counted above");
         listening(&fd, tcp).map_err(|why| bad(format!("{what}: {why}")))?;
         Ok::<OwnedFd, Error>(fd)
     };
-    let control = UnixListener::from(next(false, "the control socket")?);
     let metrics = manifest.metrics.then(|| next(true, "the metrics")).transpose()?.map(TcpListener::from);
     let status = manifest.status.then(|| next(true, "the status page")).transpose()?.map(TcpListener::from);
     let mut routes = Vec::new();
@@ -103,7 +111,7 @@ pub fn receive(stream: &UnixStream) -> std::io::Result<Listeners> {
         let listeners = (0..count).map(|_| next(true, &name).map(TcpListener::from)).collect::<Result<_, _>>()?;
         routes.push((name, listeners));
     }
-    Ok(Listeners { routes, control, metrics, status })
+    Ok(Listeners { routes, control, lock, metrics, status })
 }
 
 /// Whether `fd` is a listening socket, TCP or Unix.
@@ -157,6 +165,7 @@ mod tests {
                 ("tcp".to_string(), vec![listen("127.0.0.1:0".parse().unwrap()).unwrap()]),
             ],
             control: UnixListener::bind(dir.path().join("control.sock")).unwrap(),
+            lock: File::create(dir.path().join("lock")).unwrap(),
             metrics: None,
             status: Some(TcpListener::bind("127.0.0.1:0").unwrap()),
         };
@@ -186,16 +195,18 @@ mod tests {
         let manifest = serde_json::to_vec(&Manifest { routes: vec![], metrics: false, status: false }).unwrap();
         fdpass::send(&a, &manifest, &[tcp.as_fd()]).unwrap();
         let err = receive(&b).unwrap_err();
+        assert!(err.to_string().contains("1 fds where 2 were due"), "{err}");
+        let lock = tempfile::tempfile().unwrap();
+        fdpass::send(&a, &manifest, &[tcp.as_fd(), lock.as_fd()]).unwrap();
+        let err = receive(&b).unwrap_err();
         assert!(err.to_string().contains("the control socket: not a Unix socket"), "{err}");
         let connected = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
         let manifest =
             serde_json::to_vec(&Manifest { routes: vec![("web".into(), 1)], metrics: false, status: false }).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let control = UnixListener::bind(dir.path().join("c.sock")).unwrap();
-        fdpass::send(&a, &manifest, &[control.as_fd(), connected.as_fd()]).unwrap();
+        fdpass::send(&a, &manifest, &[control.as_fd(), lock.as_fd(), connected.as_fd()]).unwrap();
         let err = receive(&b).unwrap_err();
         assert!(err.to_string().contains("web: a socket that does not listen"), "{err}");
-        fdpass::send(&a, &manifest, &[control.as_fd()]).unwrap();
-        assert!(receive(&b).unwrap_err().to_string().contains("1 fds for 2 listeners"));
     }
 }
