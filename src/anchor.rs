@@ -19,9 +19,9 @@
 //! successor's end of their handover socket passed along, `SCM_RIGHTS`): the binary runs with
 //! the anchor's own arguments (`start ...`) and finds that fd and a fresh link to the anchor
 //! named in its environment ([`adopt`]). The anchor keeps one *current* main: orders and `sd_notify` go
-//! to and come from it only, and its exit alone ends the anchor. `promote` (the successor took
-//! over) makes the successor current; `abandon` (it did not) SIGKILLs it. An old main that
-//! exits, or a successor that does, is only reaped.
+//! to and come from it only, and its exit alone ends the anchor. `abandon` (the successor did
+//! not take over) SIGKILLs it; a successor that exits, or an old main, is only reaped. (To come
+//! with the rest of the handover: `promote`, the successor took over and becomes current.)
 
 use crate::fdpass;
 use crate::sd_notify::Notifier;
@@ -51,8 +51,6 @@ const NOTIFY: &str = "notify ";
 /// The main process's request to start a successor: before the binary's path; the successor's
 /// end of its handover socket rides with it.
 const SPAWN: &str = "spawn ";
-/// The current main's word that its successor took over.
-const PROMOTE: &str = "promote";
 /// The current main's word that its successor failed: the anchor kills it.
 const ABANDON: &str = "abandon";
 /// The successor's link to the anchor: `FD ANCHOR_PID MANAGER_PID`.
@@ -101,11 +99,6 @@ impl Link {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         fdpass::send_bytes(&writer, line.as_bytes(), &[theirs.as_fd()])?;
         Ok(ours)
-    }
-
-    /// Tells the anchor the successor took over: it is the main process now.
-    pub fn promote(&self) -> std::io::Result<()> {
-        self.send(PROMOTE)
     }
 
     /// Tells the anchor the successor failed: it kills it; this main stays the current one.
@@ -290,7 +283,6 @@ impl Mains {
         for line in lines {
             match line.as_str() {
                 _ if !current => {} // An old main, or a successor not promoted yet, is not listened to.
-                PROMOTE => self.promote(),
                 ABANDON => self.abandon(),
                 _ => match line.strip_prefix(SPAWN) {
                     Some(binary) if !fds.is_empty() => self.spawn(&unescape(binary), fds.remove(0)),
@@ -341,12 +333,6 @@ impl Mains {
             }
             // The handover socket closes as `handover` is dropped: the main sees it failed.
             Err(err) => eprintln!("procgate anchor: cannot start {binary}: {err}"),
-        }
-    }
-
-    fn promote(&mut self) {
-        if let Some(successor) = self.successor.take() {
-            self.current = successor;
         }
     }
 
