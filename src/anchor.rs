@@ -446,13 +446,13 @@ fn unescape(line: &str) -> String {
     let mut message = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
-        match (c, c == '\\') {
-            (_, true) => match chars.next() {
+        match c {
+            '\\' => match chars.next() {
                 Some('n') => message.push('\n'),
                 Some(other) => message.push(other),
                 None => {}
             },
-            (c, false) => message.push(c),
+            c => message.push(c),
         }
     }
     message

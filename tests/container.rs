@@ -4,7 +4,7 @@
 
 mod common;
 use common::needs::{needs, permitted};
-use common::{App, DEADLINE};
+use common::{wait_until, App, DEADLINE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use procgate::process::procfs::{self, ProcessInfo};
@@ -66,22 +66,10 @@ fn cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
-/// Waits until `found` gives a value, polling /proc every 10 ms; panics with `what` after the deadline.
-fn wait_until<T>(what: &str, mut found: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = found() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits until `root`'s tree holds no zombie; panics if one stays unreaped for [`REAPED_WITHIN`].
 fn wait_no_zombie(root: i32) {
     let mut first_seen: Vec<(i32, Instant)> = Vec::new();
-    wait_until("a moment with no zombie in the namespace", || {
+    wait_until(DEADLINE, "a moment with no zombie in the namespace", || {
         let zombies: Vec<ProcessInfo> = tree(root).into_iter().filter(|p| p.zombie).collect();
         first_seen.retain(|(pid, _)| zombies.iter().any(|z| z.pid == *pid));
         for zombie in &zombies {
@@ -113,11 +101,14 @@ fn as_pid_1_of_a_pid_namespace_procgate_reaps_every_orphan_and_stops_on_sigterm_
     let mut running = app.spawn_program("unshare".as_ref(), &args, &[]);
     running.wait_for("app.1 | left 5 orphans and 3 escapees");
     let unshare_pid = running.pid();
-    let pid1 = wait_until("procgate under unshare", || procfs::processes().into_iter().find(|p| p.ppid == unshare_pid));
+    let pid1 = wait_until(DEADLINE, "procgate under unshare", || {
+        procfs::processes().into_iter().find(|p| p.ppid == unshare_pid)
+    });
     let pid1 = pid1.pid;
     // PID 1 is procgate's anchor; the keeper is a child of its main process.
-    let keeper = wait_until("the keeper", || tree(pid1).into_iter().find(|p| cmdline(p.pid).contains("__keeper")));
-    let escapees = wait_until("3 escapees adopted by the keeper", || {
+    let keeper =
+        wait_until(DEADLINE, "the keeper", || tree(pid1).into_iter().find(|p| cmdline(p.pid).contains("__keeper")));
+    let escapees = wait_until(DEADLINE, "3 escapees adopted by the keeper", || {
         let adopted: Vec<i32> = tree(pid1)
             .into_iter()
             .filter(|p| p.ppid == keeper.pid && cmdline(p.pid).ends_with("escapee "))
@@ -135,20 +126,20 @@ fn as_pid_1_of_a_pid_namespace_procgate_reaps_every_orphan_and_stops_on_sigterm_
         .status()
         .unwrap();
     assert!(exec.success());
-    let exec_orphan = wait_until("the exec's orphan adopted by procgate", || {
+    let exec_orphan = wait_until(DEADLINE, "the exec's orphan adopted by procgate", || {
         tree(pid1).into_iter().find(|p| p.ppid == pid1 && cmdline(p.pid).ends_with("exec-orphan "))
     });
 
     // A keeper that dies leaves its app to PID 1: its group is killed, the escapees live on.
     kill(Pid::from_raw(keeper.pid), Signal::SIGKILL).unwrap();
     running.wait_for("app.1 terminated by SIGKILL");
-    wait_until("the escapees adopted by procgate", || {
+    wait_until(DEADLINE, "the escapees adopted by procgate", || {
         let parents: Vec<i32> = escapees.iter().filter_map(|&pid| procfs::process(pid)).map(|p| p.ppid).collect();
         parents.iter().all(|&ppid| ppid == pid1).then_some(())
     });
     std::fs::write(app.path().join("release"), "").unwrap();
     let orphans: Vec<i32> = escapees.iter().copied().chain([exec_orphan.pid]).collect();
-    wait_until("the orphans of PID 1 reaped", || {
+    wait_until(DEADLINE, "the orphans of PID 1 reaped", || {
         orphans.iter().all(|&pid| procfs::process(pid).is_none()).then_some(())
     });
     // The app restarted (its trap set: it prints after that) under a new keeper.

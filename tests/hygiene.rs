@@ -101,11 +101,8 @@ fn a_keeper_killed_takes_its_app_with_it_and_a_stop_still_finishes() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), Signal::SIGKILL).unwrap();
     wait_gone(&[worker, child], Duration::from_secs(1));
     // The leader, orphaned, went to procgate's anchor (a subreaper), which reaps it: no zombie.
-    let reaped = std::time::Instant::now() + Duration::from_secs(2);
-    while std::path::Path::new(&format!("/proc/{worker}")).exists() {
-        assert!(std::time::Instant::now() < reaped, "the orphaned leader {worker} was never reaped");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let reaped = || (!std::path::Path::new(&format!("/proc/{worker}")).exists()).then_some(());
+    common::wait_until(Duration::from_secs(2), &format!("the orphaned leader {worker} reaped"), reaped);
     running.wait_for("worker.1 crashed; restarting in 1s");
     let stop = app.run(&["stop"]);
     assert_eq!(stop.code(), Some(0), "{}", stop.text());

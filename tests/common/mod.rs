@@ -296,6 +296,18 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Waits until `found` gives a value, looking every 10 ms; panics with `what` after `limit`.
+pub fn wait_until<T>(limit: Duration, what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until every pid is gone; panics with the survivors after `limit`.
 pub fn wait_gone(pids: &[i32], limit: Duration) {
     let deadline = Instant::now() + limit;
