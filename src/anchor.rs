@@ -20,8 +20,8 @@
 //! the anchor's own arguments (`start ...`) and finds that fd and a fresh link to the anchor
 //! named in its environment ([`adopt`]). The anchor keeps one *current* main: orders and `sd_notify` go
 //! to and come from it only, and its exit alone ends the anchor. `abandon` (the successor did
-//! not take over) SIGKILLs it; a successor that exits, or an old main, is only reaped. (To come
-//! with the rest of the handover: `promote`, the successor took over and becomes current.)
+//! not take over) SIGKILLs it; `promote` (it took over) makes it the current main, and the old
+//! one, left to drain its connections, is only reaped when it exits.
 
 use crate::fdpass;
 use crate::sd_notify::Notifier;
@@ -53,6 +53,8 @@ const NOTIFY: &str = "notify ";
 const SPAWN: &str = "spawn ";
 /// The current main's word that its successor failed: the anchor kills it.
 const ABANDON: &str = "abandon";
+/// The current main's word that its successor took over: it is the current main now.
+const PROMOTE: &str = "promote";
 /// The successor's link to the anchor: `FD ANCHOR_PID MANAGER_PID`.
 const LINK_ENV: &str = "PROCGATE_ANCHOR_LINK";
 /// The fd of the successor's end of its handover socket.
@@ -106,6 +108,12 @@ impl Link {
         self.send(ABANDON)
     }
 
+    /// Tells the anchor the successor took over: its orders and notifications are the
+    /// successor's from now on, and the successor's exit is the one that ends the anchor.
+    pub fn promote(&self) -> std::io::Result<()> {
+        self.send(PROMOTE)
+    }
+
     fn send(&self, line: &str) -> std::io::Result<()> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).write_all(format!("{line}\n").as_bytes())
     }
@@ -134,7 +142,7 @@ pub fn split() -> std::io::Result<Link> {
         }
         ForkResult::Parent { child } => {
             drop(main_end);
-            let status = run(child, anchor_end, &handled);
+            let status = run(child, anchor_end, &handled, before);
             exit_as(status, before)
         }
     }
@@ -193,7 +201,8 @@ fn take_over_watchdog(anchor: Pid) {
 }
 
 /// The anchor's loop: until the current main process has ended; returns how it ended.
-fn run(first: Pid, stream: UnixStream, handled: &SigSet) -> WaitStatus {
+/// `mask` is the signal mask procgate was started with, which a successor gets back.
+fn run(first: Pid, stream: UnixStream, handled: &SigSet, mask: SigSet) -> WaitStatus {
     if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
         eprintln!("procgate anchor: cannot become a subreaper ({err}); orphans go to init");
     }
@@ -205,7 +214,7 @@ fn run(first: Pid, stream: UnixStream, handled: &SigSet) -> WaitStatus {
         }
     };
     let notifier = Notifier::from_env();
-    let mut mains = Mains { all: vec![Main::new(first, stream)], current: first, successor: None };
+    let mut mains = Mains { all: vec![Main::new(first, stream)], current: first, successor: None, mask };
     loop {
         let (signal_ready, ready) = {
             let open: Vec<&Main> = mains.all.iter().filter(|m| m.open).collect();
@@ -255,6 +264,9 @@ struct Mains {
     current: Pid,
     /// The successor being started, until promoted or gone.
     successor: Option<Pid>,
+    /// The signal mask procgate was started with: a successor starts with it, not with the
+    /// anchor's (which blocks the signals it reads), or its apps would inherit those blocked.
+    mask: SigSet,
 }
 
 /// A main process and the anchor's end of its link.
@@ -284,6 +296,7 @@ impl Mains {
             match line.as_str() {
                 _ if !current => {} // An old main, or a successor not promoted yet, is not listened to.
                 ABANDON => self.abandon(),
+                PROMOTE => self.promote(),
                 _ => match line.strip_prefix(SPAWN) {
                     Some(binary) if !fds.is_empty() => self.spawn(&unescape(binary), fds.remove(0)),
                     Some(_) => eprintln!("procgate anchor: a spawn request came without its handover socket"),
@@ -314,12 +327,14 @@ impl Mains {
             command.args(std::env::args_os().skip(1));
             command.env(LINK_ENV, format!("{link} {} {}", nix::unistd::getpid(), nix::unistd::getppid()));
             command.env(HANDOVER_ENV, handover_fd.to_string());
-            // SAFETY: between fork and exec only fcntl runs, which is async-signal-safe.
+            let mask = self.mask;
+            // SAFETY: between fork and exec only fcntl and sigprocmask run, both async-signal-safe.
             unsafe {
                 command.pre_exec(move || {
                     for fd in [link, handover_fd] {
                         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
                     }
+                    mask.thread_set_mask()?;
                     Ok(())
                 })
             };
@@ -339,6 +354,13 @@ impl Mains {
     fn abandon(&mut self) {
         if let Some(successor) = self.successor.take() {
             let _ = signal::kill(successor, Signal::SIGKILL);
+        }
+    }
+
+    fn promote(&mut self) {
+        match self.successor.take() {
+            Some(successor) => self.current = successor,
+            None => eprintln!("procgate anchor: no successor to promote"),
         }
     }
 

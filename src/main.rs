@@ -51,8 +51,8 @@ fn main() {
     let result = match cli.command {
         Command::Keeper { command } => process::keeper::run(&command),
         Command::Start(args) => match handover {
-            Some(handover) => handover.map_err(anyhow::Error::from).and_then(upgrade::handover::succeed),
-            None => commands::start::run(*args, output, anchor),
+            Some(handover) => succeed(handover, *args, output, anchor),
+            None => commands::start::run(*args, output, anchor, None),
         },
         Command::Check(args) => commands::check::run(args),
         Command::Run(args) => commands::run::run(args),
@@ -78,6 +78,22 @@ fn main() {
             std::process::exit(if is_bad_input(&err) { 2 } else { 1 });
         }
     }
+}
+
+/// A successor's run: takes over from the old main process and runs as `start` does; if it
+/// fails before it answered ready, the old main is told why (and resumes).
+fn succeed(
+    handover: std::io::Result<std::os::unix::net::UnixStream>,
+    args: procgate::cli::StartArgs,
+    output: Output,
+    anchor: Option<anchor::Link>,
+) -> anyhow::Result<i32> {
+    let takeover = upgrade::handover::take_over(handover?)?;
+    let stream = takeover.stream.try_clone()?;
+    commands::start::run(args, output, anchor, Some(takeover)).inspect_err(|err| {
+        let refused = upgrade::handover::Answer::Refused(format!("{err:#}"));
+        let _ = upgrade::handover::answer(&stream, &refused);
+    })
 }
 
 /// Input the user must fix (status 2), as opposed to a failure at run time (status 1).

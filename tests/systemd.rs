@@ -1,6 +1,6 @@
 //! procgate under systemd, without systemd running: the readiness protocol (`sd_notify`) against
-//! a `NOTIFY_SOCKET` the test listens on, SIGHUP as a reload, and the unit `systemd-unit` prints
-//! checked by `systemd-analyze verify`.
+//! a `NOTIFY_SOCKET` the test listens on, SIGHUP as a reload, an upgrade of procgate itself, and
+//! the unit `systemd-unit` prints checked by `systemd-analyze verify`.
 
 mod common;
 use common::needs::needs;
@@ -69,6 +69,22 @@ fn procgate_tells_systemd_when_it_is_ready_reloading_and_stopping_and_feeds_the_
     manager.until("READY=1");
     running.wait_for("worker.1 | notify=none greeting=v2");
     running.wait_for("deploy done");
+
+    // An upgrade of procgate itself as `ExecReload` may run it: reloading, then ready from the
+    // new main process, through the anchor (the pid systemd knows), which feeds the watchdog on.
+    common::wait_until(DEADLINE, "every instance up after the deploy", || {
+        let instances = common::ps(&app).instances;
+        (instances.len() == 2 && instances.iter().all(|i| i.state == "up")).then_some(())
+    });
+    let upgraded = app.run(&["upgrade"]);
+    assert_eq!(upgraded.code(), Some(0), "{}", upgraded.text());
+    let reloading = manager.until("RELOADING=1");
+    assert!(reloading.last().unwrap().starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    let ready = manager.until("READY=1");
+    assert_eq!(ready.last().unwrap(), "READY=1\nSTATUS=tcp: 1 up; worker: 1 up", "{ready:?}");
+    running.wait_for("this new main process is procgate's now");
+    manager.until("WATCHDOG=1");
+    manager.until("WATCHDOG=1");
 
     running.signal(Signal::SIGTERM);
     manager.until("STOPPING=1");

@@ -4,7 +4,13 @@ mod common;
 use common::{free_base_port, ps, App, BIN, DEADLINE};
 use nix::sys::signal::Signal;
 use procgate::upgrade::check::OURS;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// An executable script in the app's directory; its absolute path.
 fn script(app: &App, name: &str, body: &str) -> String {
@@ -75,53 +81,314 @@ fn a_second_upgrade_during_one_is_refused() {
     let first = first.join().unwrap();
     let text = String::from_utf8_lossy(&first.stderr);
     // It passes the check, but as a main process it ends without a word.
-    assert!(text.contains("rolled back: the new main process ended before answering"), "{text}");
+    assert!(text.contains("rolled back: the new main process ended before it would answer"), "{text}");
     running.signal(Signal::SIGINT);
     assert_eq!(running.finish(DEADLINE).code(), Some(0));
 }
 
-#[test]
-fn a_copy_of_procgate_is_started_takes_the_listeners_and_is_stopped_as_the_rest_is_not_built_yet() {
-    let app = common::echo_app("");
-    let (mut running, addr) = common::start_gateway(&app, "tcp=1", &[]);
-    running.wait_for("201 app connected tcp.1");
-    let before = pids(&app);
-    let copy = app.path().join("procgate-copy");
-    std::fs::copy(BIN, &copy).unwrap();
-    for _ in 0..2 {
-        let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
-        assert_eq!(finished.code(), Some(1), "{}", finished.text());
-        let text = finished.text();
-        assert!(text.contains("its main process (pid "), "{text}");
-        assert!(text.contains("took the listeners (control socket, tcp ×"), "{text}");
-        assert!(text.contains("it was stopped, nothing changed"), "{text}");
-        let successor: i32 = text.split("(pid ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
-        common::wait_gone(&[successor], std::time::Duration::from_secs(5));
-        assert_eq!(pids(&app), before, "no instance was restarted");
-        // The listeners that crossed are the same sockets: the old main still accepts on them.
-        let client = std::net::TcpStream::connect(addr).unwrap();
-        let mut greeting = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(client), &mut greeting).unwrap();
-        assert!(!greeting.is_empty());
+/// What a load counted while procgate upgraded.
+#[derive(Debug, Default)]
+struct Counts {
+    ok: usize,
+    failed: Vec<String>,
+    /// The longest wait of one attempt (connect to answer).
+    longest: Duration,
+}
+
+/// A load running on a thread of its own.
+struct Load {
+    counts: JoinHandle<Counts>,
+    /// Its attempts so far.
+    done: Arc<AtomicUsize>,
+}
+
+/// Runs `attempt` until `stop`, counting.
+fn load(stop: &Arc<AtomicBool>, mut attempt: impl FnMut() -> Result<(), String> + Send + 'static) -> Load {
+    let (stop, done) = (stop.clone(), Arc::new(AtomicUsize::new(0)));
+    let attempts = done.clone();
+    let counts = std::thread::spawn(move || {
+        let mut counts = Counts::default();
+        while !stop.load(Ordering::Relaxed) {
+            let began = Instant::now();
+            match attempt() {
+                Ok(()) => counts.ok += 1,
+                Err(err) => counts.failed.push(err),
+            }
+            counts.longest = counts.longest.max(began.elapsed());
+            attempts.fetch_add(1, Ordering::Relaxed);
+        }
+        counts
+    });
+    Load { counts, done }
+}
+
+/// A new connection through the gateway: its greeting, one echo, closed.
+fn echo_once(addr: SocketAddr) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
+    stream.set_read_timeout(Some(DEADLINE)).map_err(|err| err.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|err| format!("greeting: {err}"))?;
+    if !line.starts_with("hello tcp.") {
+        return Err(format!("greeting {line:?}"));
     }
-    running.wait_for("the new main process took the listeners: control socket, tcp ×");
-    // The anchor still follows the old main process: its stop is procgate's.
+    reader.get_mut().write_all(b"ping\n").map_err(|err| format!("send: {err}"))?;
+    line.clear();
+    reader.read_line(&mut line).map_err(|err| format!("echo: {err}"))?;
+    (line == "ping\n").then_some(()).ok_or_else(|| format!("echo {line:?}"))
+}
+
+/// A long-lived client of the gateway, greeted.
+fn long_lived(addr: SocketAddr) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("hello tcp."), "{greeting:?}");
+    reader
+}
+
+fn still_echoes(client: &mut BufReader<TcpStream>, text: &str) {
+    client.get_mut().write_all(format!("{text}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    client.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("{text}\n"));
+}
+
+/// Requests through the router on kept-alive connections: a new one only when an answer says
+/// `Connection: close` (the old main process hands its clients over that way).
+fn keep_alive_requests(addr: SocketAddr) -> impl FnMut() -> Result<(), String> + Send + 'static {
+    let mut connection: Option<BufReader<TcpStream>> = None;
+    move || {
+        let reader = match &mut connection {
+            Some(reader) => reader,
+            None => {
+                let stream = TcpStream::connect(addr).map_err(|err| format!("connect: {err}"))?;
+                stream.set_read_timeout(Some(DEADLINE)).map_err(|err| err.to_string())?;
+                connection.insert(BufReader::new(stream))
+            }
+        };
+        let answer = http_get(reader);
+        if !matches!(&answer, Ok(closing) if !closing) {
+            connection = None;
+        }
+        answer.map(|_| ())
+    }
+}
+
+/// `GET /` on a kept-alive connection: whether the answer closes it.
+fn http_get(reader: &mut BufReader<TcpStream>) -> Result<bool, String> {
+    reader
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: procgate.test\r\n\r\n")
+        .map_err(|err| format!("send: {err}"))?;
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|err| format!("status line: {err}"))?;
+    if !line.starts_with("HTTP/1.1 200") {
+        return Err(format!("status line {line:?}"));
+    }
+    let (mut length, mut closing) = (0, false);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).map_err(|err| format!("header: {err}"))?;
+        let Some((name, value)) = line.trim_end().split_once(": ") else { break };
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.parse().map_err(|_| format!("length {value:?}"))?,
+            "connection" => closing = value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).map_err(|err| format!("body: {err}"))?;
+    Ok(closing)
+}
+
+#[test]
+fn three_upgrades_in_a_row_refuse_no_connection_fail_no_request_and_restart_no_app() {
+    let web = common::repo().join("sample-apps/python/web_app.py");
+    let app = common::echo_app(&format!("web: exec python3 {}\n", web.display()));
+    let grace = ["--web-listen", "127.0.0.1:0", "--grace", "60s"];
+    let (mut running, gateway) = common::start_gateway(&app, "tcp=2,web=1", &grace);
+    let line = running.wait_for("router http://");
+    let router: SocketAddr = line.split("router http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    for instance in ["tcp.1", "tcp.2", "web.1"] {
+        running.wait_for(&format!("201 app connected {instance}"));
+    }
+    let before = pids(&app);
+    let first_main = running.main_pid();
+    let mut long: Vec<BufReader<TcpStream>> = (0..20).map(|_| long_lived(gateway)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let connects = load(&stop, move || echo_once(gateway));
+    let requests = load(&stop, keep_alive_requests(router));
+    let ps_root = app.path().to_path_buf();
+    let ps_load = load(&stop, move || {
+        let out = std::process::Command::new(BIN).args(["ps", "-d", ps_root.to_str().unwrap()]).output();
+        match out {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).to_string()),
+            Err(err) => Err(err.to_string()),
+        }
+    });
+    let mut mains = vec![first_main];
+    for round in 1..=3 {
+        let copy = app.path().join(format!("procgate-copy-{round}"));
+        std::fs::copy(BIN, &copy).unwrap();
+        let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
+        assert_eq!(finished.code(), Some(0), "{}", finished.text());
+        let text = finished.text();
+        assert!(text.contains("3 instance(s) handed over, 3 instance(s) up in the new one"), "{text}");
+        let main: i32 = text.split("main process pid ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
+        assert!(!mains.contains(&main), "a new main process each time: {main} after {mains:?}");
+        mains.push(main);
+        for (i, client) in long.iter_mut().enumerate() {
+            still_echoes(client, &format!("round {round} client {i}"));
+        }
+        assert_eq!(pids(&app), before, "no app restarted");
+    }
+    // Each load runs a while on the last main process alone too.
+    // Each load goes on a while with the last main process alone.
+    running.wait_for_nth("this new main process is procgate's now", 3, DEADLINE);
+    let after: Vec<usize> = [&connects, &requests, &ps_load].iter().map(|l| l.done.load(Ordering::Relaxed)).collect();
+    common::wait_until(DEADLINE, "5 more attempts of each load", || {
+        let loads = [&connects, &requests, &ps_load];
+        loads.iter().zip(&after).all(|(l, n)| l.done.load(Ordering::Relaxed) >= n + 5).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let [connects, requests, ps_load] = [connects, requests, ps_load].map(|l| l.counts.join().unwrap());
+    println!(
+        "across 3 upgrades: {} connections ({} failed, longest {:?}), {} requests ({} failed), {} ps ({} failed), 20 long-lived still echoing",
+        connects.ok + connects.failed.len(),
+        connects.failed.len(),
+        connects.longest,
+        requests.ok + requests.failed.len(),
+        requests.failed.len(),
+        ps_load.ok + ps_load.failed.len(),
+        ps_load.failed.len()
+    );
+    assert!(connects.failed.is_empty(), "{:?}", connects.failed);
+    assert!(requests.failed.is_empty(), "{:?}", requests.failed);
+    assert!(ps_load.failed.is_empty(), "{:?}", ps_load.failed);
+    assert!(connects.ok > 0 && requests.ok > 0 && ps_load.ok > 0);
+    assert_eq!(pids(&app), before, "no app restarted");
+    assert!(common::alive(running.pid()), "the anchor keeps procgate's pid");
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
     assert_eq!(finished.code(), Some(0), "{}", finished.text());
 }
 
 #[test]
-fn sigusr2_to_procgate_asks_for_an_upgrade_to_the_binary_it_was_started_from() {
+fn sigusr2_to_procgate_upgrades_it_to_the_binary_it_was_started_from() {
+    let app = App::new("app: exec sleep 60\n");
+    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
+    running.wait_for("app.1 started with pid");
+    // An instance still starting is not handed over (the upgrade would be refused): up first.
+    common::wait_until(DEADLINE, "app.1 up", || ps(&app).instances.iter().all(|i| i.state == "up").then_some(()));
+    let before = pids(&app);
+    running.signal(Signal::SIGUSR2);
+    running.wait_for("SIGUSR2 received, upgrading to the binary procgate was started from");
+    let line = running.wait_for("took over as main process pid");
+    assert!(line.contains("1 instance(s) handed over, 1 instance(s) up in the new one"), "{line}");
+    assert_eq!(pids(&app), before, "no instance was restarted");
+    running.signal(Signal::SIGINT);
+    assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn a_successor_that_refuses_the_instances_is_stopped_and_everything_resumes() {
+    let app = common::echo_app("");
+    let (mut running, gateway) = common::start_gateway(&app, "tcp=2", &[]);
+    running.wait_for("201 app connected tcp.2");
+    let before = pids(&app);
+    let mut client = long_lived(gateway);
+    // The app's files changed since the release in force started: the successor would describe
+    // the instances wrongly, so it refuses, and the old main resumes.
+    let procfile = std::fs::read_to_string(app.path().join("Procfile")).unwrap();
+    app.write("Procfile", &procfile.replace("echo url=", "echo address="));
+    let copy = app.path().join("procgate-copy");
+    std::fs::copy(BIN, &copy).unwrap();
+    let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
+    assert_eq!(finished.code(), Some(1), "{}", finished.text());
+    let text = finished.text();
+    assert!(
+        text.contains("rolled back: the new main process refused to take over: tcp.1 runs another release"),
+        "{text}"
+    );
+    assert!(text.contains("deploy them first (`procgate deploy`) or put them back, then upgrade"), "{text}");
+    assert_eq!(pids(&app), before, "no instance was restarted");
+    still_echoes(&mut client, "after the refusal");
+    // The old main acts again: a scale is carried out, and so is an upgrade once the files are back.
+    let scaled = app.run(&["scale", "tcp=3"]);
+    assert_eq!(scaled.code(), Some(0), "{}", scaled.text());
+    running.wait_for("201 app connected tcp.3");
+    app.write("Procfile", &procfile);
+    let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+    assert!(
+        finished.text().contains("3 instance(s) handed over, 3 instance(s) up in the new one"),
+        "{}",
+        finished.text()
+    );
+    still_echoes(&mut client, "after the upgrade");
+    running.signal(Signal::SIGINT);
+    assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn a_successor_that_does_not_answer_is_stopped_at_the_deadline_and_nothing_changes() {
     let app = App::new("app: exec sleep 60\n");
     let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
     running.wait_for("app.1 started with pid");
     let before = pids(&app);
-    running.signal(Signal::SIGUSR2);
-    running.wait_for("SIGUSR2 received, upgrading to the binary procgate was started from");
-    let line = running.wait_for("upgrade not carried out:");
-    assert!(line.contains("took the listeners (control socket)") && line.contains("nothing changed"), "{line}");
+    let body = format!("[ \"$1\" = __upgrade-check ] && echo '{OURS}' && exit\necho mute pid $$\nexec sleep 60");
+    let mute = script(&app, "mute", &body);
+    let finished = app.run(&["upgrade", "--binary", &mute]);
+    assert_eq!(finished.code(), Some(1), "{}", finished.text());
+    let text = finished.text();
+    assert!(text.contains("rolled back: the new main process did not answer within 10 s"), "{text}");
+    let line = running.wait_for("mute pid ");
+    let successor: i32 = line.rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{line:?}"));
+    common::wait_gone(&[successor], DEADLINE);
     assert_eq!(pids(&app), before, "no instance was restarted");
+    let scaled = app.run(&["scale", "app=2"]);
+    assert_eq!(scaled.code(), Some(0), "the old main acts again: {}", scaled.text());
     running.signal(Signal::SIGINT);
     assert_eq!(running.finish(DEADLINE).code(), Some(0));
+}
+
+#[test]
+fn a_type_asleep_stays_asleep_across_an_upgrade_and_the_metrics_are_served_on() {
+    let app = common::echo_app("worker: exec sleep 60\n");
+    app.write("procgate.toml", "[types.tcp]\nsleep_after = \"1s\"\n");
+    let (mut running, gateway) = common::start_gateway(&app, "tcp=1,worker=1", &["--metrics-listen", "127.0.0.1:0"]);
+    let line = running.wait_for("metrics on http://");
+    let metrics: SocketAddr = line.split("http://").nth(1).unwrap().trim_end_matches("/metrics").parse().unwrap();
+    running.wait_for("205 Sleeping tcp: no connection for 1s");
+    let states = || -> Vec<(String, String)> { ps(&app).instances.into_iter().map(|i| (i.name, i.state)).collect() };
+    let expected = [("tcp.1", "sleeping"), ("worker.1", "up")].map(|(n, s)| (n.to_string(), s.to_string()));
+    common::wait_until(DEADLINE, "tcp.1 stopped, worker.1 up", || (states() == expected).then_some(()));
+    let worker = pids(&app);
+    let finished = app.run(&["upgrade"]);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+    assert!(
+        finished.text().contains("1 instance(s) handed over, 1 instance(s) up in the new one"),
+        "{}",
+        finished.text()
+    );
+    running.wait_for("this new main process is procgate's now");
+    assert_eq!(states(), expected);
+    assert_eq!(pids(&app).last(), worker.last(), "the worker was not restarted");
+    // The new main process wakes it for its next client, and serves the metrics.
+    let mut client = long_lived(gateway);
+    still_echoes(&mut client, "awake");
+    running.wait_for("206 Waking tcp");
+    let mut scrape = TcpStream::connect(metrics).unwrap();
+    scrape.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    scrape.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains(" 200 OK"), "{answer}");
+    assert!(answer.contains("procgate_wakes_total{type=\"tcp\"} 1"), "{answer}");
+    running.signal(Signal::SIGINT);
+    let finished = running.finish(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
 }

@@ -1,6 +1,9 @@
 //! `procgate start`: validate, check the ports, bind the gateway and the control socket, then run
 //! the formation on the control plane's actors (Scheduler, HealthChecker, Balancer) while the
-//! data plane serves.
+//! data plane serves. A successor started by an upgrade does the same with what the old main
+//! handed over (`Takeover`): its listeners instead of binding, its instances adopted instead of
+//! spawned, its state instead of `state.json`; it answers ready, and serves the control socket
+//! once promoted.
 
 use crate::anchor::Link;
 use crate::app_state::{self, AppState};
@@ -25,7 +28,9 @@ use crate::procfile::RELEASE;
 use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
 use crate::upgrade::actor::UpgradeActor;
+use crate::upgrade::handover::{self, Answer, Takeover};
 use crate::upgrade::listeners::Sources;
+use crate::upgrade::takeover;
 use actix::{Actor, AsyncContext};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -41,11 +46,14 @@ const DEFAULT_LOG_FILES: usize = 14;
 /// The most bytes of one log file unless `--log-max-size` says otherwise.
 const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
 
-/// Runs until the formation is stopped; returns the exit status (README: "Exit status").
-pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Result<i32> {
-    let started = Release::build(&args.source.paths(), &args.choices())?;
-    let control_root = started.files.root.clone();
-    let (release, asleep) = resume(started, args.fresh)?;
+/// Runs until the formation is stopped, or handed over to a successor; returns the exit status
+/// (README: "Exit status").
+pub fn run(args: StartArgs, output: Output, anchor: Option<Link>, takeover: Option<Takeover>) -> anyhow::Result<i32> {
+    let (release, asleep) = match &takeover {
+        None => resume(Release::build(&args.source.paths(), &args.choices())?, args.fresh)?,
+        Some(takeover) => carried_over(&args, &takeover.state)?,
+    };
+    let control_root = release.files.root.clone();
     check_min_instances(&release)?;
     let history = Arc::new(History::new(HISTORY_LINES));
     let files = log_files(&args.logs, &release);
@@ -57,11 +65,22 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
     let files = files.map(open).transpose()?;
     let full_timestamps = args.logs.timestamps == "full";
     output.keep(Keeping { full_timestamps, history: Some(history.clone()), files });
-    formation::check_ports_free(&release.plan)?;
-    let control_socket = control::server::bind(&control_root)?;
-    let (bound, listeners) = bind(&release.routes)?;
-    let metrics_listener = args.metrics_listen.map(|addr| bind_extra(addr, "metrics", "/metrics")).transpose()?;
-    let status_listener = args.status_listen.map(|addr| bind_extra(addr, "status page", "/")).transpose()?;
+    let (control_socket, bound, listeners, metrics_listener, status_listener, crossings, answer_to) = match takeover {
+        None => {
+            formation::check_ports_free(&release.plan)?;
+            let control_socket = control::server::bind(&control_root)?;
+            let (bound, listeners) = bind(&release.routes)?;
+            let listeners = listeners.into_iter().map(|l| vec![l]).collect();
+            let metrics = args.metrics_listen.map(|addr| bind_extra(addr, "metrics", "/metrics")).transpose()?;
+            let status = args.status_listen.map(|addr| bind_extra(addr, "status page", "/")).transpose()?;
+            (control_socket, bound, listeners, metrics, status, None, None)
+        }
+        Some(Takeover { stream, listeners: handed, instances, .. }) => {
+            let control_socket = control::server::Bound::adopt(&control_root, handed.control, handed.lock)?;
+            let (bound, listeners) = handed_routes(&release.routes, handed.routes)?;
+            (control_socket, bound, listeners, handed.metrics, handed.status, Some(instances), Some(stream))
+        }
+    };
     let status_token: Option<Arc<str>> = args.status_token.as_deref().map(Arc::from);
     let shown_root = control_root.canonicalize().unwrap_or_else(|_| control_root.clone()).display().to_string();
     let signals = StopSignals::register(anchor.clone())?;
@@ -72,11 +91,23 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
         let policy = Policy::of(&release.settings_of(&r.type_name), r.http);
         Arc::new(Route::new(r.type_name.clone(), policy, descriptors.route(), failures.clone(), wakes.clone()))
     };
+    // A successor checks what it is handed before it serves anything.
+    let templates = Templates::of(&release, &bound)?;
+    let (instances, adopt) = match crossings {
+        None => {
+            let awake = release.plan.iter().filter(|i| !asleep.contains_key(&i.type_name));
+            (awake.map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect(), None)
+        }
+        Some(crossings) => {
+            let (slots, adoptees) = takeover::slots(&release.plan, &templates, &asleep, crossings)
+                .map_err(|why| anyhow::anyhow!("{why}"))?;
+            (slots, Some(adoptees))
+        }
+    };
     let routes: Vec<Arc<Route>> = bound.iter().map(route).collect();
     fit_names(&release, &output);
     let settings = gateway_settings(&args);
-    let gateway =
-        Gateway::start(routes.iter().cloned().zip(listeners.into_iter().map(|l| vec![l])).collect(), settings)?;
+    let gateway = Gateway::start(routes.iter().cloned().zip(listeners).collect(), settings)?;
     let control_routes = routes.clone();
     let stopper = gateway.stopper();
     let copy = |l: &Option<TcpListener>| l.as_ref().map(TcpListener::try_clone).transpose();
@@ -88,10 +119,7 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
         metrics: copy(&metrics_listener)?,
         status: copy(&status_listener)?,
     };
-    tracing::info!("{}", summary(&release, &bound));
-    let templates = Templates::of(&release, &bound)?;
-    let awake = release.plan.iter().filter(|i| !asleep.contains_key(&i.type_name));
-    let instances = awake.map(|i| templates.types[i.type_index].instance(i.number, Some(i.port))).collect();
+    tracing::info!("{}", summary(&release, &bound, adopt.is_some()));
     let anchor_link = anchor.clone();
     let notifier = match anchor {
         Some(link) => Notifier::relayed(move |state| link.notify(state)),
@@ -113,7 +141,10 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
         routes: control_routes.clone(),
         wakes: Some(wake_calls),
         asleep,
+        adopt,
     };
+    let grace = args.grace;
+    let (handoff, handed_off) = tokio::sync::watch::channel(false);
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
         let balancer = Balancer::new(routes).start();
@@ -126,26 +157,107 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>) -> anyhow::Res
             Scheduler::new(scheduler, Peers { balancer, health, rollouts: rollout.recipient() }, exit)
         });
         let rollouts = rollouts.expect("set as the Scheduler was created");
-        let upgrades = UpgradeActor::new(anchor_link, rollouts.clone(), sources).start();
+        let handing = Handing { scheduler: scheduler.clone(), handoff, grace, notifier: notifier.clone() };
+        let upgrades = UpgradeActor::new(anchor_link, rollouts.clone(), sources, handing).start();
         signals.forward_to(scheduler.clone(), rollouts.clone(), upgrades.clone());
         let logs = LogSource { history: history.clone(), dir: log_dir };
-        let platform = Platform { scheduler, rollouts, routes: control_routes, output, upgrades };
+        let platform = Platform { scheduler: scheduler.clone(), rollouts, routes: control_routes, output, upgrades };
+        if let Some(stream) = answer_to {
+            // The Scheduler has adopted the instances once it answers.
+            let instances = scheduler.send(crate::platform::scheduler::Status).await.unwrap_or_default();
+            let up = instances.iter().filter(|i| i.state == "up").count();
+            handover::answer(&stream, &Answer::Ready(format!("{up} instance(s) up")))?;
+            if !tokio::task::spawn_blocking(move || handover::await_promotion(&stream)).await.unwrap_or(false) {
+                tracing::info!("the old main process kept running: this new one ends");
+                return Ok(0);
+            }
+            tracing::info!("this new main process is procgate's now");
+            scheduler.do_send(crate::platform::scheduler::Promoted);
+        }
+        let until_handed_off = |serve| {
+            let mut handed_off = handed_off.clone();
+            tokio::task::spawn_local(async move {
+                tokio::select! {
+                    () = serve => {}
+                    _ = handed_off.wait_for(|handed| *handed) => {}
+                }
+            })
+        };
         if let Some(listener) = metrics_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tokio::task::spawn_local(control::metrics::serve(listener, platform.clone()));
+            until_handed_off(Box::pin(control::metrics::serve(listener, platform.clone())) as ServeFuture);
         }
         if let Some(listener) = status_listener {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let page = StatusPage { platform: platform.clone(), history, root: shown_root, token: status_token };
-            tokio::task::spawn_local(control::status_page::serve(listener, page));
+            until_handed_off(Box::pin(control::status_page::serve(listener, page)));
         }
         let server = ControlServer::spawn(control_socket, platform, logs)?;
+        let accepting = server.accepting();
+        let mut handing_off = handed_off.clone();
+        tokio::task::spawn_local(async move {
+            if handing_off.wait_for(|handed| *handed).await.is_ok() {
+                accepting.abort();
+            }
+        });
         let code = exited.await.unwrap_or(1);
-        server.finish(code).await;
+        match *handed_off.borrow() {
+            true => server.hand_over().await,
+            false => server.finish(code).await,
+        }
         Ok::<i32, std::io::Error>(code)
     })?;
     drop(gateway);
     Ok(code)
+}
+
+/// A server of the metrics or the status page, until the main process hands over.
+type ServeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// What the Upgrade actor needs to hand over: the Scheduler, the word that the main process
+/// handed over (its servers stop accepting), the drain's grace, and the service manager.
+pub struct Handing {
+    pub scheduler: actix::Addr<Scheduler>,
+    pub handoff: tokio::sync::watch::Sender<bool>,
+    pub grace: std::time::Duration,
+    pub notifier: Option<Rc<Notifier>>,
+}
+
+/// The release a successor runs: the app's files read as `start` was told, with the formation,
+/// the release in force and the types asleep the old main handed over (its `-m` and TYPEs were
+/// for the formation it started with, since scaled maybe).
+fn carried_over(args: &StartArgs, state: &AppState) -> anyhow::Result<(Release, BTreeMap<String, usize>)> {
+    let choices = crate::config::Choices { formation: None, only: Vec::new(), ..args.choices() };
+    let release = Release::build(&args.source.paths(), &choices)?.resumed(state.release.as_ref(), &state.formation)?;
+    let asleep = asleep_types(&release, state);
+    Ok((release, asleep))
+}
+
+/// The listeners a successor took, per route of its release (the first thread's first);
+/// the routes' addresses as bound.
+fn handed_routes(
+    routes: &[RouteSpec],
+    mut handed: Vec<(String, Vec<TcpListener>)>,
+) -> anyhow::Result<(Vec<RouteSpec>, Vec<Vec<TcpListener>>)> {
+    let mut bound = Vec::new();
+    let mut listeners = Vec::new();
+    for route in routes {
+        let at = handed.iter().position(|(name, l)| *name == route.type_name && !l.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the release routes {} on {}, which the running procgate does not",
+                route.type_name,
+                route.addr
+            )
+        })?;
+        let (_, siblings) = handed.remove(at);
+        let addr = siblings[0].local_addr()?;
+        bound.push(RouteSpec { addr, ..route.clone() });
+        listeners.push(siblings);
+    }
+    match handed.first() {
+        Some((name, _)) => Err(anyhow::anyhow!("the running procgate routes {name}, which the release does not")),
+        None => Ok((bound, listeners)),
+    }
 }
 
 /// Widens the name column for every instance of the plan before the first line is printed.
@@ -195,16 +307,9 @@ fn resume(started: Release, fresh: bool) -> anyhow::Result<(Release, BTreeMap<St
     let Some(state) = AppState::load(&root)?.filter(|_| !fresh) else { return Ok((started, BTreeMap::new())) };
     let chosen = started.choices.formation.is_some() || !started.choices.only.is_empty();
     let release = started.resumed(state.release.as_ref(), &state.formation)?;
-    let sleeps = |name: &String| release.routes_type(name) && release.settings_of(name).sleeps_after().is_some();
-    let asleep: BTreeMap<String, usize> = match chosen {
+    let asleep = match chosen {
         true => BTreeMap::new(),
-        false => state
-            .sleeping
-            .iter()
-            .filter(|name| sleeps(name))
-            .map(|name| (name.clone(), release.formation.count(name)))
-            .filter(|(_, n)| *n > 0)
-            .collect(),
+        false => asleep_types(&release, &state),
     };
     let files = state
         .release
@@ -219,6 +324,18 @@ fn resume(started: Release, fresh: bool) -> anyhow::Result<(Release, BTreeMap<St
         tracing::info!("{name} is asleep, as the last run left it: its next client wakes it ({count} instance(s))");
     }
     Ok((release, asleep))
+}
+
+/// The types `state` left asleep that still sleep in `release`, with the count each wakes with.
+fn asleep_types(release: &Release, state: &AppState) -> BTreeMap<String, usize> {
+    let sleeps = |name: &String| release.routes_type(name) && release.settings_of(name).sleeps_after().is_some();
+    state
+        .sleeping
+        .iter()
+        .filter(|name| sleeps(name))
+        .map(|name| (name.clone(), release.formation.count(name)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Refuses a formation below a type's `min_instances` (procgate.toml).
@@ -282,10 +399,12 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
     }
 }
 
-/// `starting app in ./demo: release=1,tcp=2 on ports from 5000; gateway tcp://127.0.0.1:20003 for tcp`.
-fn summary(config: &Release, bound: &[RouteSpec]) -> String {
+/// `starting app in ./demo: release=1,tcp=2 on ports from 5000; gateway tcp://127.0.0.1:20003 for tcp`
+/// (`taking over app in ...` for an upgrade's successor).
+fn summary(config: &Release, bound: &[RouteSpec], taking_over: bool) -> String {
     let root = config.files.root.display();
-    let mut text = format!("starting app in {root}: {} on ports from {}", config.formation, config.base_port);
+    let verb = if taking_over { "taking over" } else { "starting" };
+    let mut text = format!("{verb} app in {root}: {} on ports from {}", config.formation, config.base_port);
     for route in bound {
         let what = if route.http { "router http" } else { "gateway tcp" };
         text.push_str(&format!("; {what}://{} for {}", route.addr, route.type_name));

@@ -1,7 +1,7 @@
 //! `procgate systemd-unit START_FLAGS...`: a systemd unit that runs `procgate start` with those
 //! flags: `Type=notify` (procgate says `READY=1` once the formation serves), `KillMode=mixed`
 //! (systemd signals procgate alone, which stops the instances), `TimeoutStopSec` from `--grace`,
-//! and `ExecReload` as SIGHUP (a deploy of the same root).
+//! and `ExecReload` as SIGHUP (a deploy of the same root), or as `procgate upgrade` (commented).
 
 use crate::cli::{Cli, Command, SystemdUnitArgs};
 use clap::Parser;
@@ -36,6 +36,9 @@ NotifyAccess=main
 WorkingDirectory={here}
 ExecStart={exec}
 ExecReload=/bin/kill -HUP $MAINPID
+# Or, to have `systemctl reload` upgrade procgate itself to the binary above (a new version
+# installed there) without restarting an app or dropping a connection:
+#ExecReload={exe} upgrade -d {root_arg}
 KillMode=mixed
 TimeoutStopSec={stop}s
 Restart=on-failure
@@ -47,6 +50,8 @@ RestartSec=1s
 WantedBy=multi-user.target
 ",
         root = root.display(),
+        exe = quote(&exe.display().to_string()),
+        root_arg = quote(&root.display().to_string()),
         here = quote(&here.display().to_string()),
         exec = exec.iter().map(|arg| quote(arg)).collect::<Vec<_>>().join(" "),
     );

@@ -88,17 +88,14 @@ impl Bound {
         listener.set_nonblocking(true).map_err(|err| ControlError::Io { socket: shown, reason: err.to_string() })?;
         Ok(Bound { listener, path, _lock: lock })
     }
+}
 
-    /// Lets go of the socket and the lock for a successor that adopted them: this process's
-    /// descriptors close, but the lock is not undone (dropping it would unlock the open file the
-    /// successor shares) and the socket file stays where the successor serves.
-    pub fn hand_over(self) {
-        let Bound { listener, _lock: lock, .. } = self;
-        drop(listener);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&*lock);
-        std::mem::forget(lock);
-        let _ = nix::unistd::close(fd);
-    }
+/// Closes this process's descriptor of the locked file a successor adopted, without undoing the
+/// lock: dropping the `Flock` would unlock the open file the successor shares.
+fn let_go_of(lock: nix::fcntl::Flock<std::fs::File>) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*lock);
+    std::mem::forget(lock);
+    let _ = nix::unistd::close(fd);
 }
 
 /// The lock file's name in the control directory.
@@ -157,6 +154,30 @@ impl ControlServer {
         Ok(ControlServer { path, shared, accept, _lock })
     }
 
+    /// Stops accepting when aborted (the main process handed the socket over).
+    pub fn accepting(&self) -> tokio::task::AbortHandle {
+        self.accept.abort_handle()
+    }
+
+    /// Lets the clients read their last answers, then lets go of the socket and the lock for the
+    /// successor that serves them now (the socket file stays, the lock is not undone).
+    pub async fn hand_over(self) {
+        self.accept.abort();
+        self.shared.stopping.send_replace(true);
+        self.wait_for_clients().await;
+        let_go_of(self._lock);
+    }
+
+    async fn wait_for_clients(&self) {
+        let connections = self.shared.connections.take();
+        let _ = tokio::time::timeout(FINISH_TIMEOUT, async {
+            for connection in connections {
+                let _ = connection.await;
+            }
+        })
+        .await;
+    }
+
     /// Tells `stop` clients the exit status, lets them read it, and removes the socket.
     pub async fn finish(self, code: i32) {
         self.accept.abort();
@@ -165,13 +186,7 @@ impl ControlServer {
         for waiter in self.shared.stop_waiters.take() {
             let _ = waiter.try_send(last.clone());
         }
-        let connections = self.shared.connections.take();
-        let _ = tokio::time::timeout(FINISH_TIMEOUT, async {
-            for connection in connections {
-                let _ = connection.await;
-            }
-        })
-        .await;
+        self.wait_for_clients().await;
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -341,7 +356,9 @@ mod tests {
         let old = bind(root.path()).unwrap();
         let (listener, lock) = old.try_clone().unwrap();
         let new = Bound::adopt(root.path(), listener, lock).unwrap();
-        old.hand_over();
+        let Bound { listener, _lock, .. } = old;
+        drop(listener);
+        let_go_of(_lock);
         assert!(matches!(bind(root.path()), Err(ControlError::AlreadyRunning { .. })), "the root is still owned");
         let _client = std::os::unix::net::UnixStream::connect(socket_path(root.path())).unwrap();
         new.listener.set_nonblocking(false).unwrap();

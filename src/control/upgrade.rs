@@ -24,7 +24,6 @@ pub(super) async fn answer(request: Request<Incoming>, platform: &Platform) -> R
         Refused::Busy(_) => StatusCode::CONFLICT,
         Refused::Binary(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Refused::RolledBack(_) => StatusCode::BAD_GATEWAY,
-        Refused::NotBuilt(_) => StatusCode::NOT_IMPLEMENTED,
     };
     error(status, &refused.to_string())
 }

@@ -68,6 +68,10 @@ struct Client {
     _place: (Place, Active),
     /// It came through a trusted load balancer, whose `X-Forwarded-Proto` and `-Port` are kept.
     trusted_proxy: bool,
+    /// Turns true when the gateway stops accepting (procgate stops, or hands over to an
+    /// upgrade's successor): each response then closes its connection, so a keep-alive client
+    /// sends its next request to the listener, never on a connection closed under it.
+    stopping: watch::Receiver<bool>,
 }
 
 /// Accepts clients on `listener` until `shutdown` flips; each connection gets its own task.
@@ -86,7 +90,8 @@ pub async fn serve(
                     match route.budget.enter(&route.type_name) {
                         Some(place) => {
                             let place = (place, route.activity.enter());
-                            tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place));
+                            let stopping = shutdown.clone();
+                            tokio::spawn(connection(stream, peer, port.clone(), route.clone(), settings.clone(), place, stopping));
                         }
                         None => _ = route.stats.count(Outcome::H11),
                     }
@@ -108,6 +113,7 @@ async fn connection(
     route: Arc<Route>,
     settings: Arc<GatewaySettings>,
     place: (Place, Active),
+    stopping: watch::Receiver<bool>,
 ) {
     let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
     let clock = ClientClock::start(&route.policy.timeouts, admitted.client, Some(route.stats.clone()));
@@ -117,7 +123,8 @@ async fn connection(
     let port = admitted.destination.map_or(port, |to| HeaderValue::from(to.port()));
     let trusted_proxy = admitted.trusted_proxy;
     let peer = admitted.client;
-    let client = Client { peer, route, settings, address, port, clock: clock.clone(), _place: place, trusted_proxy };
+    let client =
+        Client { peer, route, settings, address, port, clock: clock.clone(), _place: place, trusted_proxy, stopping };
     let client = Arc::new(client);
     // Boxed: hyper moves the service's future around, and `proxy`'s is a few kilobytes.
     let service = hyper::service::service_fn(move |request| Box::pin(proxy(request, client.clone())));
@@ -163,7 +170,10 @@ impl Line {
 /// end, or at once for the router's own short answers).
 async fn proxy(request: Request<Incoming>, client: Arc<Client>) -> Result<Response<RouterBody>, Infallible> {
     client.clock.request_started();
-    let response = forward(request, &client).await;
+    let mut response = forward(request, &client).await;
+    if *client.stopping.borrow() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if matches!(response.body(), Either::Right(_)) {
         client.clock.request_done();
     }

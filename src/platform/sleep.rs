@@ -55,6 +55,11 @@ impl Sleepers {
         }
     }
 
+    /// A type waking, if any.
+    pub fn any_waking(&self) -> Option<&str> {
+        self.types.iter().find(|(_, nap)| matches!(nap, Nap::Waking { .. })).map(|(name, _)| name.as_str())
+    }
+
     /// Every type asleep, with the count it wakes with.
     pub fn sleeping(&self) -> impl Iterator<Item = (&str, usize)> {
         self.types.iter().filter_map(|(name, nap)| match nap {

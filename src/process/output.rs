@@ -4,6 +4,7 @@
 //! printed in pieces so one runaway writer cannot hold unbounded memory.
 
 use crate::logs::Output;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -29,21 +30,64 @@ impl Prefix {
     }
 }
 
-/// Copies `stream` to the output until end of file.
-pub async fn pump(mut stream: impl AsyncRead + Unpin, prefix: Prefix) {
-    let mut pending: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 8192];
-    loop {
-        let read = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&chunk[..read]);
-        let consumed = print_complete_lines(&pending, &prefix);
-        pending.drain(..consumed);
+/// An instance's stdout or stderr as it is read: complete lines are printed at once, a partial
+/// line waits for its end (or end of file, or a [`Pump::flush`] before reading pauses).
+pub struct Pump<S> {
+    stream: S,
+    prefix: Prefix,
+    pending: Vec<u8>,
+    /// End of file (or a read error) came: nothing more is read.
+    ended: bool,
+}
+
+impl<S: AsyncRead + Unpin> Pump<S> {
+    /// Reads `stream`, its lines printed with `prefix`.
+    pub fn new(stream: S, prefix: Prefix) -> Pump<S> {
+        Pump { stream, prefix, pending: Vec::with_capacity(1024), ended: false }
     }
-    if !pending.is_empty() {
-        prefix.print(&pending);
+
+    /// Whether end of file came.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Reads once and prints the complete lines; at end of file, the partial one too. Cancel
+    /// safe: a call dropped before it finishes has read nothing.
+    pub async fn step(&mut self) {
+        let mut chunk = [0u8; 8192];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                self.ended = true;
+                self.flush();
+            }
+            Ok(read) => {
+                self.pending.extend_from_slice(&chunk[..read]);
+                let consumed = print_complete_lines(&self.pending, &self.prefix);
+                self.pending.drain(..consumed);
+            }
+        }
+    }
+
+    /// Reads and prints until end of file.
+    pub async fn drain(&mut self) {
+        while !self.ended {
+            self.step().await;
+        }
+    }
+
+    /// Prints the partial line, as at end of file: done before reading pauses, so that nothing
+    /// read is held meanwhile (another process may read the rest).
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.prefix.print(&self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+impl<S: AsFd> AsFd for Pump<S> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 }
 

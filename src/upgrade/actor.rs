@@ -1,14 +1,20 @@
 //! The Upgrade actor: carries out one upgrade at a time, asked over the control socket
 //! (`POST /upgrade`) or by SIGUSR2 (through the anchor). Refuses while one is under way or a
-//! rollout is; checks the new binary; has the anchor start it, waits for its hello and hands it
-//! copies of the listeners. As handing the instances over is not built yet, it then abandons
-//! the successor: nothing changes.
+//! rollout is; checks the new binary; has the anchor start it and hands it copies of the
+//! listeners, then the state and the instances (the Scheduler frozen meanwhile). Once the
+//! successor answers ready, the anchor promotes it, and this main process stops accepting, lets
+//! the instances go and drains its connections; on anything else the successor is abandoned
+//! and everything resumes as it was.
 
+use super::instances::Crossing;
 use super::listeners::{Listeners, Sources};
 use super::{check, handover};
 use crate::anchor::Link;
+use crate::commands::start::Handing;
 use crate::platform::rollout_actor::{RolloutActor, Underway};
+use crate::platform::scheduler::{Freeze, Frozen, LetGo, Thaw};
 use actix::prelude::*;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
 /// An upgrade to `binary` (absolute), else to the binary running.
@@ -30,24 +36,22 @@ pub enum Refused {
     /// The new binary cannot take over.
     #[error("refused: {0}")]
     Binary(check::Refusal),
-    /// The successor failed to start or to answer: it was stopped.
+    /// The successor failed to start, to answer or to take over: it was stopped.
     #[error("rolled back: {0}; nothing changed")]
     RolledBack(String),
-    /// The successor answered, but the rest is not built yet: it was stopped.
-    #[error("{0}")]
-    NotBuilt(String),
 }
 
 pub struct UpgradeActor {
     anchor: Option<Link>,
     rollouts: Addr<RolloutActor>,
     sources: Sources,
+    handing: Handing,
     underway: bool,
 }
 
 impl UpgradeActor {
-    pub fn new(anchor: Option<Link>, rollouts: Addr<RolloutActor>, sources: Sources) -> UpgradeActor {
-        UpgradeActor { anchor, rollouts, sources, underway: false }
+    pub fn new(anchor: Option<Link>, rollouts: Addr<RolloutActor>, sources: Sources, handing: Handing) -> UpgradeActor {
+        UpgradeActor { anchor, rollouts, sources, handing, underway: false }
     }
 }
 
@@ -70,7 +74,14 @@ impl Handler<Upgrade> for UpgradeActor {
             }
         };
         self.underway = true;
-        let work = carry_out(upgrade.binary, self.anchor.clone(), self.rollouts.clone(), listeners);
+        let asked = Asked { anchor: self.anchor.clone(), rollouts: self.rollouts.clone(), listeners };
+        let handing = Handing {
+            scheduler: self.handing.scheduler.clone(),
+            handoff: self.handing.handoff.clone(),
+            grace: self.handing.grace,
+            notifier: self.handing.notifier.clone(),
+        };
+        let work = carry_out(upgrade.binary, asked, handing, self.sources.gateway.clone());
         Box::pin(work.into_actor(self).map(|result, actor, _| {
             actor.underway = false;
             match &result {
@@ -82,38 +93,92 @@ impl Handler<Upgrade> for UpgradeActor {
     }
 }
 
-async fn carry_out(
-    binary: Option<PathBuf>,
+/// What an upgrade starts from.
+struct Asked {
     anchor: Option<Link>,
     rollouts: Addr<RolloutActor>,
     listeners: Listeners,
+}
+
+async fn carry_out(
+    binary: Option<PathBuf>,
+    asked: Asked,
+    handing: Handing,
+    gateway: crate::gateway::Stopper,
 ) -> Result<String, Refused> {
     let binary = match binary.map_or_else(running_binary, Ok).map_err(Refused::Bad)? {
         path if path.is_absolute() => path,
         path => return Err(Refused::Bad(format!("{}: the new binary's path must be absolute", path.display()))),
     };
-    if let Ok(Some(rollout)) = rollouts.send(Underway).await {
+    if let Ok(Some(rollout)) = asked.rollouts.send(Underway).await {
         return Err(Refused::Busy(format!("a {rollout} is under way; upgrade once it is done")));
     }
-    let link = anchor.ok_or_else(|| Refused::Busy("this procgate runs without its anchor process".to_string()))?;
+    let link =
+        asked.anchor.ok_or_else(|| Refused::Busy("this procgate runs without its anchor process".to_string()))?;
     tracing::info!("upgrade asked: checking {}", binary.display());
     let protocols = check::check(&binary).await.map_err(Refused::Binary)?;
-    let shown = binary.display().to_string();
-    let started = tokio::task::spawn_blocking(move || {
-        let (stream, hello) = handover::start_successor(&link, &binary)?;
-        let received = handover::hand_listeners(&stream, &listeners).inspect_err(|_| handover::abandon(&link))?;
+    let manager = handing.notifier.clone();
+    manager.iter().for_each(|notifier| notifier.reloading());
+    let rolled_back = |why: String| {
         handover::abandon(&link);
-        Ok::<_, String>((hello, received))
-    });
-    let (hello, received) = match started.await {
-        Ok(started) => started.map_err(Refused::RolledBack)?,
-        Err(err) => return Err(Refused::RolledBack(err.to_string())),
+        manager.iter().for_each(|notifier| notifier.notify("READY=1"));
+        Refused::RolledBack(why)
     };
-    Err(Refused::NotBuilt(format!(
-        "{shown} passed the check ({protocols}) and its main process (pid {}) answered and took the listeners \
-         ({received}), but handing the instances over is not built yet (issue 19): it was stopped, nothing changed",
-        hello.pid
-    )))
+    let shown = binary.display().to_string();
+    let (listeners, starting) = (asked.listeners, link.clone());
+    let started = tokio::task::spawn_blocking(move || {
+        let (stream, hello) = handover::start_successor(&starting, &binary)?;
+        let received = handover::hand_listeners(&stream, &listeners)?;
+        Ok::<_, String>((stream, hello, received))
+    })
+    .await
+    .unwrap_or_else(|err| Err(err.to_string()));
+    let (stream, hello, received) = started.map_err(rolled_back)?;
+    tracing::info!("upgrade: {shown} ({protocols}) runs as pid {} and took the listeners ({received})", hello.pid);
+    let Frozen { state, instances } = match handing.scheduler.send(Freeze).await {
+        Ok(Ok(frozen)) => frozen,
+        Ok(Err(why)) => return Err(rolled_back(format!("the instances cannot be handed over now: {why}"))),
+        Err(err) => return Err(rolled_back(err.to_string())),
+    };
+    let count = instances.len();
+    let answered = tokio::task::spawn_blocking(move || {
+        let borrowed: Vec<Crossing<BorrowedFd>> = instances
+            .iter()
+            .map(|c| Crossing {
+                instance: c.instance.clone(),
+                control: c.control.as_fd(),
+                stdout: c.stdout.as_fd(),
+                stderr: c.stderr.as_fd(),
+            })
+            .collect();
+        handover::hand_instances(&stream, &state, &borrowed).map(|took| (stream, took))
+    })
+    .await
+    .unwrap_or_else(|err| Err(err.to_string()));
+    let (stream, took) = match answered {
+        Ok(answered) => answered,
+        Err(why) => {
+            handing.scheduler.do_send(Thaw);
+            return Err(rolled_back(why));
+        }
+    };
+    if let Err(err) = link.promote() {
+        handing.scheduler.do_send(Thaw);
+        return Err(rolled_back(format!("cannot tell the anchor to promote it: {err}")));
+    }
+    // From here on the successor is procgate: this main process stops accepting and drains.
+    if let Err(err) = handover::promoted(&stream) {
+        tracing::warn!("cannot tell the new main process it was promoted: {err}");
+    }
+    gateway.stop_accepting();
+    handing.handoff.send_replace(true);
+    handing.scheduler.do_send(LetGo { grace: handing.grace });
+    Ok(format!(
+        "{shown} ({protocols}) took over as main process pid {}: {count} instance(s) handed over, {took} in the new one; \
+         this old main process drains its connections (at most {})",
+        hello.pid,
+        crate::duration::format(handing.grace)
+    ))
 }
 
 /// The path of the binary this procgate runs: where a package upgrade puts the new one (the

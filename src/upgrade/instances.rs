@@ -1,5 +1,7 @@
 //! The running instances a main process hands to its successor: per instance what its slot
-//! was (name, type, number, port, generation, pids, restarts, uptime, in routing) and three fds,
+//! was (name, type, number, port, generation, pid, restarts, uptime, in routing, connections
+//! served), what it runs (command and environment, which the successor checks against its own
+//! release), the keeper's bytes the old main read but did not handle yet, and three fds,
 //! its keeper's socket and the read ends of its stdout and stderr pipes. The successor adopts
 //! them ([`crate::process::adopt`], [`crate::platform::lifecycle::Lifecycle::adopt`]): no app
 //! restarts, no pid changes, and the keepers never see their socket close.
@@ -31,12 +33,18 @@ pub struct Instance {
     pub number: usize,
     pub port: Option<u16>,
     pub generation: u64,
-    pub keeper_pid: u32,
     /// The app's leader, also its process group.
     pub pid: u32,
     pub restarts: u32,
     pub running_for_ms: u64,
     pub in_routing: bool,
+    /// Connections the gateway gave it (routed types).
+    pub served: u64,
+    /// Its Procfile command and environment.
+    pub command: String,
+    pub env: crate::env::EnvMap,
+    /// What its keeper said that the old main had read but not handled.
+    pub unread: Vec<u8>,
 }
 
 impl Instance {
@@ -63,8 +71,8 @@ pub struct Crossing<F> {
 impl Crossing<OwnedFd> {
     /// Its process, for [`crate::process::adopt`].
     pub fn handed(self) -> (Instance, Handed) {
-        let pid = self.instance.pid;
-        (self.instance, Handed { control: self.control, stdout: self.stdout, stderr: self.stderr, pid })
+        let (pid, unread) = (self.instance.pid, self.instance.unread.clone());
+        (self.instance, Handed { control: self.control, stdout: self.stdout, stderr: self.stderr, pid, unread })
     }
 }
 
@@ -121,11 +129,14 @@ mod tests {
             number,
             port: Some(5000 + number as u16),
             generation: 2,
-            keeper_pid: 100 + number as u32,
             pid: 200 + number as u32,
             restarts: 1,
             running_for_ms: 61_500,
             in_routing: true,
+            served: 7,
+            command: "python3 app.py".into(),
+            env: [("PORT".to_string(), (5000 + number).to_string())].into(),
+            unread: b"exit co".to_vec(),
         }
     }
 

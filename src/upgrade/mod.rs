@@ -16,6 +16,7 @@ pub mod check;
 pub mod handover;
 pub mod instances;
 pub mod listeners;
+pub mod takeover;
 
 /// The version of the handover protocol between an old main process and its successor: the
 /// state and the fds the old one sends, the `ready` the new one answers. A binary that speaks

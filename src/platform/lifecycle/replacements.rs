@@ -19,6 +19,15 @@ impl Lifecycle {
         }
     }
 
+    /// A successor's start, once it adopted the instances handed over: the others (crashed or
+    /// stopped there) start now; no release step.
+    pub fn start_unstarted(&mut self, now: Instant) -> Vec<Effect> {
+        self.phase = Phase::Running;
+        let ids: Vec<SlotId> =
+            self.slots.iter().filter(|(_, s)| !s.one_shot && s.generation == 0).map(|(id, _)| *id).collect();
+        ids.into_iter().flat_map(|id| self.spawn(id, now)).collect()
+    }
+
     fn spawn_instances(&mut self, now: Instant) -> Vec<Effect> {
         self.phase = Phase::Running;
         let ids: Vec<SlotId> = self.slots.iter().filter(|(_, s)| !s.one_shot).map(|(id, _)| *id).collect();

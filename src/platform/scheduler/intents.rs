@@ -258,6 +258,7 @@ impl Handler<PlanDeploy> for Scheduler {
     type Result = Result<PlanReply, IntentRefused>;
 
     fn handle(&mut self, PlanDeploy { source, dry_run }: PlanDeploy, _ctx: &mut Context<Self>) -> Self::Result {
+        self.upgrading().map_or(Ok(()), |why| Err(failed(why)))?;
         self.plan_deploy(&source, dry_run)
     }
 }
@@ -266,6 +267,7 @@ impl Handler<RunStep> for Scheduler {
     type Result = Result<SlotId, IntentRefused>;
 
     fn handle(&mut self, _: RunStep, ctx: &mut Context<Self>) -> Self::Result {
+        self.upgrading().map_or(Ok(()), |why| Err(failed(why)))?;
         self.run_step(ctx)
     }
 }
@@ -274,6 +276,7 @@ impl Handler<Replace> for Scheduler {
     type Result = Result<Vec<Pair>, IntentRefused>;
 
     fn handle(&mut self, Replace(selector): Replace, ctx: &mut Context<Self>) -> Self::Result {
+        self.upgrading().map_or(Ok(()), |why| Err(failed(why)))?;
         self.replace(&selector, ctx)
     }
 }

@@ -7,9 +7,11 @@
 //! unwatch) and the Balancer (join, leave), and the reports to the Rollout controller. It also
 //! prepares what the pure state machine cannot: ports, specs, releases (`intents.rs`).
 
+mod handover;
 mod intents;
 mod sleep;
 
+pub use handover::{Adoptee, Freeze, Frozen, LetGo, Promoted, Thaw};
 pub use intents::{Abandon, Busy, Commit, Discard, PlanDeploy, PlanReply, Replace, RunStep, Switch};
 pub use sleep::WakeUp;
 
@@ -69,6 +71,9 @@ pub struct SchedulerConfig {
     pub wakes: Option<tokio::sync::mpsc::UnboundedReceiver<WakeCall>>,
     /// Types that start asleep (as the last run left them), each with the count it wakes with.
     pub asleep: BTreeMap<String, usize>,
+    /// The instances a previous main process handed over, to adopt instead of spawning them;
+    /// `None`: a fresh start (the release step first, then every instance spawned).
+    pub adopt: Option<Vec<Adoptee>>,
 }
 
 /// The actors the Scheduler talks to.
@@ -104,6 +109,8 @@ pub struct Scheduler {
     sleepers: Sleepers,
     /// `procgate wake` clients waiting for a type's first instance in routing.
     wake_waiters: HashMap<String, Vec<tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// Where it is in an upgrade of procgate.
+    handing: handover::Handing,
 }
 
 /// An event for the Scheduler's state machine.
@@ -124,7 +131,11 @@ fn init(spec: &SlotSpec) -> SlotInit {
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig, peers: Peers, exit: tokio::sync::oneshot::Sender<i32>) -> Scheduler {
-        let release_step = config.running.templates.release_step.as_ref().map(|t| t.instance(1, None));
+        // A successor adopts a running formation: its release step ran long ago.
+        let release_step = match config.adopt {
+            Some(_) => None,
+            None => config.running.templates.release_step.as_ref().map(|t| t.instance(1, None)),
+        };
         let instances: Vec<SlotInit> = config.instances.iter().map(init).collect();
         let lifecycle = Lifecycle::new(instances, release_step.as_ref().map(init), config.timing);
         let specs = config
@@ -149,6 +160,7 @@ impl Scheduler {
             told: None,
             sleepers,
             wake_waiters: HashMap::new(),
+            handing: handover::Handing::No,
         }
     }
 
@@ -187,6 +199,7 @@ impl Scheduler {
     }
 
     fn handle_event(&mut self, event: Event, ctx: &mut Context<Self>) {
+        let Some(event) = self.held_back(event) else { return };
         let effects = self.lifecycle.handle(event, Instant::now());
         self.apply(effects, ctx);
         self.tell_manager();
@@ -213,15 +226,19 @@ impl Scheduler {
         self.told = Some(status);
     }
 
-    /// Records the formation and the release in force, for the next start in this root.
-    fn record_state(&self) {
+    /// The formation, the release in force and the types asleep.
+    fn app_state(&self) -> AppState {
         let running = &self.config.running.release;
         let release = (running.paths != self.config.started_paths).then(|| running.paths.clone());
         let mut counts = self.counts();
         counts.extend(self.sleepers.sleeping().map(|(name, count)| (name.to_string(), count)));
         let sleeping = self.sleepers.sleeping().map(|(name, _)| name.to_string()).collect();
-        let state = AppState { formation: running.formation_now(&counts), release, sleeping };
-        if let Err(err) = state.store(&self.config.state_root) {
+        AppState { formation: running.formation_now(&counts), release, sleeping }
+    }
+
+    /// Records the formation and the release in force, for the next start in this root.
+    fn record_state(&self) {
+        if let Err(err) = self.app_state().store(&self.config.state_root) {
             tracing::warn!(
                 "cannot record the formation in {}: {err}",
                 app_state::path(&self.config.state_root).display()
@@ -314,6 +331,9 @@ impl Scheduler {
 
     /// `scale TYPE=N...`: adds instances with the lowest free numbers, retires the highest.
     fn scale(&mut self, changes: Vec<(String, usize)>, ctx: &mut Context<Self>) -> Result<Vec<String>, ScaleRefused> {
+        if let Some(why) = self.upgrading() {
+            return Err(ScaleRefused::Busy(why));
+        }
         if let Some(running) = &self.busy {
             return Err(ScaleRefused::Busy(format!("a {running} is running; try again when it is done")));
         }
@@ -376,28 +396,38 @@ impl Scheduler {
         Ok(lines)
     }
 
-    fn spawn(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
-        let Some(spec) = self.specs.get(&slot) else { return };
+    /// How an instance's lines are prefixed.
+    fn prefix(&self, spec: &SlotSpec) -> Prefix {
         self.config.output.fit(&spec.name);
-        let launch = Launch {
-            command: spec.template.command.clone(),
-            env: spec.env(),
-            root: spec.template.root.clone(),
-            prefix: Prefix {
-                output: self.config.output.clone(),
-                name: spec.name.clone(),
-                colour: spec.template.type_index,
-                pid: Default::default(),
-            },
-        };
+        Prefix {
+            output: self.config.output.clone(),
+            name: spec.name.clone(),
+            colour: spec.template.type_index,
+            pid: Default::default(),
+        }
+    }
+
+    /// What an instance's monitor calls as it lives and ends: events for this actor.
+    fn on_process_event(&self, slot: SlotId, generation: u64, ctx: &Context<Self>) -> impl Fn(ProcessEvent) {
         let addr = ctx.address();
         let descriptors = self.config.descriptors.clone();
-        let on_event = move |event| {
+        move |event| {
             if matches!(event, ProcessEvent::Exited(_)) {
                 descriptors.instance_gone();
             }
             addr.do_send(Notify(slot_event(slot, generation, event)))
+        }
+    }
+
+    fn spawn(&mut self, slot: SlotId, generation: u64, ctx: &mut Context<Self>) {
+        let Some(spec) = self.specs.get(&slot) else { return };
+        let launch = Launch {
+            command: spec.template.command.clone(),
+            env: spec.env(),
+            root: spec.template.root.clone(),
+            prefix: self.prefix(spec),
         };
+        let on_event = self.on_process_event(slot, generation, ctx);
         match process::spawn(launch, &self.config.keeper_exe, on_event) {
             Ok((controller, monitor)) => {
                 self.config.descriptors.instance_started();
@@ -447,8 +477,13 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let effects = self.lifecycle.start(Instant::now());
-        self.apply(effects, ctx);
+        match self.config.adopt.take() {
+            Some(adoptees) => self.adopt_all(adoptees, ctx),
+            None => {
+                let effects = self.lifecycle.start(Instant::now());
+                self.apply(effects, ctx);
+            }
+        }
         self.tell_manager();
         self.listen_for_wakes(ctx);
         self.arm_sleep_check(ctx);

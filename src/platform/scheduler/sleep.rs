@@ -76,7 +76,7 @@ impl Scheduler {
     /// Puts to sleep each type with `sleep_after` whose route has had no open connection that
     /// long; never during a rollout (it would race the rollout's own plan) or a stop.
     fn check_sleep(&mut self, ctx: &mut Context<Self>) {
-        if self.busy.is_some() || !self.lifecycle.is_running() {
+        if self.busy.is_some() || !self.lifecycle.is_running() || self.upgrading().is_some() {
             return;
         }
         let counts = self.counts();
@@ -130,6 +130,10 @@ impl Scheduler {
     /// the count it slept with (a scale-up of the release in force). Answers the scale's lines,
     /// or `None` when it started nothing (not asleep, or procgate is stopping).
     fn wake(&mut self, type_name: &str, since: Instant, why: &str, ctx: &mut Context<Self>) -> Option<Vec<String>> {
+        if let Some(busy) = self.upgrading() {
+            tracing::warn!("not waking {type_name}: {busy}");
+            return None;
+        }
         let count = self.sleepers.wake(type_name, since)?;
         let Some(template) = self.config.running.templates.get(type_name).cloned() else {
             self.sleepers.retain(|name| name != type_name);
