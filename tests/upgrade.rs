@@ -237,6 +237,7 @@ fn three_upgrades_in_a_row_refuse_no_connection_fail_no_request_and_restart_no_a
         let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
         assert_eq!(finished.code(), Some(0), "{}", finished.text());
         let text = finished.text();
+        assert!(text.starts_with("upgraded: "), "{text}");
         assert!(text.contains("3 instance(s) handed over, 3 instance(s) up in the new one"), "{text}");
         let main: i32 = text.split("main process pid ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
         assert!(!mains.contains(&main), "a new main process each time: {main} after {mains:?}");
@@ -391,4 +392,72 @@ fn a_type_asleep_stays_asleep_across_an_upgrade_and_the_metrics_are_served_on() 
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
     assert_eq!(finished.code(), Some(0), "{}", finished.text());
+}
+
+#[test]
+fn the_release_a_deploy_put_in_force_is_the_one_the_new_main_process_takes_over() {
+    let app = App::new("worker: echo greeting=$GREETING; exec sleep 60\n");
+    app.write(".env", "GREETING=v1\n");
+    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string(), "--grace", "2s"]);
+    running.wait_for("worker.1 | greeting=v1");
+    let release = tempfile::tempdir().unwrap();
+    std::fs::write(release.path().join("Procfile"), "worker: echo greeting=$GREETING; exec sleep 60\n").unwrap();
+    std::fs::write(release.path().join(".env"), "GREETING=v2\n").unwrap();
+    let deployed = app.run(&["deploy", "--from", release.path().to_str().unwrap()]);
+    assert_eq!(deployed.code(), Some(0), "{}", deployed.text());
+    running.wait_for("worker.1 | greeting=v2");
+    common::wait_until(DEADLINE, "the new worker.1 alone, up", || {
+        let instances = ps(&app).instances;
+        (instances.len() == 1 && instances[0].state == "up").then_some(())
+    });
+    let before = pids(&app);
+    // The app directory's own files still say v1: the release in force is the deployed one.
+    let finished = app.run(&["upgrade"]);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+    assert!(
+        finished.text().contains("1 instance(s) handed over, 1 instance(s) up in the new one"),
+        "{}",
+        finished.text()
+    );
+    assert_eq!(pids(&app), before, "no instance was restarted");
+    running.signal(Signal::SIGINT);
+    let finished = running.finish(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+}
+
+/// Opens the FIFO `path` for writing once a reader has it open (bounded).
+fn fifo_reader_waiting(path: &std::path::Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    common::wait_until(DEADLINE, "a reader of the env file", || {
+        std::fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(path).ok()
+    })
+}
+
+#[test]
+fn a_stop_that_comes_during_a_handover_is_carried_out_by_the_new_main_process() {
+    let app = App::new("worker: echo greeting=$GREETING; exec sleep 60\n");
+    // The env file is a FIFO: whoever reads it waits for the test, so the test knows when.
+    let fifo = app.path().join("slow.env");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let args = ["start", "-e", "slow.env", "-p", &free_base_port(1, 1).to_string(), "--grace", "2s"];
+    let mut running = app.spawn(&args);
+    fifo_reader_waiting(&fifo).write_all(b"GREETING=v1\n").unwrap();
+    running.wait_for("worker.1 | greeting=v1");
+    common::wait_until(DEADLINE, "worker.1 up", || ps(&app).instances.iter().all(|i| i.state == "up").then_some(()));
+    let root = app.path().to_path_buf();
+    let upgrade = std::thread::spawn(move || {
+        std::process::Command::new(BIN).args(["upgrade", "-d", root.to_str().unwrap()]).output().unwrap()
+    });
+    // The new main process reads the env file once it has the instances: the old one is frozen.
+    let mut env_file = fifo_reader_waiting(&fifo);
+    running.signal(Signal::SIGTERM);
+    running.wait_for("SIGTERM received, starting shutdown");
+    env_file.write_all(b"GREETING=v1\n").unwrap();
+    drop(env_file);
+    let upgraded = upgrade.join().unwrap();
+    assert!(upgraded.status.success(), "{}", String::from_utf8_lossy(&upgraded.stderr));
+    running.wait_for("a stop came during the handover: passing it on to the new main process");
+    let finished = running.finish(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+    assert!(finished.has("worker.1 terminated by SIGTERM"), "{}", finished.text());
 }

@@ -27,7 +27,7 @@ use crate::process;
 use crate::procfile::RELEASE;
 use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
-use crate::upgrade::actor::UpgradeActor;
+use crate::upgrade::actor::{Handing, UpgradeActor};
 use crate::upgrade::handover::{self, Answer, Takeover};
 use crate::upgrade::listeners::Sources;
 use crate::upgrade::takeover;
@@ -213,15 +213,6 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>, takeover: Opti
 
 /// A server of the metrics or the status page, until the main process hands over.
 type ServeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-
-/// What the Upgrade actor needs to hand over: the Scheduler, the word that the main process
-/// handed over (its servers stop accepting), the drain's grace, and the service manager.
-pub struct Handing {
-    pub scheduler: actix::Addr<Scheduler>,
-    pub handoff: tokio::sync::watch::Sender<bool>,
-    pub grace: std::time::Duration,
-    pub notifier: Option<Rc<Notifier>>,
-}
 
 /// The release a successor runs: the app's files read as `start` was told, with the formation,
 /// the release in force and the types asleep the old main handed over (its `-m` and TYPEs were

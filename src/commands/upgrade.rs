@@ -15,7 +15,12 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<i32> {
     let body = serde_json::to_string(&UpgradeRequest { binary })?;
     client::block_on(async {
         let response = client::call(&args.root.root, hyper::Method::POST, "/upgrade", Some(body)).await?;
-        println!("{}", client::read_all(response).await?.trim_end());
+        let body = client::read_all(response).await?;
+        let reply: serde_json::Value = serde_json::from_str(&body)?;
+        match reply.get("upgraded").and_then(|done| done.as_str()) {
+            Some(done) => println!("upgraded: {done}"),
+            None => println!("{}", body.trim_end()),
+        }
         Ok(0)
     })
 }

@@ -1,7 +1,7 @@
 //! The control socket's server: binds before anything starts (refusing to steal a live socket),
 //! answers on the actors' thread, and removes the socket when procgate stops.
 
-use super::body::{Body, LineStream, LINES_BUFFER};
+use super::body::{error, json, read_json, Body, LineStream, LINES_BUFFER};
 use super::logs::LogSource;
 use super::{
     socket_path, ControlError, DeployRequest, InstanceStatus, LogQuery, Platform, PsReply, RestartRequest, RouteStatus,
@@ -14,7 +14,7 @@ use crate::platform::lifecycle::Event;
 use crate::platform::rollout_actor::Roll;
 use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Status, WakeUp};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::cell::RefCell;
@@ -324,26 +324,6 @@ async fn forward_lines(mut lines: mpsc::UnboundedReceiver<String>, bytes: mpsc::
             return;
         }
     }
-}
-
-pub(super) async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, String> {
-    let body = request.into_body().collect().await.map_err(|err| err.to_string())?.to_bytes();
-    let body = if body.is_empty() { Bytes::from_static(b"{}") } else { body };
-    serde_json::from_slice(&body).map_err(|err| format!("bad request body: {err}"))
-}
-
-pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
-    response
-}
-
-pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! and scale buttons need the `--status-token` in an `Authorization: Bearer` header (typed into
 //! the page, never in a URL); without a token they are refused.
 
+use super::body::error;
 use super::body::{Body, LineStream, LINES_BUFFER};
-use super::server::{error, restart, scale};
+use super::server::{restart, scale};
 use super::{InstanceStatus, Platform};
 use crate::gateway::stats::Outcome;
 use crate::logs::history::History;

@@ -2,8 +2,7 @@
 //! Upgrade actor does ([`crate::upgrade::actor`]); a refusal's status says why (400 a bad
 //! request, 409 busy, 422 a binary that cannot take over, 502 rolled back).
 
-use super::body::Body;
-use super::server::{error, json, read_json};
+use super::body::{error, json, read_json, Body};
 use super::{Platform, UpgradeRequest};
 use crate::upgrade::actor::{Refused, Upgrade};
 use hyper::body::Incoming;

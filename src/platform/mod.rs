@@ -6,6 +6,7 @@ pub mod balancer;
 #[cfg(test)]
 mod control_plane_property;
 pub mod deploy_plan;
+pub mod handed;
 pub mod health;
 pub mod intents;
 pub mod lifecycle;

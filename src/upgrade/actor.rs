@@ -6,16 +6,17 @@
 //! the instances go and drains its connections; on anything else the successor is abandoned
 //! and everything resumes as it was.
 
-use super::instances::Crossing;
 use super::listeners::{Listeners, Sources};
 use super::{check, handover};
 use crate::anchor::Link;
-use crate::commands::start::Handing;
+use crate::platform::handed::Crossing;
 use crate::platform::rollout_actor::{RolloutActor, Underway};
-use crate::platform::scheduler::{Freeze, Frozen, LetGo, Thaw};
+use crate::platform::scheduler::{Freeze, Frozen, LetGo, Scheduler, Thaw};
+use crate::sd_notify::Notifier;
 use actix::prelude::*;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// An upgrade to `binary` (absolute), else to the binary running.
 #[derive(Message)]
@@ -39,6 +40,15 @@ pub enum Refused {
     /// The successor failed to start, to answer or to take over: it was stopped.
     #[error("rolled back: {0}; nothing changed")]
     RolledBack(String),
+}
+
+/// What the Upgrade actor needs to hand over: the Scheduler, the word that the main process
+/// handed over (its servers stop accepting), the drain's grace, and the service manager.
+pub struct Handing {
+    pub scheduler: Addr<Scheduler>,
+    pub handoff: tokio::sync::watch::Sender<bool>,
+    pub grace: std::time::Duration,
+    pub notifier: Option<Rc<Notifier>>,
 }
 
 pub struct UpgradeActor {

@@ -10,12 +10,13 @@
 //!    [`DEADLINE`]; the old main rolls back on anything but ready;
 //! 5. old main, once the anchor made the successor its current main: [`Promoted`].
 
-use super::instances::{self, Crossing};
+use super::instances;
 use super::listeners::{self, Listeners};
 use super::HANDOVER_VERSION;
 use crate::anchor::{self, Link};
 use crate::app_state::AppState;
 use crate::fdpass;
+use crate::platform::handed::Crossing;
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
 use std::os::fd::{BorrowedFd, OwnedFd};

@@ -9,13 +9,11 @@
 //! Several messages: a count first, then the instances in batches that fit [`fdpass::MAX_FDS`].
 
 use crate::fdpass;
-use crate::platform::lifecycle::Adopted;
-use crate::process::Handed;
+use crate::platform::handed::{Crossing, Instance};
 use serde::{Deserialize, Serialize};
 use std::io::{Error, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
 /// The fds each instance comes with.
 const FDS_EACH: usize = 3;
@@ -23,58 +21,6 @@ const FDS_EACH: usize = 3;
 const BATCH: usize = fdpass::MAX_FDS / FDS_EACH;
 /// The most instances a handover takes: far beyond a formation on one machine.
 const MAX_INSTANCES: usize = 100_000;
-
-/// One running instance as its slot was.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instance {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub type_name: String,
-    pub number: usize,
-    pub port: Option<u16>,
-    pub generation: u64,
-    /// The app's leader, also its process group.
-    pub pid: u32,
-    pub restarts: u32,
-    pub running_for_ms: u64,
-    pub in_routing: bool,
-    /// Connections the gateway gave it (routed types).
-    pub served: u64,
-    /// Its Procfile command and environment.
-    pub command: String,
-    pub env: crate::env::EnvMap,
-    /// What its keeper said that the old main had read but not handled.
-    pub unread: Vec<u8>,
-}
-
-impl Instance {
-    /// Its slot, for [`crate::platform::lifecycle::Lifecycle::adopt`].
-    pub fn adopted(&self) -> Adopted {
-        Adopted {
-            generation: self.generation,
-            pid: self.pid,
-            restarts: self.restarts,
-            running_for: Duration::from_millis(self.running_for_ms),
-            in_routing: self.in_routing,
-        }
-    }
-}
-
-/// An instance and the fds that come with it.
-pub struct Crossing<F> {
-    pub instance: Instance,
-    pub control: F,
-    pub stdout: F,
-    pub stderr: F,
-}
-
-impl Crossing<OwnedFd> {
-    /// Its process, for [`crate::process::adopt`].
-    pub fn handed(self) -> (Instance, Handed) {
-        let (pid, unread) = (self.instance.pid, self.instance.unread.clone());
-        (self.instance, Handed { control: self.control, stdout: self.stdout, stderr: self.stderr, pid, unread })
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 struct Count {
@@ -121,6 +67,7 @@ pub fn receive(stream: &UnixStream) -> std::io::Result<Vec<Crossing<OwnedFd>>> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::time::Duration;
 
     fn instance(number: usize) -> Instance {
         Instance {

@@ -5,8 +5,8 @@
 //! since, it refuses rather than adopt instances it would describe wrongly. The formation's
 //! other instances (crashed or stopped in the old main) are started afresh.
 
-use super::instances::Crossing;
 use crate::formation::InstanceSpec;
+use crate::platform::handed::Crossing;
 use crate::platform::scheduler::Adoptee;
 use crate::platform::spec::{port_for, SlotSpec, Templates};
 use std::collections::BTreeMap;

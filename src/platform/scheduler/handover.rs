@@ -8,10 +8,10 @@
 
 use super::{incarnation, Scheduler};
 use crate::app_state::AppState;
+use crate::platform::handed::{Crossing, Instance};
 use crate::platform::intents::SlotId;
 use crate::platform::lifecycle::{Event, State};
 use crate::process::{self, Controller, Handed};
-use crate::upgrade::instances::{Crossing, Instance};
 use actix::prelude::*;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
@@ -47,8 +47,8 @@ pub struct Frozen {
 #[rtype(result = "()")]
 pub struct Thaw;
 
-/// The successor took over: let the instances go, drain the gateway's connections for at most
-/// `grace`, then exit.
+/// The successor took over (the anchor promoted it): let the instances go, drain the gateway's
+/// connections for at most `grace`, then exit. A stop that came meanwhile is passed on.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct LetGo {
@@ -239,7 +239,9 @@ impl Handler<LetGo> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, LetGo { grace }: LetGo, _ctx: &mut Context<Self>) {
-        self.handing = Handing::Gone;
+        if let Handing::Frozen(queued) = std::mem::replace(&mut self.handing, Handing::Gone) {
+            pass_stop_on(&queued);
+        }
         for (_, controller) in self.controllers.drain() {
             controller.let_go();
         }
@@ -266,6 +268,18 @@ impl Handler<LetGo> for Scheduler {
                 let _ = exit.send(0);
             }
         });
+    }
+}
+
+/// A stop that reached this main process during the handover is the successor's to carry out:
+/// it is sent again to the anchor, which passes it on to its current main process (the
+/// successor was promoted before this one let go).
+fn pass_stop_on(queued: &[Event]) {
+    if queued.iter().any(|e| matches!(e, Event::StopRequested | Event::StopAsked)) {
+        tracing::info!("a stop came during the handover: passing it on to the new main process");
+        if let Err(err) = nix::sys::signal::kill(nix::unistd::getppid(), nix::sys::signal::Signal::SIGTERM) {
+            tracing::error!("cannot pass the stop on to the anchor: {err}; stop procgate again");
+        }
     }
 }
 
