@@ -19,6 +19,18 @@ fn script(app: &App, name: &str, body: &str) -> String {
     path.display().to_string()
 }
 
+/// `procgate upgrade ARGS`, which must take over with `count` instances handed over and up in
+/// the new main process; its output.
+fn upgraded(app: &App, args: &[&str], count: usize) -> String {
+    let finished = app.run(&[&["upgrade"], args].concat());
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+    let text = finished.text();
+    assert!(text.starts_with("upgraded: "), "{text}");
+    let handed = format!("{count} instance(s) handed over, {count} instance(s) up in the new one");
+    assert!(text.contains(&handed), "{text}");
+    text
+}
+
 fn pids(app: &App) -> Vec<Option<u32>> {
     ps(app).instances.iter().map(|i| i.pid).collect()
 }
@@ -234,11 +246,7 @@ fn three_upgrades_in_a_row_refuse_no_connection_fail_no_request_and_restart_no_a
     for round in 1..=3 {
         let copy = app.path().join(format!("procgate-copy-{round}"));
         std::fs::copy(BIN, &copy).unwrap();
-        let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
-        assert_eq!(finished.code(), Some(0), "{}", finished.text());
-        let text = finished.text();
-        assert!(text.starts_with("upgraded: "), "{text}");
-        assert!(text.contains("3 instance(s) handed over, 3 instance(s) up in the new one"), "{text}");
+        let text = upgraded(&app, &["--binary", copy.to_str().unwrap()], 3);
         let main: i32 = text.split("main process pid ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
         assert!(!mains.contains(&main), "a new main process each time: {main} after {mains:?}");
         mains.push(main);
@@ -323,13 +331,7 @@ fn a_successor_that_refuses_the_instances_is_stopped_and_everything_resumes() {
     assert_eq!(scaled.code(), Some(0), "{}", scaled.text());
     running.wait_for("201 app connected tcp.3");
     app.write("Procfile", &procfile);
-    let finished = app.run(&["upgrade", "--binary", copy.to_str().unwrap()]);
-    assert_eq!(finished.code(), Some(0), "{}", finished.text());
-    assert!(
-        finished.text().contains("3 instance(s) handed over, 3 instance(s) up in the new one"),
-        "{}",
-        finished.text()
-    );
+    upgraded(&app, &["--binary", copy.to_str().unwrap()], 3);
     still_echoes(&mut client, "after the upgrade");
     running.signal(Signal::SIGINT);
     assert_eq!(running.finish(DEADLINE).code(), Some(0));
@@ -369,13 +371,7 @@ fn a_type_asleep_stays_asleep_across_an_upgrade_and_the_metrics_are_served_on() 
     let expected = [("tcp.1", "sleeping"), ("worker.1", "up")].map(|(n, s)| (n.to_string(), s.to_string()));
     common::wait_until(DEADLINE, "tcp.1 stopped, worker.1 up", || (states() == expected).then_some(()));
     let worker = pids(&app);
-    let finished = app.run(&["upgrade"]);
-    assert_eq!(finished.code(), Some(0), "{}", finished.text());
-    assert!(
-        finished.text().contains("1 instance(s) handed over, 1 instance(s) up in the new one"),
-        "{}",
-        finished.text()
-    );
+    upgraded(&app, &[], 1);
     running.wait_for("this new main process is procgate's now");
     assert_eq!(states(), expected);
     assert_eq!(pids(&app).last(), worker.last(), "the worker was not restarted");
@@ -412,13 +408,7 @@ fn the_release_a_deploy_put_in_force_is_the_one_the_new_main_process_takes_over(
     });
     let before = pids(&app);
     // The app directory's own files still say v1: the release in force is the deployed one.
-    let finished = app.run(&["upgrade"]);
-    assert_eq!(finished.code(), Some(0), "{}", finished.text());
-    assert!(
-        finished.text().contains("1 instance(s) handed over, 1 instance(s) up in the new one"),
-        "{}",
-        finished.text()
-    );
+    upgraded(&app, &[], 1);
     assert_eq!(pids(&app), before, "no instance was restarted");
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
