@@ -287,7 +287,7 @@ fn three_upgrades_in_a_row_refuse_no_connection_fail_no_request_and_restart_no_a
 }
 
 #[test]
-fn sigusr2_to_procgate_upgrades_it_to_the_binary_it_was_started_from() {
+fn sigusr2_to_procgate_upgrades_it_to_the_binary_it_was_started_from_and_logs_go_on() {
     let app = App::new("app: exec sleep 60\n");
     let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);
     running.wait_for("app.1 started with pid");
@@ -299,6 +299,12 @@ fn sigusr2_to_procgate_upgrades_it_to_the_binary_it_was_started_from() {
     let line = running.wait_for("took over as main process pid");
     assert!(line.contains("1 instance(s) handed over, 1 instance(s) up in the new one"), "{line}");
     assert_eq!(pids(&app), before, "no instance was restarted");
+    // `procgate logs` goes on with the lines the old main process kept.
+    running.wait_for("this new main process is procgate's now");
+    let logs = app.run(&["logs", "system"]);
+    let text = logs.text();
+    let (started, took_over) = (text.find("app.1 started with pid"), text.find("this new main process is procgate's"));
+    assert!(started.is_some() && started < took_over, "{text}");
     running.signal(Signal::SIGINT);
     assert_eq!(running.finish(DEADLINE).code(), Some(0));
 }
@@ -450,4 +456,27 @@ fn a_stop_that_comes_during_a_handover_is_carried_out_by_the_new_main_process() 
     let finished = running.finish(DEADLINE);
     assert_eq!(finished.code(), Some(0), "{}", finished.text());
     assert!(finished.has("worker.1 terminated by SIGTERM"), "{}", finished.text());
+}
+
+#[test]
+fn a_logs_follower_goes_on_across_an_upgrade_without_a_line_twice_and_ends_with_procgate() {
+    let app = App::new("worker: exec sleep 60\n");
+    let mut running = app.spawn(&["start", "-p", &free_base_port(1, 2).to_string(), "--grace", "2s"]);
+    running.wait_for("worker.1 started with pid");
+    common::wait_until(DEADLINE, "worker.1 up", || ps(&app).instances.iter().all(|i| i.state == "up").then_some(()));
+    let mut follower = app.spawn(&["logs", "-f", "system"]);
+    follower.wait_for("worker.1 started with pid");
+    upgraded(&app, &[], 1);
+    follower.wait_for("this new main process is procgate's now");
+    let scaled = app.run(&["scale", "worker=2"]);
+    assert_eq!(scaled.code(), Some(0), "{}", scaled.text());
+    follower.wait_for("worker.2 started with pid");
+    running.signal(Signal::SIGINT);
+    assert_eq!(running.finish(DEADLINE).code(), Some(0));
+    let followed = follower.finish(DEADLINE);
+    assert_eq!(followed.code(), Some(0), "the follower ends with procgate: {}", followed.text());
+    let mut seen = std::collections::HashSet::new();
+    for line in &followed.lines {
+        assert!(seen.insert(line), "printed twice: {line}\n{}", followed.text());
+    }
 }

@@ -48,7 +48,12 @@ const DEFAULT_LOG_FILE_BYTES: u64 = 100 << 20;
 
 /// Runs until the formation is stopped, or handed over to a successor; returns the exit status
 /// (README: "Exit status").
-pub fn run(args: StartArgs, output: Output, anchor: Option<Link>, takeover: Option<Takeover>) -> anyhow::Result<i32> {
+pub fn run(
+    args: StartArgs,
+    output: Output,
+    anchor: Option<Link>,
+    mut takeover: Option<Takeover>,
+) -> anyhow::Result<i32> {
     let (release, asleep) = match &takeover {
         None => resume(Release::build(&args.source.paths(), &args.choices())?, args.fresh)?,
         Some(takeover) => carried_over(&args, &takeover.state)?,
@@ -56,6 +61,9 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>, takeover: Opti
     let control_root = release.files.root.clone();
     check_min_instances(&release)?;
     let history = Arc::new(History::new(HISTORY_LINES));
+    if let Some(takeover) = &mut takeover {
+        history.prepend(std::mem::take(&mut takeover.history));
+    }
     let files = log_files(&args.logs, &release);
     let log_dir = files.as_ref().map(|f| f.dir.clone());
     let open = |settings: FileSettings| {
@@ -157,7 +165,13 @@ pub fn run(args: StartArgs, output: Output, anchor: Option<Link>, takeover: Opti
             Scheduler::new(scheduler, Peers { balancer, health, rollouts: rollout.recipient() }, exit)
         });
         let rollouts = rollouts.expect("set as the Scheduler was created");
-        let handing = Handing { scheduler: scheduler.clone(), handoff, grace, notifier: notifier.clone() };
+        let handing = Handing {
+            scheduler: scheduler.clone(),
+            handoff,
+            grace,
+            notifier: notifier.clone(),
+            history: history.clone(),
+        };
         let upgrades = UpgradeActor::new(anchor_link, rollouts.clone(), sources, handing).start();
         signals.forward_to(scheduler.clone(), rollouts.clone(), upgrades.clone());
         let logs = LogSource { history: history.clone(), dir: log_dir };

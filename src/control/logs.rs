@@ -28,6 +28,8 @@ pub struct LogSource {
 pub async fn answer(query: LogQuery, source: &LogSource, stopping: watch::Receiver<bool>) -> Response<Body> {
     let since =
         query.since.map(|age| Local::now() - chrono::TimeDelta::from_std(age).unwrap_or(chrono::TimeDelta::MAX));
+    let from = query.from.as_deref().and_then(|from| chrono::DateTime::parse_from_rfc3339(from).ok());
+    let since = since.max(from.map(|from| from.with_timezone(&Local)));
     let (recent, live) = source.history.read(since, query.follow);
     // The files hold the kept lines too, to the millisecond: they give what came before.
     let first_kept = recent.first().map(|r| r.time).or(source.history.oldest());

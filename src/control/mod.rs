@@ -119,6 +119,9 @@ pub struct PsReply {
 pub struct LogQuery {
     /// Lines no older than this [default: every line kept].
     pub since: Option<std::time::Duration>,
+    /// Lines written at this time (RFC 3339) or later: where a follower that lost its
+    /// connection (an upgrade's old main process handed over) takes up again.
+    pub from: Option<String>,
     /// Then each new line as it comes.
     pub follow: bool,
     /// One JSON object per line.
@@ -133,6 +136,9 @@ impl LogQuery {
         let mut words = Vec::new();
         if let Some(since) = self.since {
             words.push(format!("since={}", since.as_millis()));
+        }
+        if let Some(from) = &self.from {
+            words.push(format!("from={}", from.replace('+', "%2B")));
         }
         words.extend(self.follow.then(|| "follow=1".to_string()));
         words.extend(self.json.then(|| "json=1".to_string()));
@@ -153,10 +159,16 @@ impl LogQuery {
                         value.parse().map_err(|_| format!("since={value}: milliseconds, e.g. since=600000"))?;
                     parsed.since = Some(std::time::Duration::from_millis(millis));
                 }
+                "from" => {
+                    let from = value.replace("%2B", "+");
+                    chrono::DateTime::parse_from_rfc3339(&from)
+                        .map_err(|err| format!("from={value}: an RFC 3339 time ({err})"))?;
+                    parsed.from = Some(from);
+                }
                 "follow" => parsed.follow = value == "1",
                 "json" => parsed.json = value == "1",
                 "only" => parsed.only = value.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect(),
-                other => return Err(format!("`{other}` is not a logs query key; use since, follow, json, only")),
+                other => return Err(format!("`{other}` is not a logs query key; use since, from, follow, json, only")),
             }
         }
         Ok(parsed)

@@ -40,6 +40,17 @@ impl History {
         recent.push_back(record);
     }
 
+    /// Keeps `earlier` lines (a previous main process's, handed over at an upgrade) before the
+    /// kept ones, as many as fit.
+    pub fn prepend(&self, earlier: Vec<Record>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let recent = &mut inner.0;
+        let room = self.capacity.saturating_sub(recent.len());
+        for record in earlier.into_iter().rev().take(room) {
+            recent.push_front(record);
+        }
+    }
+
     /// The kept lines since `since` (all without it), and, when `follow`, the feed of the next.
     pub fn read(
         &self,
@@ -85,5 +96,14 @@ mod tests {
         assert_eq!(live.unwrap().try_recv().unwrap().text, "line 5");
         let since = history.read(None, false).0[1].time;
         assert!(history.read(Some(since), false).0.iter().all(|r| r.time >= since));
+    }
+
+    #[test]
+    fn lines_handed_over_go_before_the_kept_ones_as_many_as_fit() {
+        let history = History::new(3);
+        history.push(Record::system("new 1"));
+        history.prepend(["old 1", "old 2", "old 3"].map(Record::system).to_vec());
+        let texts: Vec<String> = history.read(None, false).0.into_iter().map(|r| r.text).collect();
+        assert_eq!(texts, ["old 2", "old 3", "new 1"]);
     }
 }

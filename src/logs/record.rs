@@ -9,7 +9,7 @@ pub const SYSTEM: &str = "system";
 /// ANSI colours cycled per process type: cyan, yellow, green, magenta, red, blue, then bright.
 const COLOURS: [u8; 12] = [36, 33, 32, 35, 31, 34, 96, 93, 92, 95, 91, 94];
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     pub time: DateTime<Local>,
     /// `system`, or the instance's name (`web.1`).

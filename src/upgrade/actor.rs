@@ -9,6 +9,7 @@
 use super::listeners::{Listeners, Sources};
 use super::{check, handover};
 use crate::anchor::Link;
+use crate::logs::history::History;
 use crate::platform::handed::Crossing;
 use crate::platform::rollout_actor::{RolloutActor, Underway};
 use crate::platform::scheduler::{Freeze, Frozen, LetGo, Scheduler, Thaw};
@@ -17,6 +18,7 @@ use actix::prelude::*;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// An upgrade to `binary` (absolute), else to the binary running.
 #[derive(Message)]
@@ -49,6 +51,8 @@ pub struct Handing {
     pub handoff: tokio::sync::watch::Sender<bool>,
     pub grace: std::time::Duration,
     pub notifier: Option<Rc<Notifier>>,
+    /// The log lines kept, for the successor's `procgate logs`.
+    pub history: Arc<History>,
 }
 
 pub struct UpgradeActor {
@@ -90,6 +94,7 @@ impl Handler<Upgrade> for UpgradeActor {
             handoff: self.handing.handoff.clone(),
             grace: self.handing.grace,
             notifier: self.handing.notifier.clone(),
+            history: self.handing.history.clone(),
         };
         let work = carry_out(upgrade.binary, asked, handing, self.sources.gateway.clone());
         Box::pin(work.into_actor(self).map(|result, actor, _| {
@@ -151,6 +156,7 @@ async fn carry_out(
         Err(err) => return Err(rolled_back(err.to_string())),
     };
     let count = instances.len();
+    let history = handing.history.read(None, false).0;
     let answered = tokio::task::spawn_blocking(move || {
         let borrowed: Vec<Crossing<BorrowedFd>> = instances
             .iter()
@@ -161,7 +167,7 @@ async fn carry_out(
                 stderr: c.stderr.as_fd(),
             })
             .collect();
-        handover::hand_instances(&stream, &state, &borrowed).map(|took| (stream, took))
+        handover::hand_instances(&stream, &state, &borrowed, &history).map(|took| (stream, took))
     })
     .await
     .unwrap_or_else(|err| Err(err.to_string()));

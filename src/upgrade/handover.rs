@@ -4,8 +4,9 @@
 //!
 //! 1. successor: [`Hello`] (its pid and handover protocol), within [`DEADLINE`];
 //! 2. old main: the [`listeners`]; successor: [`Received`];
-//! 3. old main: the app's state ([`AppState`]: formation, release in force, types asleep) and
-//!    the [`instances`] with their fds, its monitors frozen meanwhile;
+//! 3. old main: the app's state ([`AppState`]: formation, release in force, types asleep), the
+//!    [`instances`] with their fds (its monitors frozen meanwhile), and the log lines it kept
+//!    (for `procgate logs`);
 //! 4. successor: [`Answer`], ready (it adopted them and serves) or refused (why), within
 //!    [`DEADLINE`]; the old main rolls back on anything but ready;
 //! 5. old main, once the anchor made the successor its current main: [`Promoted`].
@@ -16,6 +17,7 @@ use super::HANDOVER_VERSION;
 use crate::anchor::{self, Link};
 use crate::app_state::AppState;
 use crate::fdpass;
+use crate::logs::record::Record;
 use crate::platform::handed::Crossing;
 use serde::{Deserialize, Serialize};
 use std::io::ErrorKind;
@@ -108,9 +110,11 @@ pub fn hand_instances(
     stream: &UnixStream,
     state: &AppState,
     instances: &[Crossing<BorrowedFd>],
+    history: &[Record],
 ) -> Result<String, String> {
     send(stream, state)
         .and_then(|()| instances::send(stream, instances))
+        .and_then(|()| send(stream, &history))
         .map_err(|err| format!("cannot send the instances: {err}"))?;
     match receive::<Answer>(stream, "take the instances and serve")? {
         Answer::Ready(took) => Ok(took),
@@ -141,16 +145,17 @@ pub fn inherited() -> Option<std::io::Result<UnixStream>> {
 }
 
 /// What a successor took from the old main: the socket to answer on, the listeners, the app's
-/// state and the running instances.
+/// state, the running instances and the log lines kept.
 pub struct Takeover {
     pub stream: UnixStream,
     pub listeners: Listeners,
     pub state: AppState,
     pub instances: Vec<Crossing<OwnedFd>>,
+    pub history: Vec<Record>,
 }
 
 /// The successor's side of steps 1 to 3: says hello, takes the listeners and acknowledges them,
-/// then takes the state and the instances.
+/// then takes the state, the instances and the log lines.
 pub fn take_over(stream: UnixStream) -> anyhow::Result<Takeover> {
     send(&stream, &Hello { pid: std::process::id(), handover: HANDOVER_VERSION })?;
     let listeners = listeners::receive(&stream)?;
@@ -159,7 +164,9 @@ pub fn take_over(stream: UnixStream) -> anyhow::Result<Takeover> {
     let (message, _) = fdpass::receive(&stream)?;
     let state: AppState = serde_json::from_slice(&message)?;
     let instances = instances::receive(&stream)?;
-    Ok(Takeover { stream, listeners, state, instances })
+    let (message, _) = fdpass::receive(&stream)?;
+    let history: Vec<Record> = serde_json::from_slice(&message)?;
+    Ok(Takeover { stream, listeners, state, instances, history })
 }
 
 /// The successor's side of step 4.
