@@ -207,11 +207,11 @@ pub fn run(
             until_handed_off(Box::pin(control::status_page::serve(listener, page)));
         }
         let server = ControlServer::spawn(control_socket, platform, logs)?;
-        let accepting = server.accepting();
+        let hand_off = server.handing_off();
         let mut handing_off = handed_off.clone();
         tokio::task::spawn_local(async move {
             if handing_off.wait_for(|handed| *handed).await.is_ok() {
-                accepting.abort();
+                hand_off();
             }
         });
         let code = exited.await.unwrap_or(1);

@@ -154,9 +154,15 @@ impl ControlServer {
         Ok(ControlServer { path, shared, accept, _lock })
     }
 
-    /// Stops accepting when aborted (the main process handed the socket over).
-    pub fn accepting(&self) -> tokio::task::AbortHandle {
-        self.accept.abort_handle()
+    /// What stops the server serving once the main process has handed the socket over: it
+    /// accepts no more (the successor does) and its `logs -f` streams end (their clients take
+    /// up again with the successor).
+    pub fn handing_off(&self) -> impl FnOnce() {
+        let (accept, shared) = (self.accept.abort_handle(), self.shared.clone());
+        move || {
+            accept.abort();
+            shared.stopping.send_replace(true);
+        }
     }
 
     /// Lets the clients read their last answers, then lets go of the socket and the lock for the
