@@ -52,7 +52,7 @@ pub enum Command {
     Wake(WakeArgs),
     /// Stop the procgate running in the app root, as SIGINT would; returns when it is done.
     Stop(RootArgs),
-    /// Replace the running procgate's binary without restarting an app (for now: the new binary's check only).
+    /// Replace the running procgate with a new binary without restarting an app or dropping a connection.
     Upgrade(UpgradeArgs),
     /// Print a systemd unit that runs `procgate start` with these flags (Type=notify, KillMode=mixed, ExecReload)
     #[command(name = "systemd-unit")]

@@ -5,11 +5,12 @@
 //! keeper protocol of the keepers it would adopt and this handover protocol, else refused with
 //! the reason and nothing changes); then the anchor starts it as a successor main process
 //! ([`crate::anchor::Link::spawn`]) and the two talk over a handover socket ([`handover`]):
-//! its hello, then the [`listeners`] (the same sockets, never closed). The [`instances`] are to
-//! cross next; the successor adopts them ([`crate::process::adopt`],
-//! [`crate::platform::lifecycle::Lifecycle::adopt`]), serves, and reports ready; the old main
-//! then has the anchor promote it and drains. Until that is built, the successor is abandoned
-//! (killed by the anchor) once it has the listeners, and nothing changes.
+//! its hello, then the [`listeners`] (the same sockets, never closed), then the app's state, the
+//! [`instances`] (the old main's Scheduler frozen meanwhile) and the log lines kept. The
+//! successor checks them against its own release ([`takeover`]), adopts them
+//! ([`crate::process::adopt`], [`crate::platform::lifecycle::Lifecycle::adopt`]), serves, and
+//! answers ready; the old main then has the anchor promote it, stops accepting and drains. On
+//! anything else the successor is abandoned (killed by the anchor) and the old main resumes.
 
 pub mod actor;
 pub mod check;
