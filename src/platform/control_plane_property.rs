@@ -201,7 +201,7 @@ impl World {
                     self.apply(effects);
                     Vec::new()
                 }
-                Step::ArmCycle { slot, name } => {
+                Step::ArmCycle { slot, name, .. } => {
                     self.clocks.push((slot, name));
                     Vec::new()
                 }

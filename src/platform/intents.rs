@@ -67,8 +67,9 @@ impl Selector {
 /// What the Scheduler reports about the instances a rollout cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    /// A regular instance ran for the first time: its daily cycle clock starts.
-    Spawned { slot: SlotId, name: String },
+    /// A regular instance ran for the first time: its daily cycle clock starts, `age` into its
+    /// period (zero, or how long it had run when an upgrade's new main process adopted it).
+    Spawned { slot: SlotId, name: String, age: std::time::Duration },
     /// A line of a replacement's progress (`tcp.1 replacement starting (pid 7, port 5001)`).
     Progress(String),
     /// A replacement held out of routing is healthy.

@@ -16,6 +16,7 @@
 use super::intents::{IntentRefused, Pair, Report, Selector, SlotId};
 use crate::process::protocol::ExitReason;
 use std::collections::VecDeque;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Who asked for a rollout: the shell maps it to the client's answer stream.
@@ -96,8 +97,8 @@ pub enum Step {
     Tell { client: Option<ClientId>, text: String },
     /// The rollout ended; the client's last line starts with `ok:` or `failed:`.
     Finish { client: Option<ClientId>, ok: bool, text: String },
-    /// Start the daily cycle clock of an instance.
-    ArmCycle { slot: SlotId, name: String },
+    /// Start the daily cycle clock of an instance, `age` into its period.
+    ArmCycle { slot: SlotId, name: String, age: Duration },
     /// A rollout of this kind (`restart`, `deploy`, `cycle`) ended, well or not (metrics).
     Tally { kind: &'static str, ok: bool },
 }
@@ -286,7 +287,7 @@ impl Rollouts {
     /// A report from the Scheduler.
     pub fn report(&mut self, report: Report, now: Instant) -> Vec<Step> {
         match report {
-            Report::Spawned { slot, name } => vec![Step::ArmCycle { slot, name }],
+            Report::Spawned { slot, name, age } => vec![Step::ArmCycle { slot, name, age }],
             Report::Progress(text) => match &self.active {
                 Some(active) => vec![Step::Tell { client: active.client, text }],
                 None => vec![Step::Tell { client: None, text }],
@@ -392,7 +393,7 @@ impl Rollouts {
             steps.push(if ok { Step::Commit } else { Step::Discard });
         }
         if let Some((slot, name)) = active.cycled.filter(|_| !ok) {
-            steps.push(Step::ArmCycle { slot, name });
+            steps.push(Step::ArmCycle { slot, name, age: Duration::ZERO });
         }
         steps.extend(self.next());
         steps

@@ -74,7 +74,7 @@ impl RolloutActor {
                 Step::Discard => self.scheduler.do_send(Discard),
                 Step::Tell { client, text } => self.tell(client, text),
                 Step::Finish { client, ok, text } => self.finish(client, ok, text),
-                Step::ArmCycle { slot, name } => self.arm_cycle(slot, name, ctx),
+                Step::ArmCycle { slot, name, age } => self.arm_cycle(slot, name, age, ctx),
                 Step::Tally { kind, ok } => *self.tallies.entry((kind, ok)).or_insert(0) += 1,
             }
         }
@@ -136,10 +136,12 @@ impl RolloutActor {
         }
     }
 
-    fn arm_cycle(&self, slot: SlotId, name: String, ctx: &mut Context<Self>) {
+    /// Cycles the instance once its period and a random jitter have passed since it started,
+    /// `age` ago.
+    fn arm_cycle(&self, slot: SlotId, name: String, age: Duration, ctx: &mut Context<Self>) {
         let Some(cycling) = self.cycling else { return };
         let jitter = rand::thread_rng().gen_range(Duration::ZERO..=cycling.jitter);
-        ctx.run_later(cycling.period + jitter, move |act, ctx| {
+        ctx.run_later((cycling.period + jitter).saturating_sub(age), move |act, ctx| {
             let steps = act.rollouts.request(Request::Cycle { slot, name });
             act.carry(steps, ctx);
         });

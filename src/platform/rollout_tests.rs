@@ -135,9 +135,11 @@ fn a_cycle_of_an_instance_replaced_meanwhile_ends_quietly_and_a_failed_cycle_is_
     rollouts.request(Request::Cycle { slot: SlotId(1), name: "tcp.2".into() });
     rollouts.replacing(Ok(vec![(Some(SlotId(1)), Some(SlotId(5)))]));
     let steps = rollouts.report(Report::Failed { slot: SlotId(5), why: "R10".into() }, Instant::now());
-    assert!(steps.contains(&Step::ArmCycle { slot: SlotId(1), name: "tcp.2".into() }), "{steps:?}");
-    let steps = rollouts.report(Report::Spawned { slot: SlotId(6), name: "tcp.3".into() }, Instant::now());
-    assert_eq!(steps, [Step::ArmCycle { slot: SlotId(6), name: "tcp.3".into() }]);
+    let rearmed = Step::ArmCycle { slot: SlotId(1), name: "tcp.2".into(), age: Duration::ZERO };
+    assert!(steps.contains(&rearmed), "{steps:?}");
+    let age = Duration::from_secs(3600);
+    let steps = rollouts.report(Report::Spawned { slot: SlotId(6), name: "tcp.3".into(), age }, Instant::now());
+    assert_eq!(steps, [Step::ArmCycle { slot: SlotId(6), name: "tcp.3".into(), age }]);
 }
 
 #[test]

@@ -40,7 +40,9 @@ impl Lifecycle {
         let generation = slot.generation;
         let mut effects = vec![log(Level::Info, format!("{} adopted (pid {})", slot.name, adopted.pid))];
         if slot.cycles {
-            effects.push(Effect::Report(Report::Spawned { slot: id, name: slot.name.clone() }));
+            // Its cycle clock goes on from how long it has run, not from the upgrade.
+            let age = adopted.running_for;
+            effects.push(Effect::Report(Report::Spawned { slot: id, name: slot.name.clone(), age }));
         }
         if slot.routed {
             slot.watched = true;
@@ -68,12 +70,16 @@ mod tests {
     };
 
     fn lifecycle(routed: bool) -> Lifecycle {
+        cycled(routed, false)
+    }
+
+    fn cycled(routed: bool, cycles: bool) -> Lifecycle {
         let init = |name: &str| SlotInit {
             name: name.to_string(),
             routed,
             port: Some(5000),
             restart_unhealthy_after: None,
-            cycles: false,
+            cycles,
         };
         Lifecycle::new(vec![init("web.1"), init("web.2")], None, TIMING)
     }
@@ -122,5 +128,14 @@ mod tests {
         assert!(matches!(&unknown[..], [Effect::Log { level: Level::Warn, .. }]), "{unknown:?}");
         let stop = lifecycle.handle(Event::StopRequested, now);
         assert!(stop.contains(&Effect::Signal { slot: SlotId(0), signal: Signal::SIGTERM }), "{stop:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cycled_instance_keeps_its_age_for_its_cycle_clock() {
+        let effects = cycled(false, true).adopt(SlotId(0), adopted(1, false), Instant::now());
+        let age = Duration::from_secs(90);
+        assert!(effects.contains(&Effect::Report(Report::Spawned { slot: SlotId(0), name: "web.1".into(), age })));
+        let fresh = lifecycle(false).adopt(SlotId(0), adopted(1, false), Instant::now());
+        assert!(!fresh.iter().any(|e| matches!(e, Effect::Report(_))), "not cycled: no clock: {fresh:?}");
     }
 }

@@ -63,7 +63,7 @@ impl Lifecycle {
         slot.stop_requested = false;
         let mut effects = vec![Effect::Spawn { slot: id, generation: slot.generation }];
         if first && !slot.one_shot && slot.cycles {
-            effects.push(Effect::Report(Report::Spawned { slot: id, name: slot.name.clone() }));
+            effects.push(Effect::Report(Report::Spawned { slot: id, name: slot.name.clone(), age: Duration::ZERO }));
         }
         if slot.one_shot {
             let event = Event::ReleaseDue { slot: id, generation: slot.generation };
