@@ -313,6 +313,8 @@ fn sigusr2_to_procgate_upgrades_it_to_the_binary_it_was_started_from_and_logs_go
 fn a_successor_that_refuses_the_instances_is_stopped_and_everything_resumes() {
     let app = common::echo_app("");
     let (mut running, gateway) = common::start_gateway(&app, "tcp=2", &[]);
+    // Both up: an instance still starting is not handed over (another refusal).
+    running.wait_for("201 app connected tcp.1");
     running.wait_for("201 app connected tcp.2");
     let before = pids(&app);
     let mut client = long_lived(gateway);

@@ -34,7 +34,7 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Bound {
     listener: std::os::unix::net::UnixListener,
     path: PathBuf,
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    _lock: std::fs::File,
 }
 
 /// Binds `ROOT/.procgate/control.sock` (socket 0600) in a directory that must be a real one,
@@ -54,7 +54,7 @@ pub fn bind(root: &Path) -> Result<Bound, ControlError> {
         .mode(0o600)
         .open(dir.join(LOCK))
         .map_err(io)?;
-    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+    lock.try_lock().map_err(|_| {
         let (root, socket) = (root.display().to_string(), path.display().to_string());
         ControlError::AlreadyRunning { root, socket }
     })?;
@@ -73,8 +73,10 @@ impl Bound {
     }
 
     /// The control socket of `root` as a previous main process handed it over: its listener and
-    /// its locked file. Flocks belong to the open file, which it shares with the previous main:
-    /// the lock is this process's too, and stays when that one exits.
+    /// its locked file. A flock belongs to the open file, which it shares with the previous main:
+    /// the lock is this process's too, and lasts until the last descriptor of that open file
+    /// closes, in whichever process (it is never undone by hand: a successor that fails, or an
+    /// old main that hands over, closes its own and leaves the lock to the other).
     pub fn adopt(
         root: &Path,
         listener: std::os::unix::net::UnixListener,
@@ -82,20 +84,13 @@ impl Bound {
     ) -> Result<Bound, ControlError> {
         let path = socket_path(root);
         let shown = path.display().to_string();
-        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, err)| {
-            ControlError::Io { socket: shown.clone(), reason: format!("the lock handed over is not ours: {err}") }
+        lock.try_lock().map_err(|err| ControlError::Io {
+            socket: shown.clone(),
+            reason: format!("the lock handed over is not ours: {err}"),
         })?;
         listener.set_nonblocking(true).map_err(|err| ControlError::Io { socket: shown, reason: err.to_string() })?;
         Ok(Bound { listener, path, _lock: lock })
     }
-}
-
-/// Closes this process's descriptor of the locked file a successor adopted, without undoing the
-/// lock: dropping the `Flock` would unlock the open file the successor shares.
-fn let_go_of(lock: nix::fcntl::Flock<std::fs::File>) {
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&*lock);
-    std::mem::forget(lock);
-    let _ = nix::unistd::close(fd);
 }
 
 /// The lock file's name in the control directory.
@@ -139,7 +134,7 @@ pub struct ControlServer {
     shared: Rc<Shared>,
     accept: JoinHandle<()>,
     /// Held until procgate exits: the root is this procgate's.
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    _lock: std::fs::File,
 }
 
 impl ControlServer {
@@ -166,12 +161,11 @@ impl ControlServer {
     }
 
     /// Lets the clients read their last answers, then lets go of the socket and the lock for the
-    /// successor that serves them now (the socket file stays, the lock is not undone).
+    /// successor that serves them now (the socket file stays; the lock stays the successor's).
     pub async fn hand_over(self) {
         self.accept.abort();
         self.shared.stopping.send_replace(true);
         self.wait_for_clients().await;
-        let_go_of(self._lock);
     }
 
     async fn wait_for_clients(&self) {
@@ -342,9 +336,11 @@ mod tests {
         let old = bind(root.path()).unwrap();
         let (listener, lock) = old.try_clone().unwrap();
         let new = Bound::adopt(root.path(), listener, lock).unwrap();
-        let Bound { listener, _lock, .. } = old;
-        drop(listener);
-        let_go_of(_lock);
+        // A successor that fails drops its copies: the running one still owns the root.
+        let (listener, lock) = new.try_clone().unwrap();
+        drop(Bound::adopt(root.path(), listener, lock).unwrap());
+        assert!(matches!(bind(root.path()), Err(ControlError::AlreadyRunning { .. })), "the root is still owned");
+        drop(old);
         assert!(matches!(bind(root.path()), Err(ControlError::AlreadyRunning { .. })), "the root is still owned");
         let _client = std::os::unix::net::UnixStream::connect(socket_path(root.path())).unwrap();
         new.listener.set_nonblocking(false).unwrap();

@@ -81,7 +81,7 @@ pub async fn admit(
 async fn through_proxy(stream: &mut TcpStream, peer: SocketAddr, route: &Route) -> Option<Introduced> {
     if !route.policy.trusts(peer.ip()) {
         let refused = route.stats.count(Outcome::P403);
-        if refused % UNTRUSTED_LOG_EVERY == 0 {
+        if refused.is_multiple_of(UNTRUSTED_LOG_EVERY) {
             tracing::warn!(
                 "P403 untrusted peer {peer} on the {} route: not in trusted_proxies; closed ({} so far)",
                 route.type_name,

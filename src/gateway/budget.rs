@@ -109,7 +109,7 @@ impl Budget {
             self.open.fetch_sub(1, Ordering::SeqCst);
             all.connections.fetch_sub(1, Ordering::SeqCst);
             let refused = self.refused.fetch_add(1, Ordering::Relaxed);
-            if refused % LOG_EVERY == 0 {
+            if refused.is_multiple_of(LOG_EVERY) {
                 let open = all.connections.load(Ordering::Relaxed);
                 tracing::warn!(
                     "H11 too many connections: the {route} route holds {cap} of {room} the open-files limit allows \

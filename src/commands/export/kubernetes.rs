@@ -512,7 +512,7 @@ fn cycling(source: &Source, args: &KubernetesArgs) -> Result<Vec<Object>, Export
 /// into whole hours or an hour into whole minutes.
 fn schedule(period: Duration) -> Result<String, ExportError> {
     let minutes = period.as_secs() / 60;
-    let whole = period.subsec_nanos() == 0 && period.as_secs() % 60 == 0 && minutes > 0;
+    let whole = period.subsec_nanos() == 0 && period.as_secs().is_multiple_of(60) && minutes > 0;
     match minutes {
         1440 if whole => Ok("0 0 * * *".into()),
         m if whole && m % 1440 == 0 => Ok(format!("0 0 */{} * *", m / 1440)),
