@@ -29,7 +29,7 @@ use crate::sd_notify::Notifier;
 use crate::signals::StopSignals;
 use crate::upgrade::actor::{Handing, UpgradeActor};
 use crate::upgrade::handover::{self, Answer, Takeover};
-use crate::upgrade::listeners::Sources;
+use crate::upgrade::listeners::{Listeners, Sources};
 use crate::upgrade::takeover;
 use actix::{Actor, AsyncContext};
 use std::collections::BTreeMap;
@@ -73,22 +73,19 @@ pub fn run(
     let files = files.map(open).transpose()?;
     let full_timestamps = args.logs.timestamps == "full";
     output.keep(Keeping { full_timestamps, history: Some(history.clone()), files });
-    let (control_socket, bound, listeners, metrics_listener, status_listener, crossings, answer_to) = match takeover {
-        None => {
-            formation::check_ports_free(&release.plan)?;
-            let control_socket = control::server::bind(&control_root)?;
-            let (bound, listeners) = bind(&release.routes)?;
-            let listeners = listeners.into_iter().map(|l| vec![l]).collect();
-            let metrics = args.metrics_listen.map(|addr| bind_extra(addr, "metrics", "/metrics")).transpose()?;
-            let status = args.status_listen.map(|addr| bind_extra(addr, "status page", "/")).transpose()?;
-            (control_socket, bound, listeners, metrics, status, None, None)
-        }
-        Some(Takeover { stream, listeners: handed, instances, .. }) => {
-            let control_socket = control::server::Bound::adopt(&control_root, handed.control, handed.lock)?;
-            let (bound, listeners) = handed_routes(&release.routes, handed.routes)?;
-            (control_socket, bound, listeners, handed.metrics, handed.status, Some(instances), Some(stream))
+    let (sockets, crossings, answer_to) = match takeover {
+        None => (bind_all(&args, &release)?, None, None),
+        Some(Takeover { stream, listeners, instances, .. }) => {
+            (taken_over(listeners, &release)?, Some(instances), Some(stream))
         }
     };
+    let Sockets {
+        control: control_socket,
+        bound,
+        routes: listeners,
+        metrics: metrics_listener,
+        status: status_listener,
+    } = sockets;
     let status_token: Option<Arc<str>> = args.status_token.as_deref().map(Arc::from);
     let shown_root = control_root.canonicalize().unwrap_or_else(|_| control_root.clone()).display().to_string();
     let signals = StopSignals::register(anchor.clone())?;
@@ -236,6 +233,35 @@ fn carried_over(args: &StartArgs, state: &AppState) -> anyhow::Result<(Release, 
     let release = Release::build(&args.source.paths(), &choices)?.resumed(state.release.as_ref(), &state.formation)?;
     let asleep = asleep_types(&release, state);
     Ok((release, asleep))
+}
+
+/// What procgate serves on: bound at start, or handed over by an upgrade's old main process.
+struct Sockets {
+    control: control::server::Bound,
+    /// The routes' addresses as bound, and each route's listeners (one per data-plane thread
+    /// when handed over, else one: the gateway adds the others).
+    bound: Vec<RouteSpec>,
+    routes: Vec<Vec<TcpListener>>,
+    metrics: Option<TcpListener>,
+    status: Option<TcpListener>,
+}
+
+/// Binds everything `start` serves on, once the instances' ports are known free.
+fn bind_all(args: &StartArgs, release: &Release) -> anyhow::Result<Sockets> {
+    formation::check_ports_free(&release.plan)?;
+    let control = control::server::bind(&release.files.root)?;
+    let (bound, listeners) = bind(&release.routes)?;
+    let routes = listeners.into_iter().map(|l| vec![l]).collect();
+    let metrics = args.metrics_listen.map(|addr| bind_extra(addr, "metrics", "/metrics")).transpose()?;
+    let status = args.status_listen.map(|addr| bind_extra(addr, "status page", "/")).transpose()?;
+    Ok(Sockets { control, bound, routes, metrics, status })
+}
+
+/// A successor's sockets: the old main's, as it handed them over.
+fn taken_over(handed: Listeners, release: &Release) -> anyhow::Result<Sockets> {
+    let control = control::server::Bound::adopt(&release.files.root, handed.control, handed.lock)?;
+    let (bound, routes) = handed_routes(&release.routes, handed.routes)?;
+    Ok(Sockets { control, bound, routes, metrics: handed.metrics, status: handed.status })
 }
 
 /// The listeners a successor took, per route of its release (the first thread's first);

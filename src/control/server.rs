@@ -160,11 +160,10 @@ impl ControlServer {
         }
     }
 
-    /// Lets the clients read their last answers, then lets go of the socket and the lock for the
-    /// successor that serves them now (the socket file stays; the lock stays the successor's).
+    /// Once [`ControlServer::handing_off`] ran: lets the clients read their last answers, then
+    /// lets go of the socket and the lock for the successor that serves them now (the socket
+    /// file stays; the lock stays the successor's).
     pub async fn hand_over(self) {
-        self.accept.abort();
-        self.shared.stopping.send_replace(true);
         self.wait_for_clients().await;
     }
 

@@ -46,6 +46,7 @@ pub enum Refused {
 
 /// What the Upgrade actor needs to hand over: the Scheduler, the word that the main process
 /// handed over (its servers stop accepting), the drain's grace, and the service manager.
+#[derive(Clone)]
 pub struct Handing {
     pub scheduler: Addr<Scheduler>,
     pub handoff: tokio::sync::watch::Sender<bool>,
@@ -89,14 +90,7 @@ impl Handler<Upgrade> for UpgradeActor {
         };
         self.underway = true;
         let asked = Asked { anchor: self.anchor.clone(), rollouts: self.rollouts.clone(), listeners };
-        let handing = Handing {
-            scheduler: self.handing.scheduler.clone(),
-            handoff: self.handing.handoff.clone(),
-            grace: self.handing.grace,
-            notifier: self.handing.notifier.clone(),
-            history: self.handing.history.clone(),
-        };
-        let work = carry_out(upgrade.binary, asked, handing, self.sources.gateway.clone());
+        let work = carry_out(upgrade.binary, asked, self.handing.clone(), self.sources.gateway.clone());
         Box::pin(work.into_actor(self).map(|result, actor, _| {
             actor.underway = false;
             match &result {

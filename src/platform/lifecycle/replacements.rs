@@ -28,13 +28,13 @@ impl Lifecycle {
         ids.into_iter().flat_map(|id| self.spawn(id, now)).collect()
     }
 
+    /// At start (none has run yet): every instance, or a warning when the formation has none.
     fn spawn_instances(&mut self, now: Instant) -> Vec<Effect> {
-        self.phase = Phase::Running;
-        let ids: Vec<SlotId> = self.slots.iter().filter(|(_, s)| !s.one_shot).map(|(id, _)| *id).collect();
-        if ids.is_empty() {
+        if self.slots.values().all(|s| s.one_shot) {
+            self.phase = Phase::Running;
             return vec![log(Level::Warn, "the formation has no instance to run now (every type is at 0 or asleep)")];
         }
-        ids.into_iter().flat_map(|id| self.spawn(id, now)).collect()
+        self.start_unstarted(now)
     }
 
     /// A release step still running at its timeout: R20, SIGKILL (its exit then fails the start
