@@ -1,6 +1,7 @@
 //! The command line: clap definitions of every subcommand and its flags.
 
 use crate::config::{AppPaths, Choices, Listen, TimeoutOverrides};
+use crate::gateway::Relay;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -154,6 +155,10 @@ pub struct StartArgs {
     /// No router line per HTTP request: the old spelling of leaving `web` out of --access-log
     #[arg(long = "no-access-log")]
     pub no_access_log: bool,
+    /// How the TCP gateway relays bytes: `io_uring` (fewer system calls under load; refused where
+    /// the kernel does not allow it), `epoll`, or `auto`: io_uring where it can, else epoll
+    #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_relay)]
+    pub relay: Relay,
     /// Replace each instance after this long (daily cycling, as Heroku), or `off`
     #[arg(long, default_value = "24h", value_parser = parse_cycle)]
     pub cycle: Cycle,
@@ -298,6 +303,15 @@ fn parse_access_log(text: &str) -> Result<AccessLog, String> {
         }
     }
     Ok(log)
+}
+
+fn parse_relay(text: &str) -> Result<Relay, String> {
+    match text {
+        "auto" => Ok(Relay::Auto),
+        "io_uring" | "io-uring" | "uring" => Ok(Relay::IoUring),
+        "epoll" => Ok(Relay::Epoll),
+        other => Err(format!("`{other}` is not a relay; give `auto`, `io_uring` or `epoll`")),
+    }
 }
 
 /// `--cycle`: a period, or off.

@@ -124,7 +124,7 @@ pub fn run(
         metrics: copy(&metrics_listener)?,
         status: copy(&status_listener)?,
     };
-    tracing::info!("{}", summary(&release, &bound, adopt.is_some()));
+    tracing::info!("{}", summary(&release, &bound, adopt.is_some(), &gateway.relaying));
     let anchor_link = anchor.clone();
     let notifier = match anchor {
         Some(link) => Notifier::relayed(move |state| link.notify(state)),
@@ -427,18 +427,23 @@ fn gateway_settings(args: &StartArgs) -> GatewaySettings {
         wait: args.wait,
         access_log: args.access_log.tcp,
         router_log: args.access_log.web && !args.no_access_log,
+        relay: args.relay,
     }
 }
 
-/// `starting app in ./demo: release=1,tcp=2 on ports from 5000; gateway tcp://127.0.0.1:20003 for tcp`
+/// `starting app in ./demo: release=1,tcp=2 on ports from 5000; gateway tcp://127.0.0.1:20003 for tcp;
+/// relay io_uring`
 /// (`taking over app in ...` for an upgrade's successor).
-fn summary(config: &Release, bound: &[RouteSpec], taking_over: bool) -> String {
+fn summary(config: &Release, bound: &[RouteSpec], taking_over: bool, relaying: &str) -> String {
     let root = config.files.root.display();
     let verb = if taking_over { "taking over" } else { "starting" };
     let mut text = format!("{verb} app in {root}: {} on ports from {}", config.formation, config.base_port);
     for route in bound {
         let what = if route.http { "router http" } else { "gateway tcp" };
         text.push_str(&format!("; {what}://{} for {}", route.addr, route.type_name));
+    }
+    if bound.iter().any(|route| !route.http) {
+        text.push_str(&format!("; relay {relaying}"));
     }
     text
 }

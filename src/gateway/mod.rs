@@ -20,6 +20,7 @@ pub mod spread;
 pub mod stats;
 pub mod tcp;
 pub mod timeouts;
+pub mod uring;
 pub mod wake;
 
 use route::Route;
@@ -39,12 +40,27 @@ pub struct GatewaySettings {
     pub access_log: bool,
     /// Log Heroku's router line per HTTP request.
     pub router_log: bool,
+    /// How TCP connections' bytes are relayed.
+    pub relay: Relay,
+}
+
+/// How the TCP gateway relays bytes (`--relay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// io_uring where the kernel allows it, else epoll.
+    Auto,
+    /// io_uring, or refuse to start.
+    IoUring,
+    /// epoll (`pump`).
+    Epoll,
 }
 
 /// The running data plane; dropping it stops accepting (the threads end with the process).
 pub struct Gateway {
     shutdown: Arc<watch::Sender<bool>>,
     held: Held,
+    /// How TCP connections are relayed, in words for the start line.
+    pub relaying: String,
 }
 
 /// Copies of every route's listeners (its type, then one per thread), for an upgrade's
@@ -82,6 +98,7 @@ impl Gateway {
         routes: Vec<(Arc<Route>, Vec<std::net::TcpListener>)>,
         settings: GatewaySettings,
     ) -> std::io::Result<Gateway> {
+        let (uring, relaying) = uring::choose(settings.relay)?;
         let given = routes.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(given);
         let addrs = routes
@@ -134,10 +151,11 @@ impl Gateway {
                 .collect();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (settings, stop) = (settings.clone(), shutdown.subscribe());
-            let serve = move || runtime.block_on(serve_all(listeners, settings, stop));
+            let serve = move || runtime.block_on(serve_all(listeners, settings, stop, uring));
             std::thread::Builder::new().name(format!("gateway-{index}")).spawn(serve)?;
         }
-        Ok(Gateway { shutdown: Arc::new(shutdown), held: Arc::new(std::sync::Mutex::new(Some(held))) })
+        let held = Arc::new(std::sync::Mutex::new(Some(held)));
+        Ok(Gateway { shutdown: Arc::new(shutdown), held, relaying })
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -158,8 +176,19 @@ pub struct Share {
 /// What a thread accepts on: the route, its listener there, and its share.
 type Accepting = (Arc<Route>, std::net::TcpListener, Share);
 
-/// One thread's accept loops; its connections go on after `stop` until the process ends.
-async fn serve_all(listeners: Vec<Accepting>, settings: Arc<GatewaySettings>, stop: watch::Receiver<bool>) {
+/// One thread's accept loops, relaying with io_uring if `uring`; its connections go on after
+/// `stop` until the process ends.
+async fn serve_all(
+    listeners: Vec<Accepting>,
+    settings: Arc<GatewaySettings>,
+    stop: watch::Receiver<bool>,
+    uring: bool,
+) {
+    if uring {
+        if let Err(err) = uring::start() {
+            tracing::warn!("this gateway thread relays with epoll: its io_uring could not be set up ({err})");
+        }
+    }
     for (route, listener, share) in listeners {
         match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) if route.policy.http => {
@@ -280,7 +309,12 @@ mod tests {
         let (wakes, _) = tokio::sync::mpsc::unbounded_channel();
         let policy = Policy::of(&crate::settings::TypeSettings::default(), false);
         let route = Arc::new(Route::new("tcp".into(), policy, Descriptors::new(10_000).route(), failures, wakes));
-        let settings = GatewaySettings { wait: Duration::from_millis(20), access_log: false, router_log: false };
+        let settings = GatewaySettings {
+            wait: Duration::from_millis(20),
+            access_log: false,
+            router_log: false,
+            relay: Relay::Auto,
+        };
         let gateway = Gateway::start(vec![(route.clone(), siblings)], settings).unwrap();
         assert_eq!(gateway.stopper().listeners().unwrap()[0].1.len(), cores + 2, "one thread per sibling");
         // No instance: each client accepted gets H10 once the wait is over.

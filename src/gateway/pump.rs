@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{ready, Poll};
@@ -126,8 +127,17 @@ pub async fn relay(
     }
 }
 
+/// After a reset from one side, makes the other side's close a reset too.
+pub fn pass_reset(ending: &io::Result<Ending>, client: &impl AsFd, instance: &impl AsFd) {
+    match ending {
+        Ok(Ending::Reset(Side::Instance)) => reset_on_close(client),
+        Ok(Ending::Reset(Side::Client)) => reset_on_close(instance),
+        _ => {}
+    }
+}
+
 /// Resets `stream` when it is dropped (SO_LINGER 0: close sends a RST, not a FIN).
-pub fn reset_on_close(stream: &TcpStream) {
+fn reset_on_close(stream: &impl AsFd) {
     let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
     let _ = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::Linger, &linger);
 }

@@ -5,11 +5,12 @@ use super::admit::admit;
 use super::assign::{assign, Unassigned};
 use super::budget::Place;
 use super::proxy_protocol;
-use super::pump::{self, Ending, Side, Traffic};
+use super::pump::{self, Ending, Traffic};
 use super::route::{Backend, Route};
 use super::socket::{connect, ACCEPT_ERROR_PAUSE};
 use super::spread::Serving;
 use super::stats::Outcome;
+use super::uring;
 use super::wake::Active;
 use super::{GatewaySettings, Share};
 use std::net::SocketAddr;
@@ -122,15 +123,10 @@ async fn handle(
     let started = Instant::now();
     let traffic = Traffic::new();
     traffic.to_instance.store(early as u64, Ordering::Relaxed);
-    let ending = pump::relay(&mut client, &mut instance, timeouts.idle, &traffic).await;
+    let ending = relay(client, instance, timeouts.idle, &traffic).await;
     let (bytes_in, bytes_out) =
         (traffic.to_instance.load(Ordering::Relaxed), traffic.to_client.load(Ordering::Relaxed));
     route.stats.served(started.elapsed(), bytes_in, bytes_out);
-    match ending {
-        Ok(Ending::Reset(Side::Instance)) => pump::reset_on_close(&client),
-        Ok(Ending::Reset(Side::Client)) => pump::reset_on_close(&instance),
-        _ => {}
-    }
     if settings.access_log || ending.as_ref().is_ok_and(|e| *e == Ending::Idle) {
         let how = match ending {
             Ok(Ending::Closed) => "closed".to_string(),
@@ -143,6 +139,27 @@ async fn handle(
             "203 {how} {} from {peer} bytes_in={bytes_in} bytes_out={bytes_out} duration={duration}ms",
             backend.name
         );
+    }
+}
+
+/// Relays on the thread's io_uring where it has one, with epoll otherwise; a reset from one side
+/// is passed on to the other.
+async fn relay(
+    client: TcpStream,
+    instance: TcpStream,
+    idle: Option<std::time::Duration>,
+    traffic: &Traffic,
+) -> std::io::Result<Ending> {
+    if uring::available() {
+        let (client, instance) = (client.into_std()?, instance.into_std()?);
+        let ending = uring::relay(&client, &instance, idle, traffic).await;
+        pump::pass_reset(&ending, &client, &instance);
+        ending
+    } else {
+        let (mut client, mut instance) = (client, instance);
+        let ending = pump::relay(&mut client, &mut instance, idle, traffic).await;
+        pump::pass_reset(&ending, &client, &instance);
+        ending
     }
 }
 
