@@ -1,9 +1,10 @@
 //! The TCP relay on io_uring: each data-plane thread has one ring. A connection's two directions
-//! each have one operation in flight, a receive or a send: receives take a buffer from the
-//! thread's pool only when their bytes arrive (an idle connection holds none), sends go out from
-//! that buffer, and every connection's next operations are submitted together, one system call
-//! per turn of the thread, where the epoll relay (`pump`) makes one per read and one per write.
-//! Used where the kernel offers it; `pump` otherwise.
+//! each have one operation in flight, a receive or a send: a receive takes a buffer from the
+//! thread's pools only when its bytes arrive (an idle connection holds none), and its bytes are
+//! sent on from that buffer (or from a copy, when the pool runs low). The thread submits every
+//! connection's next operations and collects their results together, a few system calls per
+//! turn of the thread for all its connections, where the epoll relay (`pump`) makes a read and
+//! a write per message. Used where the kernel offers it (`--relay`); `pump` otherwise.
 
 use super::pump::{Ending, Side, Traffic};
 use super::Relay;
@@ -31,7 +32,10 @@ const ENTRIES: u32 = 2048;
 /// for a direction whose last receive filled a small one (at most 64 of 64 KiB).
 const SMALL: usize = 0;
 const LARGE: usize = 1;
-const POOLS: [(usize, u16); 2] = [(4 * 1024, 1024), (64 * 1024, 64)];
+const POOLS: Pools = [(4 * 1024, 1024), (64 * 1024, 64)];
+
+/// Each pool's buffer size and most buffers.
+type Pools = [(usize, u16); 2];
 
 /// What an operation is, in the low bits of its user data: its kind, then its way (the link's
 /// slot above them).
@@ -54,7 +58,7 @@ pub fn choose(relay: Relay) -> io::Result<(bool, String)> {
     if relay == Relay::Epoll {
         return Ok((false, "epoll".to_string()));
     }
-    match Engine::new() {
+    match Engine::new(POOLS) {
         Ok(_) => Ok((true, "io_uring".to_string())),
         Err(err) if relay == Relay::Auto => Ok((false, format!("epoll (io_uring unavailable: {err})"))),
         Err(err) => Err(io::Error::other(format!(
@@ -66,7 +70,11 @@ pub fn choose(relay: Relay) -> io::Result<(bool, String)> {
 /// Sets up this data-plane thread's ring and its completion task (else the thread relays with
 /// `pump`).
 pub fn start() -> io::Result<()> {
-    let engine = Engine::new()?;
+    start_with(POOLS)
+}
+
+fn start_with(pools: Pools) -> io::Result<()> {
+    let engine = Engine::new(pools)?;
     // The ring signals this eventfd when it has work for the thread (DEFER_TASKRUN: the thread
     // runs it at its next turn, in one system call with its submissions).
     let signal = nix::sys::eventfd::EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
@@ -86,7 +94,15 @@ pub fn available() -> bool {
 /// Handles completions as they come, and submits what they lead to.
 async fn complete_for_ever(signal: AsyncFd<nix::sys::eventfd::EventFd>) {
     loop {
-        let Ok(mut ready) = signal.readable().await else { return };
+        let mut ready = match signal.readable().await {
+            Ok(ready) => ready,
+            Err(err) => {
+                tracing::error!(
+                    "a gateway thread's io_uring can no longer be waited on ({err}): its connections stall"
+                );
+                return;
+            }
+        };
         // Cleared first: a signal during the turn wakes this task again.
         ready.clear_ready();
         with_engine(|engine| engine.turn());
@@ -147,15 +163,24 @@ impl Drop for Opened {
     }
 }
 
+/// Where the bytes of a send are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// In a pool's buffer.
+    Lent { pool: usize, buffer: u16 },
+    /// In the link's copy for this direction (the pool was running low).
+    Copied,
+}
+
 /// One direction of a link: from `fds[way]` to `fds[1 - way]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     /// A receive into a buffer of this pool is in flight.
     Receiving(usize),
-    /// The send of this buffer's first `len` bytes is in flight, and the receive into a buffer
-    /// of pool `then` linked after it.
-    Sending { pool: usize, buffer: u16, len: u32, then: usize },
-    /// Waits for a small buffer to come back.
+    /// The send of bytes `sent..len` of what a receive got is in flight; `full`: the receive
+    /// filled its buffer.
+    Sending { from: Source, sent: u32, len: u32, full: bool },
+    /// Waits for a buffer to come back.
     Starved,
     /// End of file passed on.
     Done,
@@ -169,6 +194,8 @@ struct Link {
     ending: Option<io::Result<Ending>>,
     waker: Option<Waker>,
     moved: [u64; 2],
+    /// Each direction's bytes being sent, when copied out of the pool.
+    copies: [Option<Box<[u8]>>; 2],
     last: Instant,
     /// Its relay is gone: the slot is freed once no operation is in flight.
     abandoned: bool,
@@ -180,19 +207,19 @@ struct Engine {
     pools: [Pool; 2],
     links: Vec<Option<Link>>,
     free: Vec<usize>,
-    /// Directions waiting for a small buffer, in order.
+    /// Directions waiting for a buffer, in order.
     starved: VecDeque<(usize, usize)>,
 }
 
 impl Engine {
-    fn new() -> io::Result<Engine> {
+    fn new(sizes: Pools) -> io::Result<Engine> {
         let ring = IoUring::builder()
             .setup_cqsize(ENTRIES * 2)
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_taskrun_flag()
             .build(ENTRIES)?;
-        let pool = |group: usize| Pool::new(&ring, group as u16, POOLS[group].0, POOLS[group].1);
+        let pool = |group: usize| Pool::new(&ring, group as u16, sizes[group].0, sizes[group].1);
         let pools = [pool(SMALL)?, pool(LARGE)?];
         Ok(Engine { ring, pools, links: Vec::new(), free: Vec::new(), starved: VecDeque::new() })
     }
@@ -209,6 +236,7 @@ impl Engine {
             ending: None,
             waker: None,
             moved: [0; 2],
+            copies: [None, None],
             last: Instant::now(),
             abandoned: false,
         };
@@ -222,8 +250,8 @@ impl Engine {
                 self.links.len() - 1
             }
         };
-        self.receive(slot, 0, SMALL);
-        self.receive(slot, 1, SMALL);
+        self.receive(slot, 0, SMALL, false);
+        self.receive(slot, 1, SMALL, false);
         self.turn();
         slot
     }
@@ -289,43 +317,52 @@ impl Engine {
         }
     }
 
-    /// A receive into a buffer of `pool`; `wait_first`: it waits for data rather than trying at
-    /// once (`IORING_RECVSEND_POLL_FIRST`), right after a send that emptied the socket.
-    fn receive_entry(&self, slot: usize, way: usize, pool: usize, wait_first: bool) -> squeue::Entry {
-        let link = self.links[slot].as_ref().expect("an open link");
+    /// Receives into a buffer of `pool`; `wait_first`: waits for data rather than trying at once
+    /// (`IORING_RECVSEND_POLL_FIRST`), when the last receive emptied the socket.
+    fn receive(&mut self, slot: usize, way: usize, pool: usize, wait_first: bool) {
         let buffers = &self.pools[pool];
-        opcode::Recv::new(types::Fd(link.fds[way]), std::ptr::null_mut(), buffers.size as u32)
+        let link = self.links[slot].as_mut().expect("an open link");
+        let entry = opcode::Recv::new(types::Fd(link.fds[way]), std::ptr::null_mut(), buffers.size as u32)
             .buf_group(buffers.group)
             .ioprio(if wait_first { RECVSEND_POLL_FIRST } else { 0 })
             .build()
             .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(user_data(slot, RECEIVE, way))
-    }
-
-    fn receive(&mut self, slot: usize, way: usize, pool: usize) {
-        let entry = self.receive_entry(slot, way, pool, false);
-        let link = self.link(slot);
+            .user_data(user_data(slot, RECEIVE, way));
         link.ways[way] = Way::Receiving(pool);
         link.ops += 1;
         self.push(entry);
     }
 
-    /// Sends a received buffer on, with the direction's next receive linked after it (it starts
-    /// once the send is whole), into a large buffer if this one came full.
-    fn send(&mut self, slot: usize, way: usize, pool: usize, buffer: u16, len: u32) {
-        let then = if len as usize == self.pools[pool].size { LARGE } else { SMALL };
-        let receive = self.receive_entry(slot, way, then, true);
-        let link = self.link(slot);
-        link.ways[way] = Way::Sending { pool, buffer, len, then };
-        link.ops += 2;
-        let fd = link.fds[1 - way];
-        let send = opcode::Send::new(types::Fd(fd), self.pools[pool].address(buffer), len)
+    /// Sends a direction's bytes `sent..len` on (MSG_WAITALL: the ring sends them all unless
+    /// the socket fails, but may still complete a part, whose rest is sent again).
+    fn send(&mut self, slot: usize, way: usize, sending: Way) {
+        let Way::Sending { from, sent, len, .. } = sending else { unreachable!("a send") };
+        let link = self.links[slot].as_mut().expect("an open link");
+        let start = match from {
+            Source::Lent { pool, buffer } => self.pools[pool].address(buffer),
+            Source::Copied => link.copies[way].as_ref().expect("a copy").as_ptr(),
+        };
+        link.ways[way] = sending;
+        link.ops += 1;
+        let send = opcode::Send::new(types::Fd(link.fds[1 - way]), start.wrapping_add(sent as usize), len - sent)
             .flags(nix::libc::MSG_NOSIGNAL | nix::libc::MSG_WAITALL)
             .build()
-            .flags(squeue::Flags::IO_LINK)
             .user_data(user_data(slot, SEND, way));
         self.push(send);
-        self.push(receive);
+    }
+
+    /// Sends what a receive got: from its buffer, or from a copy when the pool runs low.
+    fn send_received(&mut self, slot: usize, way: usize, pool: usize, buffer: u16, len: u32) {
+        let full = len as usize == self.pools[pool].size;
+        let from = if self.pools[pool].running_low() {
+            let copy = Box::from(self.pools[pool].bytes(buffer, len as usize));
+            self.link(slot).copies[way] = Some(copy);
+            self.give_back(pool, buffer);
+            Source::Copied
+        } else {
+            Source::Lent { pool, buffer }
+        };
+        self.send(slot, way, Way::Sending { from, sent: 0, len, full });
     }
 
     fn push(&mut self, entry: squeue::Entry) {
@@ -345,32 +382,34 @@ impl Engine {
         }
     }
 
-    /// Submits, runs the ring's pending work, handles every completion, and again, until
-    /// nothing more completes. The ring does not signal its eventfd meanwhile.
+    /// Submits what is queued and runs the ring's pending work (DEFER_TASKRUN: only an enter
+    /// asking for completions runs it, at most 20 items at a time), handles every completion,
+    /// and again while the ring has anything to do. The ring does not signal its eventfd
+    /// meanwhile.
     fn turn(&mut self) {
+        self.ring.completion().disable_eventfd();
         loop {
-            self.ring.completion().disable_eventfd();
-            loop {
-                let pending = {
-                    let queue = self.ring.submission();
-                    !queue.is_empty() || queue.taskrun()
-                };
-                if pending {
-                    self.submit();
-                }
-                let batch: Vec<(u64, i32, u32)> =
-                    self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).take(256).collect();
-                if batch.is_empty() {
-                    break;
-                }
-                for (data, result, flags) in batch {
-                    self.completed(data, result, flags);
-                }
+            // IORING_SQ_TASKRUN: pending work, new or left over by the last enter (which
+            // `submit` then runs, asking for completions).
+            let pending = {
+                let queue = self.ring.submission();
+                !queue.is_empty() || queue.taskrun()
+            };
+            if pending {
+                self.submit();
             }
-            self.ring.completion().enable_eventfd();
-            // Work that came while the eventfd was off is run now; later work signals it.
-            if !self.ring.submission().taskrun() {
-                return;
+            let batch: Vec<(u64, i32, u32)> =
+                self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).take(256).collect();
+            if batch.is_empty() && !pending {
+                self.ring.completion().enable_eventfd();
+                // Work that came while the eventfd was off is run now; later work signals it.
+                if !self.ring.submission().taskrun() {
+                    return;
+                }
+                self.ring.completion().disable_eventfd();
+            }
+            for (data, result, flags) in batch {
+                self.completed(data, result, flags);
             }
         }
     }
@@ -386,30 +425,34 @@ impl Engine {
         let ended = link.ending.is_some();
         let errno = -result;
         if kind == SEND {
-            let Way::Sending { pool, buffer, len, then } = link.ways[way] else { return };
-            if result >= 0 && result as u32 == len {
-                link.ways[way] = Way::Receiving(then);
-            }
-            self.give_back(pool, buffer);
-            if ended || errno == ECANCELED {
-            } else if result < 0 {
-                self.finish(slot, failed(Side::of(1 - way), errno));
-            } else if (result as u32) < len {
-                // A short whole-message send means its socket failed (its linked receive is cancelled).
-                self.finish(slot, Err(io::ErrorKind::WriteZero.into()));
+            let Way::Sending { from, sent, len, full } = link.ways[way] else { unreachable!("a send in flight") };
+            let sent = sent + result.max(0) as u32;
+            if result >= 0 && sent < len && !ended {
+                self.send(slot, way, Way::Sending { from, sent, len, full });
+            } else {
+                match from {
+                    Source::Lent { pool, buffer } => self.give_back(pool, buffer),
+                    Source::Copied => link.copies[way] = None,
+                }
+                if ended || errno == ECANCELED {
+                } else if result < 0 {
+                    self.finish(slot, failed(Side::of(1 - way), errno));
+                } else {
+                    // A receive that came full is followed by one into a large buffer, at once;
+                    // one that emptied the socket by one into a small buffer, once data comes.
+                    self.receive(slot, way, if full { LARGE } else { SMALL }, !full);
+                }
             }
         } else {
-            let Way::Receiving(pool) = link.ways[way] else {
-                // The receive linked after a send that failed.
-                self.wake(slot);
-                return;
-            };
+            let Way::Receiving(pool) = link.ways[way] else { unreachable!("a receive in flight") };
             let buffer = cqueue::buffer_select(flags);
-            if result > 0 && !ended {
+            if buffer.is_some() {
+                self.pools[pool].taken();
+            }
+            if let (Some(buffer), true) = (buffer, result > 0 && !ended) {
                 link.moved[way] += result as u64;
                 link.last = Instant::now();
-                let buffer = buffer.expect("a receive's buffer");
-                self.send(slot, way, pool, buffer, result as u32);
+                self.send_received(slot, way, pool, buffer, result as u32);
             } else {
                 if let Some(buffer) = buffer {
                     self.give_back(pool, buffer);
@@ -439,27 +482,25 @@ impl Engine {
     }
 
     /// A receive found its pool empty: a large one falls back to a small buffer; the small pool
-    /// grows, and at its largest the direction waits for a buffer to come back.
+    /// grows, and at its largest the direction waits for the next buffer to come back.
     fn out_of_buffers(&mut self, slot: usize, way: usize, pool: usize) {
         if pool == LARGE || self.pools[SMALL].grow() {
-            self.receive(slot, way, SMALL);
+            self.receive(slot, way, SMALL, false);
         } else {
             self.link(slot).ways[way] = Way::Starved;
             self.starved.push_back((slot, way));
         }
     }
 
-    /// Lends a buffer to the kernel again; a small one goes first to a direction waiting for one.
+    /// Lends a buffer to the kernel again, and receives with it for the first direction waiting
+    /// for one.
     fn give_back(&mut self, pool: usize, buffer: u16) {
         self.pools[pool].give_back(buffer);
-        if pool == SMALL {
-            while let Some((slot, way)) = self.starved.pop_front() {
-                let waiting =
-                    self.links[slot].as_ref().is_some_and(|l| l.ending.is_none() && l.ways[way] == Way::Starved);
-                if waiting {
-                    self.receive(slot, way, SMALL);
-                    break;
-                }
+        while let Some((slot, way)) = self.starved.pop_front() {
+            let waiting = self.links[slot].as_ref().is_some_and(|l| l.ending.is_none() && l.ways[way] == Way::Starved);
+            if waiting {
+                self.receive(slot, way, pool, false);
+                break;
             }
         }
     }
@@ -486,4 +527,99 @@ fn failed(side: Side, errno: i32) -> io::Result<Ending> {
 
 fn user_data(slot: usize, kind: u64, way: usize) -> u64 {
     ((slot as u64) << KIND_BITS) | kind | way as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener};
+
+    /// Byte `i` of what client `n` sends.
+    fn byte(n: usize, i: usize) -> u8 {
+        ((i + n) % 251) as u8
+    }
+
+    /// Two connected sockets: the outside end, and procgate's end (non-blocking, as the
+    /// gateway's are).
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let outside = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (inside, _) = listener.accept().unwrap();
+        inside.set_nonblocking(true).unwrap();
+        outside.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        (outside, inside)
+    }
+
+    #[test]
+    fn sends_stalled_by_slow_readers_never_take_every_buffer_and_all_bytes_arrive() {
+        if Engine::new(POOLS).is_err() {
+            eprintln!("skipped: needs io_uring");
+            return;
+        }
+        // 64 buffers in each pool, which cannot grow; every link's send to an instance that does
+        // not read yet blocks (once the sockets' buffers are full) and holds its buffer, so 160
+        // links would leave some without one for good.
+        const LINKS: usize = 160;
+        const SIZE: usize = 1 << 20;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        let mut instances = Vec::new();
+        let mut relayed = Vec::new();
+        for _ in 0..LINKS {
+            let (client, client_side) = pair(&listener);
+            let (instance, instance_side) = pair(&listener);
+            // Small buffers, but above loopback's 64 KiB segments (below them, TCP's window updates
+            // would wait for its persist timer).
+            nix::sys::socket::setsockopt(&instance_side, nix::sys::socket::sockopt::SndBuf, &(64 << 10)).unwrap();
+            nix::sys::socket::setsockopt(&instance, nix::sys::socket::sockopt::RcvBuf, &(128 << 10)).unwrap();
+            clients.push(client);
+            instances.push(instance);
+            relayed.push((client_side, instance_side));
+        }
+        let relaying = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                start_with([(4096, 64), (64 * 1024, 64)]).unwrap();
+                let links = relayed.into_iter().map(|(client, instance)| {
+                    tokio::spawn(async move {
+                        let traffic = Traffic::new();
+                        let ending = relay(&client, &instance, None, &traffic).await.unwrap();
+                        (ending, traffic.to_instance.load(Ordering::Relaxed))
+                    })
+                });
+                let mut endings = Vec::new();
+                for link in links.collect::<Vec<_>>() {
+                    endings.push(link.await.unwrap());
+                }
+                endings
+            })
+        });
+        let writers: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut client)| {
+                std::thread::spawn(move || {
+                    for start in (0..SIZE).step_by(64 << 10) {
+                        let piece: Vec<u8> = (start..start + (64 << 10)).map(|i| byte(n, i)).collect();
+                        client.write_all(&piece).unwrap();
+                    }
+                    client.shutdown(Shutdown::Write).unwrap();
+                    client
+                })
+            })
+            .collect();
+        for (n, mut instance) in instances.into_iter().enumerate() {
+            let mut received = Vec::new();
+            instance.read_to_end(&mut received).unwrap();
+            assert_eq!(received.len(), SIZE, "link {n}");
+            assert!(received.iter().enumerate().all(|(i, &b)| b == byte(n, i)), "link {n}: in order");
+        }
+        for writer in writers {
+            let mut client = writer.join().unwrap();
+            let mut rest = Vec::new();
+            assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "the instance's end of file passed on");
+        }
+        let endings = relaying.join().unwrap();
+        assert!(endings.iter().all(|(ending, moved)| *ending == Ending::Closed && *moved == SIZE as u64));
+    }
 }

@@ -1,6 +1,6 @@
 //! A pool of receive buffers lent to the kernel through a registered buffer ring: a receive
 //! takes one only when its bytes arrive, so a waiting connection holds none. The pool starts
-//! with one chunk of buffers and grows by a chunk when it runs dry, up to its ring's size.
+//! with one chunk of buffers and grows by a chunk when it runs low, up to its ring's size.
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
@@ -22,6 +22,8 @@ pub struct Pool {
     entries: u16,
     chunks: Vec<Box<[u8]>>,
     tail: u16,
+    /// Buffers out of the ring: received into, not yet given back.
+    out: u16,
 }
 
 impl Pool {
@@ -35,7 +37,7 @@ impl Pool {
         if ring.is_null() {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
-        let mut pool = Pool { group, size, ring, layout, entries, chunks: Vec::new(), tail: 0 };
+        let mut pool = Pool { group, size, ring, layout, entries, chunks: Vec::new(), tail: 0, out: 0 };
         // SAFETY: the ring's memory lives as long as the pool, which is dropped after the ring
         // (the engine's field order).
         unsafe { uring.submitter().register_buf_ring_with_flags(ring as u64, entries, group, 0)? };
@@ -52,9 +54,28 @@ impl Pool {
         // Zeroed memory from the allocator is mapped lazily: a buffer costs memory once used.
         self.chunks.push(vec![0; CHUNK as usize * self.size].into_boxed_slice());
         for buffer in made..made + CHUNK {
-            self.give_back(buffer);
+            self.lend(buffer);
         }
         true
+    }
+
+    /// Notes that a receive took a buffer out of the ring.
+    pub fn taken(&mut self) {
+        self.out += 1;
+    }
+
+    /// True when fewer than a quarter of the buffers are left in the ring and the pool cannot
+    /// grow: then what is received is copied out and its buffer given back at once, so the
+    /// buffers held by sends that wait on slow readers never leave the ring empty for good.
+    pub fn running_low(&mut self) -> bool {
+        let made = self.chunks.len() as u16 * CHUNK;
+        made - self.out < made / 4 && !self.grow()
+    }
+
+    pub fn bytes(&self, buffer: u16, len: usize) -> &[u8] {
+        let chunk = &self.chunks[(buffer / CHUNK) as usize];
+        let start = (buffer % CHUNK) as usize * self.size;
+        &chunk[start..start + len]
     }
 
     pub fn address(&self, buffer: u16) -> *const u8 {
@@ -62,8 +83,13 @@ impl Pool {
         chunk[(buffer % CHUNK) as usize * self.size..].as_ptr()
     }
 
-    /// Lends `buffer` to the kernel again.
+    /// Lends a buffer taken out of the ring to the kernel again.
     pub fn give_back(&mut self, buffer: u16) {
+        self.out -= 1;
+        self.lend(buffer);
+    }
+
+    fn lend(&mut self, buffer: u16) {
         let index = (self.tail & (self.entries - 1)) as usize;
         // SAFETY: `index` is within the ring, and the kernel reads entries only up to the tail.
         let entry = unsafe { &mut *self.ring.add(index) };
