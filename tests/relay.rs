@@ -164,14 +164,9 @@ fn pattern(i: usize) -> u8 {
 fn start(relay: &str, extra: &[&str]) -> (App, Running, SocketAddr) {
     let app = App::new("tcp: echo url=$TCP_URL; exec python3 app.py\n");
     app.write("app.py", APP);
-    let base = free_base_port(2, 4).to_string();
-    let mut args = vec!["start", "-m", "tcp=1", "-p", &base, "--grace", "2s", "--relay", relay];
-    args.extend_from_slice(extra);
-    let mut running = app.spawn(&args);
-    let starting = running.wait_for("starting app in ");
+    let (mut running, addr) = common::start_gateway(&app, "tcp=1", &[&["--relay", relay], extra].concat());
+    let starting = running.seen.iter().find(|line| line.contains("starting app in ")).expect("the start line");
     assert!(starting.contains(&format!("; relay {relay}")), "{starting}");
-    let line = running.wait_for("tcp.1 | url=tcp://");
-    let addr = line.split("url=tcp://").nth(1).unwrap().parse().unwrap();
     running.wait_for("201 app connected tcp.1 ");
     (app, running, addr)
 }

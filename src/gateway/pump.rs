@@ -117,7 +117,7 @@ pub async fn relay(
         None => both.await.map(|_| Ending::Closed),
         Some(limit) => tokio::select! {
             result = both => result.map(|_| Ending::Closed),
-            () = idle_for(limit, traffic) => Ok(Ending::Idle),
+            () = idle_for(limit, || traffic.last_activity()) => Ok(Ending::Idle),
         },
     };
     match ended {
@@ -150,9 +150,9 @@ struct Direction<'a> {
 }
 
 /// Resolves once `limit` has passed since the last traffic.
-async fn idle_for(limit: Duration, traffic: &Traffic) {
+pub async fn idle_for(limit: Duration, last_activity: impl Fn() -> Instant) {
     loop {
-        let deadline = traffic.last_activity() + limit;
+        let deadline = last_activity() + limit;
         if deadline <= Instant::now() {
             return;
         }

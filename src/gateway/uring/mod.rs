@@ -6,7 +6,7 @@
 //! turn of the thread for all its connections, where the epoll relay (`pump`) makes a read and
 //! a write per message. Used where the kernel offers it (`--relay`); `pump` otherwise.
 
-use super::pump::{Ending, Side, Traffic};
+use super::pump::{idle_for, Ending, Side, Traffic};
 use super::Relay;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use nix::libc::{ECANCELED, ENOBUFS};
@@ -121,19 +121,20 @@ pub async fn relay(
     idle: Option<Duration>,
     traffic: &Traffic,
 ) -> io::Result<Ending> {
-    let slot = with_engine(|engine| engine.open([client.as_raw_fd(), instance.as_raw_fd()]));
+    let fds = [client.as_raw_fd(), instance.as_raw_fd()];
+    let slot = with_engine(|engine| engine.open(fds, idle.is_some()));
     let mut opened = Opened(Some(slot));
     let done = std::future::poll_fn(|cx| with_engine(|engine| engine.poll_end(slot, cx.waker())));
     tokio::pin!(done);
-    let ending = loop {
-        let Some(limit) = idle else { break done.await };
-        let deadline = with_engine(|engine| engine.link(slot).last) + limit;
-        tokio::select! {
-            ending = &mut done => break ending,
-            () = tokio::time::sleep_until(deadline) => {
-                if with_engine(|engine| engine.link(slot).last) + limit <= Instant::now() {
+    let ending = match idle {
+        None => done.await,
+        Some(limit) => {
+            let last_activity = || with_engine(|engine| engine.link(slot).last.unwrap_or_else(Instant::now));
+            tokio::select! {
+                ending = &mut done => ending,
+                () = idle_for(limit, last_activity) => {
                     with_engine(|engine| engine.end(slot, Ok(Ending::Idle)));
-                    break done.await;
+                    done.await
                 }
             }
         }
@@ -196,7 +197,8 @@ struct Link {
     moved: [u64; 2],
     /// Each direction's bytes being sent, when copied out of the pool.
     copies: [Option<Box<[u8]>>; 2],
-    last: Instant,
+    /// When bytes last came either way, kept only when the relay watches for an idle timeout.
+    last: Option<Instant>,
     /// Its relay is gone: the slot is freed once no operation is in flight.
     abandoned: bool,
 }
@@ -228,7 +230,7 @@ impl Engine {
         self.links[slot].as_mut().expect("an open link")
     }
 
-    fn open(&mut self, fds: [RawFd; 2]) -> usize {
+    fn open(&mut self, fds: [RawFd; 2], watch_idle: bool) -> usize {
         let link = Link {
             fds,
             ways: [Way::Receiving(SMALL); 2],
@@ -237,7 +239,7 @@ impl Engine {
             waker: None,
             moved: [0; 2],
             copies: [None, None],
-            last: Instant::now(),
+            last: watch_idle.then(Instant::now),
             abandoned: false,
         };
         let slot = match self.free.pop() {
@@ -398,18 +400,20 @@ impl Engine {
             if pending {
                 self.submit();
             }
-            let batch: Vec<(u64, i32, u32)> =
-                self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())).take(256).collect();
-            if batch.is_empty() && !pending {
+            let mut completions = 0;
+            // One at a time: handling a completion may submit, and so post more of them.
+            loop {
+                let Some(done) = self.ring.completion().next() else { break };
+                self.completed(done.user_data(), done.result(), done.flags());
+                completions += 1;
+            }
+            if completions == 0 && !pending {
                 self.ring.completion().enable_eventfd();
                 // Work that came while the eventfd was off is run now; later work signals it.
                 if !self.ring.submission().taskrun() {
                     return;
                 }
                 self.ring.completion().disable_eventfd();
-            }
-            for (data, result, flags) in batch {
-                self.completed(data, result, flags);
             }
         }
     }
@@ -451,7 +455,9 @@ impl Engine {
             }
             if let (Some(buffer), true) = (buffer, result > 0 && !ended) {
                 link.moved[way] += result as u64;
-                link.last = Instant::now();
+                if let Some(last) = &mut link.last {
+                    *last = Instant::now();
+                }
                 self.send_received(slot, way, pool, buffer, result as u32);
             } else {
                 if let Some(buffer) = buffer {

@@ -47,7 +47,7 @@ impl Pool {
 
     /// Adds a chunk of buffers; false when the pool is at its largest.
     pub fn grow(&mut self) -> bool {
-        let made = self.chunks.len() as u16 * CHUNK;
+        let made = self.made();
         if made >= self.entries {
             return false;
         }
@@ -68,8 +68,12 @@ impl Pool {
     /// grow: then what is received is copied out and its buffer given back at once, so the
     /// buffers held by sends that wait on slow readers never leave the ring empty for good.
     pub fn running_low(&mut self) -> bool {
-        let made = self.chunks.len() as u16 * CHUNK;
-        made - self.out < made / 4 && !self.grow()
+        self.made() - self.out < self.made() / 4 && !self.grow()
+    }
+
+    /// Buffers the pool has made.
+    fn made(&self) -> u16 {
+        self.chunks.len() as u16 * CHUNK
     }
 
     pub fn bytes(&self, buffer: u16, len: usize) -> &[u8] {
@@ -79,8 +83,7 @@ impl Pool {
     }
 
     pub fn address(&self, buffer: u16) -> *const u8 {
-        let chunk = &self.chunks[(buffer / CHUNK) as usize];
-        chunk[(buffer % CHUNK) as usize * self.size..].as_ptr()
+        self.bytes(buffer, self.size).as_ptr()
     }
 
     /// Lends a buffer taken out of the ring to the kernel again.
