@@ -3,13 +3,13 @@
 //! that are, then apply the per-client limits to the real address.
 
 use super::clients::{ClientSlot, Refusal};
-use super::proxy_protocol::read_header;
+use super::proxy_protocol::{read_header, BadHeader};
 use super::route::Route;
 use super::stats::Outcome;
 use super::GatewaySettings;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use tokio::io::AsyncRead;
 
 /// How long a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,16 +48,17 @@ struct Introduced {
     rest: Vec<u8>,
 }
 
-/// Admits the client on `stream` (from `peer`), or counts and logs why not; `None` closes it.
-pub async fn admit(
-    stream: &mut TcpStream,
+/// Admits the client from `peer`, or counts and logs why not; `None` closes it. `reader` gives
+/// what its PROXY header is read from, when the route expects one.
+pub async fn admit<R: AsyncRead + Unpin>(
+    reader: impl FnOnce() -> std::io::Result<R>,
     peer: SocketAddr,
     route: &Route,
     settings: &GatewaySettings,
 ) -> Option<Admitted> {
     let introduced = match route.policy.accept_proxy {
         false => Introduced { client: peer, destination: None, rest: Vec::new() },
-        true => through_proxy(stream, peer, route).await?,
+        true => through_proxy(reader, peer, route).await?,
     };
     let Introduced { client, destination, rest } = introduced;
     match route.clients.admit(client.ip(), Instant::now()) {
@@ -78,7 +79,11 @@ pub async fn admit(
 
 /// Reads the PROXY header of a trusted load balancer; refuses (P403) a peer not in
 /// `trusted_proxies` before reading anything, and (P400) a trusted one without a valid header.
-async fn through_proxy(stream: &mut TcpStream, peer: SocketAddr, route: &Route) -> Option<Introduced> {
+async fn through_proxy<R: AsyncRead + Unpin>(
+    reader: impl FnOnce() -> std::io::Result<R>,
+    peer: SocketAddr,
+    route: &Route,
+) -> Option<Introduced> {
     if !route.policy.trusts(peer.ip()) {
         let refused = route.stats.count(Outcome::P403);
         if refused.is_multiple_of(UNTRUSTED_LOG_EVERY) {
@@ -90,7 +95,11 @@ async fn through_proxy(stream: &mut TcpStream, peer: SocketAddr, route: &Route) 
         }
         return None;
     }
-    match read_header(stream, PROXY_HEADER_TIMEOUT).await {
+    let header = match reader() {
+        Ok(mut reader) => read_header(&mut reader, PROXY_HEADER_TIMEOUT).await,
+        Err(err) => Err(BadHeader::Invalid(err.to_string())),
+    };
+    match header {
         Ok(received) => Some(Introduced {
             client: received.source.unwrap_or(peer),
             destination: received.destination,

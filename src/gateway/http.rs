@@ -115,7 +115,7 @@ async fn connection(
     place: (Place, Active),
     stopping: watch::Receiver<bool>,
 ) {
-    let Some(mut admitted) = admit(&mut stream, peer, &route, &settings).await else { return };
+    let Some(mut admitted) = admit(|| Ok(&mut stream), peer, &route, &settings).await else { return };
     let clock = ClientClock::start(&route.policy.timeouts, admitted.client, Some(route.stats.clone()));
     let io = TokioIo::new(ClientStream::new(std::mem::take(&mut admitted.rest), stream, clock.clone()));
     let address = header_values::address(admitted.client.ip());

@@ -11,6 +11,7 @@ pub mod client_stream;
 pub mod clients;
 pub mod header_values;
 pub mod http;
+pub mod outside;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod pump;
@@ -190,14 +191,15 @@ async fn serve_all(
         }
     }
     for (route, listener, share) in listeners {
-        match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) if route.policy.http => {
-                tokio::spawn(http::serve(listener, route, settings.clone(), stop.clone()));
-            }
-            Ok(listener) => {
-                tokio::spawn(tcp::serve(listener, route, settings.clone(), stop.clone(), share));
-            }
-            Err(err) => tracing::error!("the {} route cannot accept on this thread: {err}", route.type_name),
+        let served = match route.policy.http {
+            true => tokio::net::TcpListener::from_std(listener)
+                .map(|listener| tokio::spawn(http::serve(listener, route.clone(), settings.clone(), stop.clone()))),
+            false => outside::watch(listener).map(|listener| {
+                tokio::spawn(tcp::serve(listener, route.clone(), settings.clone(), stop.clone(), share))
+            }),
+        };
+        if let Err(err) = served {
+            tracing::error!("the {} route cannot accept on this thread: {err}", route.type_name);
         }
     }
     housekeeping().await

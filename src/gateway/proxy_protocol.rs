@@ -6,8 +6,7 @@ use crate::proxy_version::V1_UNKNOWN;
 use proxy_header::{ParseConfig, ProxiedAddress, ProxyHeader};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The version (read from procgate.toml, so the settings' type) and the `LOCAL` header of health
 /// checks, part of this module's interface: the headers it writes take a version.
@@ -94,7 +93,7 @@ pub struct Received {
 }
 
 /// Reads the PROXY header a load balancer sends first, within `timeout`.
-pub async fn read_header(stream: &mut TcpStream, timeout: Duration) -> Result<Received, BadHeader> {
+pub async fn read_header(stream: &mut (impl AsyncRead + Unpin), timeout: Duration) -> Result<Received, BadHeader> {
     let attempt = async {
         let mut buffer = Vec::with_capacity(256);
         loop {
@@ -136,6 +135,7 @@ pub fn parse_header(buffer: &[u8]) -> Result<Option<Received>, BadHeader> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[test]
     fn v1_is_the_text_line_haproxy_writes() {

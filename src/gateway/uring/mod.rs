@@ -22,9 +22,14 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
+mod connect;
 mod pool;
+mod slots;
 
+pub use connect::connect;
+use connect::Connecting;
 use pool::Pool;
+use slots::Slots;
 
 /// Submission queue size (the completion queue is twice as large).
 const ENTRIES: u32 = 2048;
@@ -38,12 +43,15 @@ const POOLS: Pools = [(4 * 1024, 1024), (64 * 1024, 64)];
 type Pools = [(usize, u16); 2];
 
 /// What an operation is, in the low bits of its user data: its kind, then its way (the link's
-/// slot above them).
+/// or the connect's slot above them).
 const RECEIVE: u64 = 0;
 const SEND: u64 = 2;
 const CANCEL: u64 = 4;
+const CONNECT: u64 = 6;
 const KIND_BITS: u64 = 3;
 
+/// `IORING_ENTER_GETEVENTS`.
+const GETEVENTS: u32 = io_uring::EnterFlags::GETEVENTS.bits();
 /// `IORING_RECVSEND_POLL_FIRST`: wait for data before trying to receive.
 const RECVSEND_POLL_FIRST: u16 = 1;
 
@@ -113,16 +121,18 @@ fn with_engine<T>(f: impl FnOnce(&mut Engine) -> T) -> T {
     ENGINE.with_borrow_mut(|engine| f(engine.as_mut().expect("the relay runs on a thread with a ring")))
 }
 
-/// Relays between `client` and `instance` until both directions closed, a reset, an error, or
-/// `idle` passes with no byte either way; the sockets must not be registered with tokio.
+/// Relays between `client` and `instance`, `first` to the instance before any client byte, until
+/// both directions closed, a reset, an error, or `idle` passes with no byte either way; the
+/// sockets must not be registered with tokio.
 pub async fn relay(
     client: &TcpStream,
     instance: &TcpStream,
+    first: Vec<u8>,
     idle: Option<Duration>,
     traffic: &Traffic,
 ) -> io::Result<Ending> {
     let fds = [client.as_raw_fd(), instance.as_raw_fd()];
-    let slot = with_engine(|engine| engine.open(fds, idle.is_some()));
+    let slot = with_engine(|engine| engine.open(fds, first, idle.is_some()));
     let mut opened = Opened(Some(slot));
     let done = std::future::poll_fn(|cx| with_engine(|engine| engine.poll_end(slot, cx.waker())));
     tokio::pin!(done);
@@ -207,8 +217,8 @@ struct Engine {
     /// Declared before the pools, so the ring (and its use of their memory) ends first.
     ring: IoUring,
     pools: [Pool; 2],
-    links: Vec<Option<Link>>,
-    free: Vec<usize>,
+    links: Slots<Link>,
+    connects: Slots<Connecting>,
     /// Directions waiting for a buffer, in order.
     starved: VecDeque<(usize, usize)>,
 }
@@ -223,14 +233,14 @@ impl Engine {
             .build(ENTRIES)?;
         let pool = |group: usize| Pool::new(&ring, group as u16, sizes[group].0, sizes[group].1);
         let pools = [pool(SMALL)?, pool(LARGE)?];
-        Ok(Engine { ring, pools, links: Vec::new(), free: Vec::new(), starved: VecDeque::new() })
+        Ok(Engine { ring, pools, links: Slots::new(), connects: Slots::new(), starved: VecDeque::new() })
     }
 
     fn link(&mut self, slot: usize) -> &mut Link {
-        self.links[slot].as_mut().expect("an open link")
+        self.links.get_mut(slot).expect("an open link")
     }
 
-    fn open(&mut self, fds: [RawFd; 2], watch_idle: bool) -> usize {
+    fn open(&mut self, fds: [RawFd; 2], first: Vec<u8>, watch_idle: bool) -> usize {
         let link = Link {
             fds,
             ways: [Way::Receiving(SMALL); 2],
@@ -242,17 +252,14 @@ impl Engine {
             last: watch_idle.then(Instant::now),
             abandoned: false,
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.links[slot] = Some(link);
-                slot
-            }
-            None => {
-                self.links.push(Some(link));
-                self.links.len() - 1
-            }
-        };
-        self.receive(slot, 0, SMALL, false);
+        let slot = self.links.insert(link);
+        if first.is_empty() {
+            self.receive(slot, 0, SMALL, false);
+        } else {
+            let len = first.len() as u32;
+            self.link(slot).copies[0] = Some(first.into_boxed_slice());
+            self.send(slot, 0, Way::Sending { from: Source::Copied, sent: 0, len, full: false });
+        }
         self.receive(slot, 1, SMALL, false);
         self.turn();
         slot
@@ -273,13 +280,12 @@ impl Engine {
 
     /// Frees a link whose relay ended; returns the bytes it moved each way.
     fn close(&mut self, slot: usize) -> [u64; 2] {
-        let link = self.links[slot].take().expect("an open link");
-        self.free.push(slot);
+        let link = self.links.remove(slot).expect("an open link");
         link.moved
     }
 
     fn abandon(&mut self, slot: usize) {
-        let Some(link) = self.links[slot].as_mut() else { return };
+        let Some(link) = self.links.get_mut(slot) else { return };
         link.abandoned = true;
         self.end(slot, Ok(Ending::Closed));
     }
@@ -323,7 +329,7 @@ impl Engine {
     /// (`IORING_RECVSEND_POLL_FIRST`), when the last receive emptied the socket.
     fn receive(&mut self, slot: usize, way: usize, pool: usize, wait_first: bool) {
         let buffers = &self.pools[pool];
-        let link = self.links[slot].as_mut().expect("an open link");
+        let link = self.links.get_mut(slot).expect("an open link");
         let entry = opcode::Recv::new(types::Fd(link.fds[way]), std::ptr::null_mut(), buffers.size as u32)
             .buf_group(buffers.group)
             .ioprio(if wait_first { RECVSEND_POLL_FIRST } else { 0 })
@@ -339,7 +345,7 @@ impl Engine {
     /// the socket fails, but may still complete a part, whose rest is sent again).
     fn send(&mut self, slot: usize, way: usize, sending: Way) {
         let Way::Sending { from, sent, len, .. } = sending else { unreachable!("a send") };
-        let link = self.links[slot].as_mut().expect("an open link");
+        let link = self.links.get_mut(slot).expect("an open link");
         let start = match from {
             Source::Lent { pool, buffer } => self.pools[pool].address(buffer),
             Source::Copied => link.copies[way].as_ref().expect("a copy").as_ptr(),
@@ -376,8 +382,15 @@ impl Engine {
         }
     }
 
+    /// Submits what is queued and runs the ring's pending work, in one enter. It always asks for
+    /// completions (as liburing's `io_uring_submit_and_get_events`): with DEFER_TASKRUN only such
+    /// an enter runs the work, including the work its own submissions made (a loopback connect's
+    /// handshake completes within it).
     fn submit(&mut self) {
-        if let Err(err) = self.ring.submit() {
+        let queued = self.ring.submission().len() as u32;
+        // SAFETY: no argument is passed; what is queued is valid (see `push`).
+        let entered = unsafe { self.ring.submitter().enter::<nix::libc::sigset_t>(queued, 0, GETEVENTS, None) };
+        if let Err(err) = entered {
             if err.raw_os_error() != Some(nix::libc::EBUSY) {
                 tracing::warn!("io_uring submit failed: {err}");
             }
@@ -387,19 +400,23 @@ impl Engine {
     /// Submits what is queued and runs the ring's pending work (DEFER_TASKRUN: only an enter
     /// asking for completions runs it, at most 20 items at a time), handles every completion,
     /// and again while the ring has anything to do. The ring does not signal its eventfd
-    /// meanwhile.
+    /// meanwhile; work that came just before it signals again is run after.
     fn turn(&mut self) {
         self.ring.completion().disable_eventfd();
+        self.until_quiet();
+        self.ring.completion().enable_eventfd();
+        if self.ring.submission().taskrun() {
+            self.until_quiet();
+        }
+    }
+
+    /// Enters the ring and handles its completions while anything is queued, or while
+    /// IORING_SQ_TASKRUN says work is pending (new work, or work an enter left over) and the
+    /// last enter brought completions: the kernel can leave the flag set with no work behind it
+    /// (work added while it ran some is run in the same go), and no enter clears it then.
+    fn until_quiet(&mut self) {
+        let mut entered = false;
         loop {
-            // IORING_SQ_TASKRUN: pending work, new or left over by the last enter (which
-            // `submit` then runs, asking for completions).
-            let pending = {
-                let queue = self.ring.submission();
-                !queue.is_empty() || queue.taskrun()
-            };
-            if pending {
-                self.submit();
-            }
             let mut completions = 0;
             // One at a time: handling a completion may submit, and so post more of them.
             loop {
@@ -407,24 +424,26 @@ impl Engine {
                 self.completed(done.user_data(), done.result(), done.flags());
                 completions += 1;
             }
-            if completions == 0 && !pending {
-                self.ring.completion().enable_eventfd();
-                // Work that came while the eventfd was off is run now; later work signals it.
-                if !self.ring.submission().taskrun() {
-                    return;
-                }
-                self.ring.completion().disable_eventfd();
+            let queue = self.ring.submission();
+            let (queued, work) = (!queue.is_empty(), queue.taskrun());
+            drop(queue);
+            if !queued && (!work || (entered && completions == 0)) {
+                return;
             }
+            self.submit();
+            entered = true;
         }
     }
 
     fn completed(&mut self, data: u64, result: i32, flags: u32) {
         let kind = data & 0b110;
-        if kind == CANCEL {
-            return;
-        }
         let (slot, way) = ((data >> KIND_BITS) as usize, (data & 1) as usize);
-        let Some(link) = self.links[slot].as_mut() else { return };
+        match kind {
+            CANCEL => return,
+            CONNECT => return self.connected(slot, result),
+            _ => {}
+        }
+        let Some(link) = self.links.get_mut(slot) else { return };
         link.ops -= 1;
         let ended = link.ending.is_some();
         let errno = -result;
@@ -477,13 +496,14 @@ impl Engine {
     }
 
     /// Passes one side's end of file on (the other direction goes on); the link ends once both
-    /// directions have.
+    /// directions have, and the last end of file goes on with the sockets' close.
     fn end_of_file(&mut self, slot: usize, way: usize) {
         let link = self.link(slot);
         link.ways[way] = Way::Done;
-        let _ = nix::sys::socket::shutdown(link.fds[1 - way], nix::sys::socket::Shutdown::Write);
         if link.ways[1 - way] == Way::Done {
             self.finish(slot, Ok(Ending::Closed));
+        } else {
+            let _ = nix::sys::socket::shutdown(link.fds[1 - way], nix::sys::socket::Shutdown::Write);
         }
     }
 
@@ -503,7 +523,7 @@ impl Engine {
     fn give_back(&mut self, pool: usize, buffer: u16) {
         self.pools[pool].give_back(buffer);
         while let Some((slot, way)) = self.starved.pop_front() {
-            let waiting = self.links[slot].as_ref().is_some_and(|l| l.ending.is_none() && l.ways[way] == Way::Starved);
+            let waiting = self.links.get(slot).is_some_and(|l| l.ending.is_none() && l.ways[way] == Way::Starved);
             if waiting {
                 self.receive(slot, way, pool, false);
                 break;
@@ -589,7 +609,7 @@ mod tests {
                 let links = relayed.into_iter().map(|(client, instance)| {
                     tokio::spawn(async move {
                         let traffic = Traffic::new();
-                        let ending = relay(&client, &instance, None, &traffic).await.unwrap();
+                        let ending = relay(&client, &instance, Vec::new(), None, &traffic).await.unwrap();
                         (ending, traffic.to_instance.load(Ordering::Relaxed))
                     })
                 });
