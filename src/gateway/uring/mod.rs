@@ -576,6 +576,60 @@ mod tests {
         (outside, inside)
     }
 
+    /// Bytes waiting to be read on `socket`.
+    fn queued(socket: &TcpStream) -> i32 {
+        let mut bytes: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        unsafe { nix::libc::ioctl(socket.as_raw_fd(), nix::libc::FIONREAD, &mut bytes) };
+        bytes
+    }
+
+    #[test]
+    fn a_send_cut_short_by_a_reset_ends_its_link_with_the_reset() {
+        if Engine::new(POOLS).is_err() {
+            eprintln!("skipped: needs io_uring");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut client, client_side) = pair(&listener);
+        let (instance, instance_side) = pair(&listener);
+        // Small buffers toward the instance, which never reads: the relay's 64 KiB send (after
+        // a first receive that filled a 4 KiB buffer) stops part way, then fails on the reset:
+        // the ring reports the part sent (a short send), whose rest is sent again, and fails.
+        nix::sys::socket::setsockopt(&instance_side, nix::sys::socket::sockopt::SndBuf, &4096).unwrap();
+        nix::sys::socket::setsockopt(&instance, nix::sys::socket::sockopt::RcvBuf, &4096).unwrap();
+        let relaying = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                start_with(POOLS).unwrap();
+                relay(&client_side, &instance_side, Vec::new(), None, &Traffic::new()).await
+            })
+        });
+        let writer = std::thread::spawn(move || {
+            let _ = client.write_all(&[7u8; 1 << 20]);
+            client
+        });
+        // More than the first 4 KiB arrived: the 64 KiB send is under way, and stalled.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while queued(&instance) <= 4096 {
+            assert!(std::time::Instant::now() < deadline, "the relay's second send never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        nix::sys::socket::setsockopt(
+            &instance,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger { l_onoff: 1, l_linger: 0 },
+        )
+        .unwrap();
+        drop(instance);
+        let ending = relaying.join().expect("the relay's thread does not panic");
+        assert!(
+            matches!(&ending, Ok(Ending::Reset(Side::Instance))) || ending.is_err(),
+            "the reset ends the link: {ending:?}"
+        );
+        drop(writer.join().unwrap());
+    }
+
     #[test]
     fn sends_stalled_by_slow_readers_never_take_every_buffer_and_all_bytes_arrive() {
         if Engine::new(POOLS).is_err() {
