@@ -71,7 +71,7 @@ impl Engine {
         let connecting = self.connects.get_mut(slot).expect("a connect in flight");
         if let Some(result) = connecting.result {
             let socket = connecting.socket.take();
-            self.release_connect(slot);
+            self.connects.remove(slot);
             return Poll::Ready((result, socket));
         }
         if !connecting.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
@@ -83,7 +83,7 @@ impl Engine {
     fn abandon_connect(&mut self, slot: usize) {
         let Some(connecting) = self.connects.get_mut(slot) else { return };
         if connecting.result.is_some() {
-            self.release_connect(slot);
+            self.connects.remove(slot);
             return;
         }
         connecting.abandoned = true;
@@ -96,14 +96,10 @@ impl Engine {
         let Some(connecting) = self.connects.get_mut(slot) else { return };
         connecting.result = Some(result);
         if connecting.abandoned {
-            self.release_connect(slot);
+            self.connects.remove(slot);
         } else if let Some(waker) = connecting.waker.take() {
             waker.wake();
         }
-    }
-
-    fn release_connect(&mut self, slot: usize) {
-        self.connects.remove(slot);
     }
 }
 
