@@ -30,6 +30,7 @@ mod rounds;
 
 use common::client::CONCURRENCY;
 use common::knobs::{self, Knobs};
+use common::process::Second;
 use common::proxies::Ports;
 use common::rounds::Plan;
 use report::{Samples, CONTENDERS};
@@ -67,19 +68,13 @@ fn run() -> anyhow::Result<()> {
     println!("redis: {redis_note}");
     let redis = redis_plan.ok();
     let mut procgate = proxies::start_procgate(dir.path(), ports)?;
-    // procgate's Redis route is a procgate of its own, kept until the end (redis.rs).
-    let redis_procgate = redis.as_ref().and_then(|redis| match redis.start_procgate(dir.path()) {
-        Ok(proxy) => {
-            if let Some(plain) = procgate.proxy.as_mut() {
-                plain.second = Some(redis.procgate);
-            }
-            Some(proxy)
+    // procgate's Redis route is a procgate of its own, stopped with plain procgate (redis.rs).
+    if let (Some(redis), Some(plain)) = (redis.as_ref(), procgate.proxy.as_mut()) {
+        match redis.start_procgate(dir.path()) {
+            Ok(own) => plain.second = Some(Second { addr: redis.procgate, own: Some(Box::new(own)) }),
+            Err(err) => println!("procgate's Redis route is not measured: {err:#}"),
         }
-        Err(err) => {
-            println!("procgate's Redis route is not measured: {err:#}");
-            None
-        }
-    });
+    }
     let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports, redis.as_ref());
     let proxy_v2 = proxies::start_variant(dir.path(), &proxies::PROXY_V2, proxy_v2_ports);
     let limits = proxies::start_variant(dir.path(), &proxies::LIMITS, limits_ports);
@@ -94,7 +89,6 @@ fn run() -> anyhow::Result<()> {
     common::rounds::finish(started, &samples, &mut contenders, || {
         print_notes(&haproxy_version, blocks, held, &redis_note)
     });
-    drop(redis_procgate);
     Ok(())
 }
 

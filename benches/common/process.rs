@@ -36,16 +36,25 @@ pub struct Proxy {
     pub name: &'static str,
     /// Where clients connect.
     pub addr: SocketAddr,
-    /// A second frontend of its own, in front of another backend (the gateway bench's Redis;
-    /// the router bench has none).
+    /// A second frontend, in front of another backend (the gateway bench's Redis; the router
+    /// bench has none).
     #[allow(dead_code)]
-    pub second: Option<SocketAddr>,
+    pub second: Option<Second>,
     child: Child,
     output: Arc<Output>,
     stop_signal: Signal,
     /// Its child processes do the proxying too (nginx's workers, procgate's main process under
     /// its anchor), and count in its CPU and memory.
     workers: bool,
+}
+
+/// A proxy's second frontend (the router bench has none).
+#[allow(dead_code)]
+pub struct Second {
+    pub addr: SocketAddr,
+    /// The process serving it when that is a proxy of its own (procgate's Redis route, stopped
+    /// with this one); `None` when this proxy serves it (HAProxy's second frontend).
+    pub own: Option<Box<Proxy>>,
 }
 
 /// What a proxy printed: the last lines, and the instances procgate said joined its routing.
@@ -92,6 +101,15 @@ impl Proxy {
             pids.extend(children.split_whitespace().filter_map(|child| child.parse::<u32>().ok()));
         }
         pids
+    }
+
+    /// The processes that serve its second frontend (see [`Second::own`]).
+    #[allow(dead_code)]
+    pub fn second_pids(&self) -> Vec<u32> {
+        match self.second.as_ref().and_then(|second| second.own.as_ref()) {
+            Some(own) => own.pids(),
+            None => self.pids(),
+        }
     }
 
     /// How many distinct instances procgate said joined its routing.

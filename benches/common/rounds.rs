@@ -107,13 +107,12 @@ impl Plan {
         })
     }
 
-    /// Runs `load` on `proxy` and measures the CPU time the proxy's processes spent meanwhile:
-    /// the load's result and that time in microseconds.
-    pub fn with_cpu<T>(&self, proxy: &Proxy, load: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, f64)> {
-        let pids = proxy.pids();
-        let ticks_before = procfs::cpu_ticks(&pids)?;
+    /// Runs `load` and measures the CPU time the processes `pids` (a proxy's, [`Proxy::pids`])
+    /// spent meanwhile: the load's result and that time in microseconds.
+    pub fn with_cpu<T>(&self, pids: &[u32], load: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, f64)> {
+        let ticks_before = procfs::cpu_ticks(pids)?;
         let result = load()?;
-        let ticks = procfs::cpu_ticks(&pids)?.saturating_sub(ticks_before);
+        let ticks = procfs::cpu_ticks(pids)?.saturating_sub(ticks_before);
         Ok((result, ticks as f64 / self.ticks_per_second * 1e6))
     }
 }

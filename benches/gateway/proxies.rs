@@ -7,6 +7,7 @@
 //! common/process.rs's.
 
 use crate::common::knobs::Knobs;
+use crate::common::process::Second;
 use crate::common::proxies::{self, local, Ports, Procgate};
 use crate::common::rounds::Contender;
 use crate::echo::BACKENDS;
@@ -114,7 +115,7 @@ pub fn start_haproxy(knobs: &Knobs, dir: &Path, ports: Ports, redis: Option<&Red
     let (mut contender, version) = proxies::start_haproxy(&knobs.haproxy, dir, ports, &config);
     if let (Some(redis), Some(proxy)) = (redis, contender.proxy.as_mut()) {
         match proxy.wait_listening(redis.haproxy) {
-            Ok(()) => proxy.second = Some(redis.haproxy),
+            Ok(()) => proxy.second = Some(Second { addr: redis.haproxy, own: None }),
             Err(err) => println!("HAProxy's Redis frontend is not measured: {err:#}"),
         }
     }

@@ -2,7 +2,8 @@
 //! own, behind that procgate's gateway and HAProxy (a second frontend of HAProxy's), loaded by
 //! redis-benchmark with 50 clients, without pipelining and with 16 commands per pipeline. Its own
 //! procgate, so plain procgate keeps one route (two would halve the room of each route's
-//! descriptor budget, and the held connections would not fit); the Redis figures are rates only.
+//! descriptor budget, and the held connections would not fit). The figures: requests per second,
+//! and the CPU time of the proxy's processes per request (procgate's: that procgate's).
 //!
 //! Only when redis-server and redis-benchmark are installed and the instance's port is free;
 //! otherwise its rows show `n/a` and the notes say why.
@@ -108,9 +109,16 @@ impl Redis {
     }
 }
 
-/// redis-benchmark through `addr` with `PIPELINES[at]` commands per pipeline: requests per
-/// second over its tests (their total requests over their total time).
-pub async fn benchmark(addr: SocketAddr, at: usize, seconds: Duration) -> anyhow::Result<f64> {
+/// What a redis-benchmark run did.
+pub struct Run {
+    /// Over its tests: their total requests over their total time.
+    pub per_second: f64,
+    /// Its requests, all tests together.
+    pub requests: f64,
+}
+
+/// redis-benchmark through `addr` with `PIPELINES[at]` commands per pipeline.
+pub async fn benchmark(addr: SocketAddr, at: usize, seconds: Duration) -> anyhow::Result<Run> {
     let requests = (EXPECTED_RATE[at] * seconds.as_secs_f64() / TEST_COUNT as f64).max(1_000.0) as u64;
     let mut command = Command::new("redis-benchmark");
     command
@@ -126,7 +134,8 @@ pub async fn benchmark(addr: SocketAddr, at: usize, seconds: Duration) -> anyhow
     if !out.status.success() {
         bail!("redis-benchmark {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    overall_rate(&text).with_context(|| format!("unexpected redis-benchmark output: {text}"))
+    let per_second = overall_rate(&text).with_context(|| format!("unexpected redis-benchmark output: {text}"))?;
+    Ok(Run { per_second, requests: (requests * TEST_COUNT) as f64 })
 }
 
 /// Tests over the sum of their seconds per request, from the `"TEST","rps",...` CSV lines.

@@ -29,6 +29,8 @@ pub enum Metric {
     CpuPerMessage,
     /// redis-benchmark's requests per second at `PIPELINES[i]` commands per pipeline.
     Redis(usize),
+    /// The proxy's CPU time per redis-benchmark request, at `PIPELINES[i]`.
+    RedisCpu(usize),
     /// Per-message round trips over the `BUSY[i]` busy connections, and their evenness.
     BusyP50(usize),
     BusyP99(usize),
@@ -47,7 +49,9 @@ impl report::Metric for Metric {
         Metric::Upload,
         Metric::Download,
         Metric::Redis(0),
+        Metric::RedisCpu(0),
         Metric::Redis(1),
+        Metric::RedisCpu(1),
         Metric::HeldRss,
         Metric::BusyP50(0),
         Metric::BusyP99(0),
@@ -62,7 +66,7 @@ impl report::Metric for Metric {
         Metric::BusyP999(2),
         Metric::BusyEvenness(2),
     ];
-    const WIDTHS: Widths = Widths { name: 27, value: 12, ratio: 24 };
+    const WIDTHS: Widths = Widths { name: 28, value: 12, ratio: 24 };
     const TABLES: &'static [Table] = &[
         Table { heading: None, columns: &[PROCGATE_INDEX, HAPROXY_INDEX], ratios: &[(PROCGATE_INDEX, HAPROXY_INDEX)] },
         Table {
@@ -84,6 +88,7 @@ impl report::Metric for Metric {
             Metric::CpuPerConnection => "CPU per new conn (us)",
             Metric::CpuPerMessage => "CPU per ping-pong msg (us)",
             Metric::Redis(at) => ["redis -c 50 -P 1 req/s", "redis -c 50 -P 16 req/s"][at],
+            Metric::RedisCpu(at) => ["CPU per redis req -P 1 (us)", "CPU per redis req -P 16 (us)"][at],
             Metric::BusyP50(at) => ["16 busy: rtt p50 (us)", "64 busy: rtt p50 (us)", "256 busy: rtt p50 (us)"][at],
             Metric::BusyP99(at) => ["16 busy: rtt p99 (us)", "64 busy: rtt p99 (us)", "256 busy: rtt p99 (us)"][at],
             Metric::BusyP999(at) => {
@@ -98,7 +103,7 @@ impl report::Metric for Metric {
             Metric::NewConnections | Metric::PingPong | Metric::Upload | Metric::Download => Better::Higher,
             Metric::Redis(_) | Metric::BusyEvenness(_) => Better::Higher,
             Metric::RttP50 | Metric::RttP99 | Metric::HeldRss => Better::Lower,
-            Metric::CpuPerConnection | Metric::CpuPerMessage => Better::Lower,
+            Metric::CpuPerConnection | Metric::CpuPerMessage | Metric::RedisCpu(_) => Better::Lower,
             Metric::BusyP50(_) | Metric::BusyP99(_) | Metric::BusyP999(_) => Better::Lower,
         }
     }
@@ -107,7 +112,7 @@ impl report::Metric for Metric {
         match self {
             Metric::RttP50 | Metric::RttP99 | Metric::Upload | Metric::Download => format!("{value:.1}"),
             Metric::CpuPerConnection => format!("{value:.1}"),
-            Metric::CpuPerMessage => format!("{value:.2}"),
+            Metric::CpuPerMessage | Metric::RedisCpu(_) => format!("{value:.2}"),
             Metric::BusyP50(_) | Metric::BusyP99(_) | Metric::BusyP999(_) => format!("{value:.0}"),
             Metric::BusyEvenness(_) => format!("{value:.2}"),
             Metric::NewConnections | Metric::PingPong | Metric::HeldRss | Metric::Redis(_) => format!("{value:.0}"),

@@ -74,14 +74,14 @@ impl rounds::Load for Load {
         let figures = match self {
             Load::NewConnections => {
                 let (rate, cpu_us) =
-                    plan.with_cpu(proxy, || Ok(runtime.block_on(load::new_connections(proxy.addr, seconds))))?;
+                    plan.with_cpu(&proxy.pids(), || Ok(runtime.block_on(load::new_connections(proxy.addr, seconds))))?;
                 let mut values = vec![(Metric::NewConnections, rate.per_second())];
                 values.extend(rate.per_completed(cpu_us).map(|cpu_us| (Metric::CpuPerConnection, cpu_us)));
                 Figures { values, remark: rate.tally.remark() }
             }
             Load::PingPong => {
                 let (rate, cpu_us) =
-                    plan.with_cpu(proxy, || Ok(runtime.block_on(load::ping_pong(proxy.addr, seconds))?))?;
+                    plan.with_cpu(&proxy.pids(), || Ok(runtime.block_on(load::ping_pong(proxy.addr, seconds))?))?;
                 let mut values = vec![(Metric::PingPong, rate.per_second())];
                 values.extend(rate.per_completed(cpu_us).map(|cpu_us| (Metric::CpuPerMessage, cpu_us)));
                 Figures { values, remark: rate.tally.remark() }
@@ -99,10 +99,14 @@ impl rounds::Load for Load {
                 let bytes_per_second = runtime.block_on(load::download(proxy.addr, seconds))?;
                 Figures { values: vec![(Metric::Download, bytes_per_second / MEGABYTE)], remark: None }
             }
-            Load::Redis(at) => match proxy.second {
-                Some(addr) => {
-                    let rate = runtime.block_on(redis::benchmark(addr, at, seconds))?;
-                    Figures { values: vec![(Metric::Redis(at), rate)], remark: None }
+            Load::Redis(at) => match &proxy.second {
+                Some(second) => {
+                    let (rate, cpu_us) = plan.with_cpu(&proxy.second_pids(), || {
+                        runtime.block_on(redis::benchmark(second.addr, at, seconds))
+                    })?;
+                    let values =
+                        vec![(Metric::Redis(at), rate.per_second), (Metric::RedisCpu(at), cpu_us / rate.requests)];
+                    Figures { values, remark: None }
                 }
                 None => Figures { values: Vec::new(), remark: None },
             },

@@ -58,7 +58,7 @@ impl rounds::Load for Load {
 
     fn measure(self, plan: &Plan, proxy: &Proxy) -> anyhow::Result<Figures> {
         let (runtime, seconds) = (&plan.runtime, plan.seconds);
-        let ((rate, mut values), cpu_us) = plan.with_cpu(proxy, || match self {
+        let ((rate, mut values), cpu_us) = plan.with_cpu(&proxy.pids(), || match self {
             Load::KeepAlive => {
                 let (rate, fairness) = runtime.block_on(load::keep_alive(proxy.addr, seconds))?;
                 let values = fairness.map_or(Vec::new(), |f| {
