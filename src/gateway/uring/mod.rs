@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -442,9 +442,7 @@ impl Engine {
 
     /// Whether the ring has work to run (or completions): its descriptor polls readable then.
     fn work_pending(&self) -> bool {
-        // SAFETY: the ring's descriptor is open while the engine is.
-        let ring = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.ring.as_raw_fd()) };
-        let mut fds = [nix::poll::PollFd::new(ring, nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(self.ring.as_fd(), nix::poll::PollFlags::POLLIN)];
         loop {
             match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
                 Ok(ready) => return ready > 0,
