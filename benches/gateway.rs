@@ -1,13 +1,14 @@
-//! Benchmark: procgate's TCP gateway against HAProxy, and against itself with PROXY v2 on and with
-//! limits configured but not hit, side by side in one run.
+//! Benchmark: procgate's TCP gateway against HAProxy, against itself with PROXY v2 on and with
+//! limits configured but not hit, and against the least a relay can do, side by side in one run.
 //!
 //! procgate runs two echo backends (this very binary, in echo mode) as its `tcp` instances;
-//! HAProxy is put in front of the same two backends. Two more procgates, each with its own
-//! procgate.toml (`proxy_protocol = "v2"`; caps and per-client limits far above the load) and its
-//! own two echo backends, are the variants. The same client code then loads the four proxies on
-//! 127.0.0.1 in interleaved rounds (procgate, HAProxy, procgate+proxy-v2, procgate+limits,
-//! procgate...), and the tables give the median of each metric, the ratio procgate/HAProxy, and
-//! the ratio of each variant to plain procgate. See bench/README.md.
+//! HAProxy is put in front of the same two backends, and so is the floor (this binary again, as
+//! a bare relay). Two more procgates, each with its own procgate.toml (`proxy_protocol = "v2"`;
+//! caps and per-client limits far above the load) and its own two echo backends, are the
+//! variants. The same client code then loads the five proxies on 127.0.0.1 in interleaved rounds
+//! (procgate, HAProxy, procgate+proxy-v2, procgate+limits, floor, procgate...), and the tables
+//! give the median of each metric, the ratio procgate/HAProxy, the ratio of each variant to
+//! plain procgate, and the floor's ratios to HAProxy and of procgate to it. See bench/README.md.
 //!
 //! `cargo bench --bench gateway`; knobs: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_HELD`,
 //! `BENCH_HAPROXY`. Run without `--bench` (as `cargo test --benches` does), it does nothing.
@@ -17,6 +18,8 @@
 mod common;
 #[path = "gateway/echo.rs"]
 mod echo;
+#[path = "gateway/floor.rs"]
+mod floor;
 #[path = "gateway/load.rs"]
 mod load;
 #[path = "gateway/proxies.rs"]
@@ -47,6 +50,9 @@ const DEFAULT_HELD: usize = 9_000;
 const FD_RESERVE: u64 = 500;
 
 fn main() -> ExitCode {
+    if floor::is_floor_mode() {
+        return floor::serve();
+    }
     common::main("gateway", &echo::BACKENDS, echo::echo, run)
 }
 
@@ -78,8 +84,10 @@ fn run() -> anyhow::Result<()> {
     let (haproxy, haproxy_version) = proxies::start_haproxy(&knobs, dir.path(), ports, redis.as_ref());
     let proxy_v2 = proxies::start_variant(dir.path(), &proxies::PROXY_V2, proxy_v2_ports);
     let limits = proxies::start_variant(dir.path(), &proxies::LIMITS, limits_ports);
-    // In the order of the report's places: PROCGATE_INDEX, HAPROXY_INDEX, PROXY_V2_INDEX, LIMITS_INDEX.
-    let mut contenders = [procgate, haproxy, proxy_v2, limits];
+    let floor = proxies::start_floor(ports, redis.as_ref());
+    // In the order of the report's places: PROCGATE_INDEX, HAPROXY_INDEX, PROXY_V2_INDEX,
+    // LIMITS_INDEX, FLOOR_INDEX.
+    let mut contenders = [procgate, haproxy, proxy_v2, limits, floor];
     let plan = Plan::new(&knobs)?;
     let mut samples = Samples::default();
     common::rounds::run_rounds::<rounds::Load, CONTENDERS>(&plan, &mut contenders, &mut samples);
@@ -110,7 +118,7 @@ fn print_notes(haproxy_version: &str, [ports, proxy_v2_ports, limits_ports]: [Po
     );
     println!("  redis: {redis}");
     println!(
-        "  backends: 2 echo servers on 127.0.0.1:{} and :{} (procgate's tcp instances), shared by procgate and haproxy",
+        "  backends: 2 echo servers on 127.0.0.1:{} and :{} (procgate's tcp instances), shared by procgate, haproxy and floor",
         ports.base,
         ports.base + 1
     );
@@ -126,6 +134,7 @@ fn print_notes(haproxy_version: &str, [ports, proxy_v2_ports, limits_ports]: [Po
             variant.summary()
         );
     }
+    println!("  floor: {}", proxies::FLOOR_SUMMARY);
     println!(
         "  PSS per held conn: (Pss after {held} idle proxied connections - before) / {held}, the proxy's processes (procgate: anchor and main)"
     );

@@ -7,16 +7,26 @@
 //! common/process.rs's.
 
 use crate::common::knobs::Knobs;
-use crate::common::process::Second;
+use crate::common::process::{Proxy, Second};
 use crate::common::proxies::{self, local, Ports, Procgate};
 use crate::common::rounds::Contender;
 use crate::echo::BACKENDS;
+use crate::floor;
 use crate::redis::Redis;
+use crate::report::FLOOR_INDEX;
+use nix::sys::signal::Signal;
+use std::net::SocketAddr;
 use std::path::Path;
 
 /// Frontends per block of ports: procgate's and HAProxy's in front of the backends they share
-/// (then their Redis frontends), then each variant's in front of its own.
-pub const PORT_BLOCKS: [usize; 3] = [4, 1, 1];
+/// (then their Redis frontends, then the floor's two), then each variant's in front of its own.
+pub const PORT_BLOCKS: [usize; 3] = [6, 1, 1];
+/// The floor's Redis frontend in the first block, after its echo frontend (`FLOOR_INDEX`).
+const FLOOR_REDIS_FRONTEND: usize = 5;
+/// One line for the report's notes.
+pub const FLOOR_SUMMARY: &str = "the least a relay can do (benches/gateway/floor.rs): the bench binary, 2 threads, \
+each an SO_REUSEPORT listener and a level-triggered epoll, blocking connect to the backends in turn, one read \
+(64 KiB) and one write per readable socket; no timeouts, limits, checks or logs";
 /// procgate's arguments after `--tcp-listen ADDR`.
 const PROCGATE_ARGS: [&str; 2] = ["--grace", "1s"];
 /// The HAProxy configuration after its `global` section: a plain TCP load balancer over the
@@ -120,4 +130,33 @@ pub fn start_haproxy(knobs: &Knobs, dir: &Path, ports: Ports, redis: Option<&Red
         }
     }
     (contender, version)
+}
+
+/// The floor relay in front of the same two backends as procgate and HAProxy (and of the Redis,
+/// if any), or why it is out.
+pub fn start_floor(ports: Ports, redis: Option<&Redis>) -> Contender {
+    let v4 = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => v4,
+        SocketAddr::V6(_) => unreachable!("the bench's addresses are on 127.0.0.1"),
+    };
+    let frontend = local(ports.frontend(FLOOR_INDEX));
+    let backends: Vec<_> = ports.backends().into_iter().map(v4).collect();
+    let redis = redis.map(|redis| (local(ports.frontend(FLOOR_REDIS_FRONTEND)), [v4(redis.server)]));
+    let mut routes = vec![(v4(frontend), &backends[..])];
+    routes.extend(redis.iter().map(|(frontend, server)| (v4(*frontend), &server[..])));
+    let start = || -> anyhow::Result<Proxy> {
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.env(floor::ENV, floor::spec(&routes));
+        let mut proxy = Proxy::spawn(floor::NAME, frontend, command, Signal::SIGTERM, false)?;
+        proxy.wait_listening(frontend)?;
+        if let Some((addr, _)) = redis {
+            proxy.wait_listening(addr)?;
+            proxy.second = Some(Second { addr, own: None });
+        }
+        Ok(proxy)
+    };
+    match start() {
+        Ok(proxy) => Contender { name: floor::NAME, proxy: Some(proxy), out: None, backends: None },
+        Err(err) => Contender::absent(floor::NAME, err),
+    }
 }

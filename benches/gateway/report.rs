@@ -1,16 +1,22 @@
 //! The gateway bench's metrics: their table order, labels, better direction and format.
 //!
 //! The tables themselves are common/report.rs's: procgate/HAProxy in the first, the ratios of
-//! procgate's two variants to plain procgate in the second.
+//! procgate's two variants to plain procgate in the second, the floor relay's ratios in the third.
 
 use crate::common::report::{self, Better, Table, Widths, HAPROXY_INDEX, PROCGATE_INDEX};
 
-/// Contenders compared: procgate, HAProxy, then procgate+proxy-v2 and procgate+limits.
-pub const CONTENDERS: usize = 4;
+/// Contenders compared: procgate, HAProxy, then procgate+proxy-v2 and procgate+limits, then the
+/// floor relay.
+pub const CONTENDERS: usize = 5;
 /// procgate+proxy-v2's place among the contenders.
 pub const PROXY_V2_INDEX: usize = 2;
 /// procgate+limits's place among the contenders.
 pub const LIMITS_INDEX: usize = 3;
+/// The floor relay's place among the contenders.
+pub const FLOOR_INDEX: usize = 4;
+/// Above the floor's table: what it shows.
+const FLOOR_HEADING: &str = "the floor, the least a relay can do (see the notes): its ratio to HAProxy is the most \
+any proxy's can be on this machine; procgate's ratio to it";
 /// Above the variants' table: what it shows and the target.
 const VARIANTS_HEADING: &str =
     "procgate's variants and their ratios to plain procgate (target: >= 0.95 where higher is better, <= 1.05 where lower)";
@@ -73,6 +79,11 @@ impl report::Metric for Metric {
             heading: Some(VARIANTS_HEADING),
             columns: &[PROXY_V2_INDEX, LIMITS_INDEX],
             ratios: &[(PROXY_V2_INDEX, PROCGATE_INDEX), (LIMITS_INDEX, PROCGATE_INDEX)],
+        },
+        Table {
+            heading: Some(FLOOR_HEADING),
+            columns: &[FLOOR_INDEX],
+            ratios: &[(FLOOR_INDEX, HAPROXY_INDEX), (PROCGATE_INDEX, FLOOR_INDEX)],
         },
     ];
 
