@@ -6,7 +6,7 @@
 //! a `shutdown`. No timeouts, limits, health checks, logs or counters. What a proxy cannot go
 //! below on this machine, and so what the targets against HAProxy leave room for.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -55,10 +55,8 @@ fn parse(spec: &str) -> anyhow::Result<Vec<Route>> {
     spec.split(';')
         .map(|route| {
             let (frontend, backends) = route.split_once('>').with_context(|| format!("no `>` in {route:?}"))?;
+            // `split` yields at least one piece, and an empty one does not parse.
             let backends = backends.split(',').map(str::parse).collect::<Result<Vec<_>, _>>()?;
-            if backends.is_empty() {
-                bail!("no backend in {route:?}");
-            }
             Ok(Route { frontend: frontend.parse()?, backends })
         })
         .collect()
