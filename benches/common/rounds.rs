@@ -1,7 +1,7 @@
 //! The interleaved rounds of both benches, the measurements after them, and the end of a run.
 //!
-//! Each round measures every load of the bench (its [`Load`]) on each contender in turn; the
-//! end prints the table and the notes and stops the proxies. The proxies' CPU time comes from
+//! Each round measures every load of the bench (its [`Load`]) on each contender in turn,
+//! starting one contender further on each round; the end prints the table and the notes and stops the proxies. The proxies' CPU time comes from
 //! /proc.
 
 use super::knobs::Knobs;
@@ -73,7 +73,7 @@ fn stop_reason(contenders: &mut [Contender]) -> Option<String> {
 /// A load of a bench's rounds.
 pub trait Load: Copy + 'static {
     type Metric: Metric;
-    /// Each round measures every load on every contender, in this order.
+    /// Each round measures every load on every contender, the loads in this order.
     const ALL: &'static [Self];
     fn label(self) -> &'static str;
     /// The untimed run on each proxy before the first round (threads, pools, allocator).
@@ -141,14 +141,24 @@ pub fn run_rounds<L: Load, const N: usize>(
             if let Some(why) = stop_reason(contenders) {
                 return println!("no more measurements: {why}");
             }
-            let figures = contenders.each_mut().map(|contender| {
-                let proxy = contender.live()?;
-                thread::sleep(SETTLE);
-                Some(load.measure(plan, proxy).unwrap_or_else(|err| Figures::failed(format!("{err:#}"))))
-            });
+            let mut figures = [const { None }; N];
+            for index in turns(round, N) {
+                if let Some(proxy) = contenders[index].live() {
+                    thread::sleep(SETTLE);
+                    let measured = load.measure(plan, proxy);
+                    figures[index] = Some(measured.unwrap_or_else(|err| Figures::failed(format!("{err:#}"))));
+                }
+            }
             samples.record(load.label(), names, figures);
         }
     }
+}
+
+/// The order in which round `round` (from 1) measures `n` contenders: each round starts with
+/// the next one, so that none is always measured first (on the machine the previous load left)
+/// or last.
+fn turns(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |turn| (turn + round - 1) % n)
 }
 
 /// After the rounds, one measurement `measure` of each proxy in turn, as the load `load` under
