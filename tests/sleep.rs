@@ -3,7 +3,7 @@
 //! woken instance: none refused, none reset. Also what goes with it: a long-lived connection
 //! keeps a type awake, the sleep survives a restart of procgate, `scale` and `procgate wake`
 //! while asleep, a deploy while asleep, the release step and daily cycling, `min_instances`,
-//! the metrics, and the wake latency of a Python app.
+//! the metrics, a boot slower than `sleep_after`, and the wake latency of a Python app.
 
 mod common;
 use common::http_client::Http;
@@ -207,6 +207,26 @@ fn an_open_connection_keeps_its_type_awake_until_it_closes() {
     drop(held);
     running.wait_for("205 Sleeping tcp: no connection for 1s");
     assert!(closed.elapsed() >= Duration::from_secs(1), "slept {:?} after the close", closed.elapsed());
+    running.signal(Signal::SIGINT);
+    running.finish(DEADLINE);
+}
+
+#[test]
+fn a_type_slower_to_boot_than_sleep_after_comes_up_and_sleeps_only_sleep_after_later() {
+    // 1.5 s of boot before it listens, longer than the 1 s of `sleep_after`.
+    let echo = common::repo().join("sample-apps/python/echo_server.py");
+    let app = App::new(&format!("tcp: echo url=$TCP_URL; sleep 1.5; exec python3 {}\n", echo.display()));
+    app.write("procgate.toml", "[types.tcp]\nsleep_after = \"1s\"\n");
+    let (mut running, _) = common::start_gateway(&app, "tcp=1", &[]);
+    running.wait_for("201 app connected tcp.1");
+    let up = Instant::now();
+    running.wait_for("205 Sleeping tcp: no connection for 1s");
+    assert!(
+        up.elapsed() >= Duration::from_millis(800),
+        "slept {:?} after it came up; output:\n{}",
+        up.elapsed(),
+        running.seen.join("\n")
+    );
     running.signal(Signal::SIGINT);
     running.finish(DEADLINE);
 }

@@ -118,8 +118,8 @@ impl Activity {
         Some(false)
     }
 
-    /// The type woke: its idle time counts from now.
-    pub fn woke(&self) {
+    /// Its idle time counts from now: the type woke, or one of its instances joined routing.
+    pub fn restart_idle_clock(&self) {
         self.last.store(millis_now(), Ordering::SeqCst);
     }
 }

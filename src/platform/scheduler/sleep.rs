@@ -1,11 +1,13 @@
 //! Sleep when idle, wake on connect: the Scheduler's part. It looks at each type with
-//! `sleep_after` now and then and puts an idle one to sleep (its instances retire as in a scale
-//! to 0); a wake, asked by the data plane's first waiting client or by `procgate wake`, is a
-//! scale-up back to the count it slept with, in the release in force (no release step). The
-//! decisions are in `platform/sleep.rs`, the data plane's half in `gateway/wake.rs`.
+//! `sleep_after` now and then and puts an idle one to sleep (none of its instances starting, no
+//! connection since one last joined routing): its instances retire as in a scale to 0. A wake,
+//! asked by the data plane's first waiting client or by `procgate wake`, is a scale-up back to
+//! the count it slept with, in the release in force (no release step). The decisions are in
+//! `platform/sleep.rs`, the data plane's half in `gateway/wake.rs`.
 
 use super::Scheduler;
 use crate::gateway::route::Route;
+use crate::platform::lifecycle::State;
 use crate::platform::spec::TypeTemplate;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -80,9 +82,19 @@ impl Scheduler {
             return;
         }
         let counts = self.counts();
-        // A wake's instances have their boot timeout to come up before the type may sleep again.
+        // A wake's instances have their boot timeout to come up before the type may sleep again,
+        // and no type sleeps while an instance of it is starting: idle is counted from when a
+        // client could connect (`joined`), not from a boot slower than `sleep_after`.
         let boot_timeout = self.config.timing.boot_timeout;
-        let booting = |name: &str| self.sleepers.waking(name).is_some_and(|since| since.elapsed() < boot_timeout);
+        let starting: std::collections::BTreeSet<&str> = self
+            .current()
+            .into_iter()
+            .filter(|(id, _)| self.lifecycle.slot(*id).is_some_and(|slot| slot.state == State::Starting))
+            .map(|(_, spec)| spec.template.type_name.as_str())
+            .collect();
+        let booting = |name: &str| {
+            starting.contains(name) || self.sleepers.waking(name).is_some_and(|since| since.elapsed() < boot_timeout)
+        };
         let due: Vec<(Arc<TypeTemplate>, Arc<Route>, usize, Duration)> = self
             .config
             .running
@@ -140,7 +152,7 @@ impl Scheduler {
             return None;
         };
         if let Some(route) = self.route(type_name) {
-            route.activity.woke();
+            route.activity.restart_idle_clock();
         }
         tracing::info!("206 Waking {type_name}: {why}; starting {}", instances(count));
         match self.scale_type(&template, count, ctx) {
@@ -156,8 +168,12 @@ impl Scheduler {
         }
     }
 
-    /// An instance of `type_name` (`name`) joined routing: the end of its type's wake, if waking.
+    /// An instance of `type_name` (`name`) joined routing: its type's idle time counts from now
+    /// (a client could not connect before), and its wake ends, if waking.
     pub(super) fn joined(&mut self, type_name: &str, name: &str) {
+        if let Some(route) = self.route(type_name) {
+            route.activity.restart_idle_clock();
+        }
         let Some(took) = self.sleepers.joined(type_name, Instant::now()) else { return };
         let ms = took.as_millis();
         tracing::info!("207 {type_name} woke after {ms} ms: {name} up");
