@@ -6,9 +6,10 @@
 //! a bare relay). Two more procgates, each with its own procgate.toml (`proxy_protocol = "v2"`;
 //! caps and per-client limits far above the load) and its own two echo backends, are the
 //! variants. The same client code then loads the five proxies on 127.0.0.1 in interleaved rounds
-//! (procgate, HAProxy, procgate+proxy-v2, procgate+limits, floor, procgate...), and the tables
-//! give the median of each metric, the ratio procgate/HAProxy, the ratio of each variant to
-//! plain procgate, and the floor's ratios to HAProxy and of procgate to it. See bench/README.md.
+//! (procgate, HAProxy, procgate+proxy-v2, procgate+limits, floor; the next round from HAProxy
+//! on...), and the tables give the median of each metric, the ratio procgate/HAProxy, the ratio
+//! of each variant to plain procgate, and the floor's ratios to HAProxy and of procgate to it.
+//! See bench/README.md.
 //!
 //! `cargo bench --bench gateway`; knobs: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_HELD`,
 //! `BENCH_HAPROXY`. Run without `--bench` (as `cargo test --benches` does), it does nothing.

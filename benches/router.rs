@@ -3,8 +3,9 @@
 //! procgate runs two HTTP backends (this very binary, in backend mode) as its `web` instances;
 //! HAProxy (`mode http`) and nginx (`proxy_pass` to a keep-alive upstream) are put in front of
 //! the same two backends. The same client code then loads the three proxies on 127.0.0.1 in
-//! interleaved rounds (procgate, HAProxy, nginx, procgate...), and the table gives the median of
-//! each metric and the ratios procgate/HAProxy and procgate/nginx. See bench/README.md.
+//! interleaved rounds (procgate, HAProxy, nginx, then HAProxy, nginx, procgate...), and the
+//! table gives the median of each metric and the ratios procgate/HAProxy and procgate/nginx. See
+//! bench/README.md.
 //!
 //! `cargo bench --bench router`; knobs: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_HAPROXY`,
 //! `BENCH_NGINX`, `BENCH_SAME_HEADERS`. Run without `--bench` (as `cargo test --benches` does), it does nothing.

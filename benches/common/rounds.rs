@@ -1,8 +1,8 @@
 //! The interleaved rounds of both benches, the measurements after them, and the end of a run.
 //!
 //! Each round measures every load of the bench (its [`Load`]) on each contender in turn,
-//! starting one contender further on each round; the end prints the table and the notes and stops the proxies. The proxies' CPU time comes from
-//! /proc.
+//! starting one contender further on each round; the end prints the table and the notes and
+//! stops the proxies. The proxies' CPU time comes from /proc.
 
 use super::knobs::Knobs;
 use super::process::Proxy;
