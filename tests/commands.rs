@@ -66,3 +66,55 @@ fn run_of_a_missing_program_exits_127() {
     assert_eq!(finished.code(), Some(127));
     assert!(finished.has("procgate run: cannot run no-such-program-here"));
 }
+
+#[test]
+fn a_command_whose_reader_is_gone_ends_quietly_as_cat_does() {
+    use std::os::unix::process::ExitStatusExt;
+    let app = App::new("web: a\nworker: b\n");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // `procgate check | head -0`: every write meets a closed pipe.
+    let finished = std::process::Command::new(common::BIN)
+        .arg("check")
+        .current_dir(app.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        finished.status.signal(),
+        Some(nix::sys::signal::Signal::SIGPIPE as i32),
+        "{:?} {stderr}",
+        finished.status
+    );
+}
+
+// `heroku run` destroys the one-off dyno when its command ends: nothing it started outlives it.
+const LEAVES_TWO: &str = "sleep 300 & echo child $!; \
+    setsid sh -c 'trap \"\" TERM; echo $$ > stubborn; exec sleep 301' & \
+    while [ ! -s stubborn ]; do sleep 0.01; done; echo stubborn $(cat stubborn); exit 7";
+
+#[test]
+fn run_ends_what_the_command_left_running_and_sigkills_what_ignores_sigterm() {
+    let app = App::new("web: a\n");
+    let finished = app.run(&["run", LEAVES_TWO]);
+    assert_eq!(finished.code(), Some(7), "{}", finished.text());
+    let pid_after = |word: &str| -> i32 {
+        let line = finished.lines.iter().find(|l| l.starts_with(word)).unwrap_or_else(|| panic!("{}", finished.text()));
+        line[word.len()..].trim().parse().unwrap()
+    };
+    for pid in [pid_after("child "), pid_after("stubborn ")] {
+        assert!(!common::alive(pid), "{pid} outlived `procgate run`:\n{}", finished.text());
+    }
+    assert!(
+        finished.has("procgate run: the command left 2 process(es) running, sending SIGTERM"),
+        "{}",
+        finished.text()
+    );
+    assert!(
+        finished.has("procgate run: 1 process(es) still running 5s after SIGTERM, sending SIGKILL"),
+        "{}",
+        finished.text()
+    );
+}

@@ -19,9 +19,8 @@
 //!
 //! No signal reaches a process that merely took over a pid of the tree after its owner was reaped
 //! (the keeper reaps while it signals): groups are signalled only while they provably have a
-//! member (`split`), processes outside them through pidfds (`signal_single`).
+//! member (`split`), processes outside them through pidfds (`pidfd::signal_if_still_ours`).
 
-use super::pidfd::PidFd;
 use super::procfs::{self, ProcessInfo};
 use super::protocol::{ExitReason, Order, Report};
 use nix::errno::Errno;
@@ -136,14 +135,14 @@ impl Tree {
             return;
         }
         let leader_unreaped = self.lock_leader_unreaped();
-        let tree = descendants();
+        let tree = procfs::descendants_of(std::process::id() as i32);
         let (groups, singles) = split(&tree, self.leader.as_raw(), *leader_unreaped);
         for group in groups {
             let _ = killpg(Pid::from_raw(group), signal);
         }
         drop(leader_unreaped);
         for process in singles {
-            signal_single(process, signal);
+            super::pidfd::signal_if_still_ours(process, signal);
         }
     }
 
@@ -195,31 +194,6 @@ fn split(tree: &[ProcessInfo], leader: i32, leader_unreaped: bool) -> (Vec<i32>,
         }
     }
     (groups, singles)
-}
-
-/// Sends `signal` to `process` (seen in a snapshot of the tree) through a pidfd, if the process
-/// now holding its pid is still ours: in the same group, with the same parent or the keeper (a
-/// parent that died left its children to the keeper).
-fn signal_single(process: &ProcessInfo, signal: Signal) {
-    let keeper = std::process::id() as i32;
-    let still_ours = |now: &ProcessInfo| now.pgid == process.pgid && (now.ppid == process.ppid || now.ppid == keeper);
-    if let Some(pidfd) = PidFd::open_verified(process.pid, still_ours) {
-        let _ = pidfd.send(signal);
-    }
-}
-
-/// Every live descendant of this keeper (orphans of the tree are re-parented to it).
-fn descendants() -> Vec<ProcessInfo> {
-    let all = procfs::processes();
-    let mut ours = vec![std::process::id() as i32];
-    let mut found = Vec::new();
-    while let Some(parent) = ours.pop() {
-        for process in all.iter().filter(|p| p.ppid == parent) {
-            ours.push(process.pid);
-            found.push(process.clone());
-        }
-    }
-    found
 }
 
 fn listen_for_orders(control: &UnixStream, tree: Arc<Tree>, under_manager: bool) {

@@ -61,6 +61,17 @@ impl PidFd {
     }
 }
 
+/// Sends `signal` to `process`, seen in a snapshot of this subreaper's tree, through a pidfd, if
+/// the process now holding its pid is still that one: in the same group, with the same parent or
+/// this process (a parent that died left its children to it).
+pub fn signal_if_still_ours(process: &ProcessInfo, signal: Signal) {
+    let me = std::process::id() as i32;
+    let still_ours = |now: &ProcessInfo| now.pgid == process.pgid && (now.ppid == process.ppid || now.ppid == me);
+    if let Some(pidfd) = PidFd::open_verified(process.pid, still_ours) {
+        let _ = pidfd.send(signal);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

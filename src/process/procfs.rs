@@ -25,6 +25,21 @@ pub fn group_members(pgid: i32) -> Vec<ProcessInfo> {
     processes().into_iter().filter(|p| p.pgid == pgid && !p.zombie).collect()
 }
 
+/// Every descendant of `ancestor` now alive or a zombie (a subreaper's orphans are its
+/// children, so their trees are in it too).
+pub fn descendants_of(ancestor: i32) -> Vec<ProcessInfo> {
+    let all = processes();
+    let mut parents = vec![ancestor];
+    let mut found = Vec::new();
+    while let Some(parent) = parents.pop() {
+        for process in all.iter().filter(|p| p.ppid == parent) {
+            parents.push(process.pid);
+            found.push(process.clone());
+        }
+    }
+    found
+}
+
 /// The process that has `pid` now, if any.
 pub fn process(pid: i32) -> Option<ProcessInfo> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
