@@ -95,7 +95,7 @@ pub struct PlanArgs {
     #[arg(short = 'm', long = "formation")]
     pub formation: Option<String>,
     /// Base port: type k instance i gets PORT+100*k+(i-1) [default: PORT from the env files, else 5000]
-    #[arg(short = 'p', long = "port")]
+    #[arg(short = 'p', long = "port", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
 }
 
@@ -198,7 +198,7 @@ pub struct TimeoutArgs {
     pub idle: Option<OrOff>,
     /// TCP keepalive probes on client connections after this long without a byte (a vanished
     /// client is noticed a minute later), or `off` [default: 60s]
-    #[arg(long = "tcp-keepalive", value_parser = parse_off)]
+    #[arg(long = "tcp-keepalive", value_parser = parse_tcp_keepalive)]
     pub tcp_keepalive: Option<OrOff>,
 }
 
@@ -272,6 +272,14 @@ fn parse_off(text: &str) -> Result<OrOff, String> {
     match crate::duration::parse_or_off(text)? {
         Some(zero) if zero.is_zero() => Err("0 would mean at once; give a duration, or `off`".to_string()),
         duration => Ok(OrOff(duration)),
+    }
+}
+
+/// `--tcp-keepalive`: `off`, or a duration Linux takes as `TCP_KEEPIDLE`.
+fn parse_tcp_keepalive(text: &str) -> Result<OrOff, String> {
+    match parse_off(text)? {
+        OrOff(Some(idle)) => crate::gateway::timeouts::check_tcp_keepalive(idle).map(|idle| OrOff(Some(idle))),
+        off => Ok(off),
     }
 }
 
@@ -528,7 +536,7 @@ pub struct TestShutdownArgs {
     #[arg(long)]
     pub send: Option<String>,
     /// For web: a request your app answers slowly, sent just before SIGTERM; it must still be answered
-    #[arg(long = "slow-path")]
+    #[arg(long = "slow-path", value_parser = crate::http_check::check_request_path)]
     pub slow_path: Option<String>,
     /// Time between SIGTERM and SIGKILL
     #[arg(long, default_value = "30s", value_parser = crate::duration::parse)]
@@ -537,7 +545,7 @@ pub struct TestShutdownArgs {
     #[arg(long = "boot-timeout", default_value = "60s", value_parser = positive)]
     pub boot_timeout: Duration,
     /// The instance's PORT [default: a free port]
-    #[arg(short = 'p', long)]
+    #[arg(short = 'p', long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// Print the checklist as JSON on stdout (the app's output and procgate's lines go to stderr)
     #[arg(long)]

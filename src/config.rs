@@ -36,7 +36,11 @@ pub enum ConfigError {
     SharedListen { first: String, second: String, addr: SocketAddr },
     #[error("cannot listen on {addr} for the `{type_name}` type: {reason}; pass another --tcp-listen or set [types.{type_name}] listen in procgate.toml")]
     Listen { type_name: String, addr: SocketAddr, reason: String },
-    #[error("PORT={value} (from {origin}) is not a port number; set it to e.g. 5000 or pass -p/--port")]
+    #[error("{instance} would get port {port}, where the `{type_name}` type's route listens ({addr}); choose another base port with -p/--port, or another address for the route")]
+    RouteOnAnInstancePort { instance: String, port: u16, type_name: String, addr: SocketAddr },
+    #[error(
+        "PORT={value} (from {origin}) is not a port number from 1 to 65535; set it to e.g. 5000 or pass -p/--port"
+    )]
     BadPort { value: String, origin: String },
     #[error("{path}: the app root is not a directory; pass an existing directory with -d/--root")]
     BadRoot { path: String },
@@ -319,6 +323,7 @@ impl Release {
         let plan = formation::plan(&files.procfile, &formation, base_port)?;
         let release = files.procfile.get(RELEASE).filter(|_| formation.count(RELEASE) == 1).cloned();
         let routes = files.routes(&choices.listen)?;
+        routes_apart_from(&plan, &routes)?;
         let tcp_listen = files.tcp_listen(&choices.listen);
         let (paths, choices) = (paths.clone(), choices.clone());
         Ok(Release { files, formation, base_port, plan, release, routes, tcp_listen, paths, choices })
@@ -333,6 +338,22 @@ impl Release {
     pub fn routes_type(&self, type_name: &str) -> bool {
         self.routes.iter().any(|r| r.type_name == type_name)
     }
+}
+
+/// Fails when a route listens on the port an instance gets: the route would take it first and
+/// the instance could never bind it (port 0, any free port, is never one of the plan's).
+fn routes_apart_from(plan: &[formation::InstanceSpec], routes: &[RouteSpec]) -> Result<(), ConfigError> {
+    for route in routes {
+        if let Some(instance) = plan.iter().find(|i| i.port == route.addr.port()) {
+            return Err(ConfigError::RouteOnAnInstancePort {
+                instance: instance.name(),
+                port: instance.port,
+                type_name: route.type_name.clone(),
+                addr: route.addr,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `start web worker`: the given types at their formation count (1 by default), others at 0.
@@ -355,7 +376,10 @@ fn base_port(flag: Option<u16>, files: &EnvMap) -> Result<u16, ConfigError> {
         (None, Ok(value)) => (value, "the environment"),
         (None, Err(_)) => return Ok(DEFAULT_BASE_PORT),
     };
-    value.trim().parse().map_err(|_| ConfigError::BadPort { value, origin: origin.to_string() })
+    match value.trim().parse() {
+        Ok(0) | Err(_) => Err(ConfigError::BadPort { value, origin: origin.to_string() }),
+        Ok(port) => Ok(port),
+    }
 }
 
 #[cfg(test)]

@@ -2,17 +2,22 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `30s`, `2m`, `24h`, `1h30m`; a bare number is seconds. Amounts may be as
-/// large as [`format()`] writes them; a total past [`Duration::MAX`] is an error.
+/// The longest duration any setting takes: a year. Every timeout, grace, period and cycle is far
+/// shorter in practice, and a deadline this far off never overflows a clock or a manifest field
+/// (`failureThreshold` is an int32 count of 100 ms periods).
+pub const LONGEST: Duration = Duration::from_secs(365 * 86_400);
+
+/// Parses `500ms`, `30s`, `2m`, `24h`, `1h30m`; a bare number is seconds. A total past
+/// [`LONGEST`] is an error.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration `{text}`: use a number with a unit, e.g. 500ms, 30s, 2m, 24h");
-    let too_long = || format!("duration `{text}` is too long: the most is {}s", u64::MAX);
+    let too_long = || format!("duration `{text}` is too long: the most is 365d");
     let text = text.trim();
     if text.is_empty() {
         return Err(invalid());
     }
     if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
+        return Some(Duration::from_secs(seconds)).filter(|d| *d <= LONGEST).ok_or_else(too_long);
     }
     let mut total_ms: u128 = 0;
     let mut rest = text;
@@ -36,8 +41,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         total_ms = amount.checked_mul(unit_ms).and_then(|ms| ms.checked_add(total_ms)).ok_or_else(too_long)?;
         rest = &rest[digits + unit_len..];
     }
-    let seconds = u64::try_from(total_ms / 1000).map_err(|_| too_long())?;
-    Ok(Duration::from_secs(seconds) + Duration::from_millis((total_ms % 1000) as u64))
+    if total_ms > LONGEST.as_millis() {
+        return Err(too_long());
+    }
+    Ok(Duration::from_millis(total_ms as u64))
 }
 
 /// A duration as [`parse`] reads it, or `off` (`None`).
@@ -83,12 +90,17 @@ mod tests {
     }
 
     #[test]
-    fn large_amounts_parse_and_too_long_totals_are_errors() {
+    fn durations_up_to_a_year_parse_and_longer_ones_are_errors() {
         assert_eq!(parse("4294967296ms"), Ok(Duration::from_millis(4_294_967_296)));
-        assert_eq!(parse("18446744073709551615s999ms"), Ok(Duration::MAX - Duration::from_nanos(999_999)));
+        assert_eq!(parse("365d"), Ok(LONGEST));
+        assert_eq!(parse("31536000"), Ok(LONGEST));
+        assert_eq!(parse("364d23h59m59s999ms"), Ok(LONGEST - Duration::from_millis(1)));
+        for too_long in ["365d1ms", "31536001", "18446744073709551615", "18446744073709551615s999ms"] {
+            assert_eq!(parse(too_long), Err(format!("duration `{too_long}` is too long: the most is 365d")));
+        }
         assert_eq!(
             parse("99999999999999999999"),
-            Err(format!("duration `99999999999999999999` is too long: the most is {}s", u64::MAX))
+            Err("duration `99999999999999999999` is too long: the most is 365d".to_string())
         );
         // Used to panic (`Duration` addition overflowed) once the parts added up past u64 seconds.
         let many = "4294967295d".repeat(60_000);

@@ -11,6 +11,17 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A request path this client can send: `/` first, then visible ASCII only (a space, CR or LF
+/// would split or rewrite the request).
+pub fn check_request_path(text: &str) -> Result<String, String> {
+    match text.starts_with('/') && text.bytes().all(|b| b.is_ascii_graphic()) {
+        true => Ok(text.to_string()),
+        false => Err(format!(
+            "{text:?} is not a request path: start it with / and leave out spaces and control characters (e.g. \"/up\")"
+        )),
+    }
+}
+
 /// The most bytes a probe reads looking for the status line.
 const STATUS_LINE_LIMIT: usize = 1024;
 /// The longest response head and body a client reads.

@@ -122,7 +122,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
     err.downcast_ref::<ConfigError>().is_some()
         || err.downcast_ref::<FormationError>().is_some()
         || err.downcast_ref::<commands::scale::BadScale>().is_some()
-        || err.downcast_ref::<commands::test_shutdown::NotLongRunning>().is_some()
+        || err.downcast_ref::<commands::test_shutdown::CannotTest>().is_some()
         || err.downcast_ref::<procgate::app_state::StateError>().is_some()
         || err.downcast_ref::<commands::export::ExportError>().is_some()
         || matches!(

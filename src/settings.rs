@@ -160,7 +160,7 @@ pub struct TypeSettings {
     /// A duration or `"off"`.
     #[serde(default, deserialize_with = "duration_or_off")]
     pub idle_timeout: Option<Option<Duration>>,
-    #[serde(default, deserialize_with = "duration_or_off")]
+    #[serde(default, deserialize_with = "tcp_keepalive_or_off")]
     pub tcp_keepalive: Option<Option<Duration>>,
     /// Stop every instance of a routed type once it has had no open connection (and so no
     /// request) this long; its next client wakes it [default: off].
@@ -186,21 +186,24 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
     crate::duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
-/// A request path: `/` first, then visible ASCII only (a space, CR or LF would split or
-/// rewrite the health check's request).
+/// A request path the health check can send.
 fn request_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    match text.starts_with('/') && text.bytes().all(|b| b.is_ascii_graphic()) {
-        true => Ok(Some(text)),
-        false => Err(serde::de::Error::custom(format!(
-            "{text:?} is not a request path: start it with / and leave out spaces and control characters (e.g. \"/up\")"
-        ))),
-    }
+    crate::http_check::check_request_path(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn duration_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {
     let text = String::deserialize(deserializer)?;
     crate::duration::parse_or_off(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn tcp_keepalive_or_off<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Duration>>, D::Error> {
+    match duration_or_off(deserializer)? {
+        Some(Some(idle)) => crate::gateway::timeouts::check_tcp_keepalive(idle)
+            .map(|idle| Some(Some(idle)))
+            .map_err(serde::de::Error::custom),
+        off_or_unset => Ok(off_or_unset),
+    }
 }
 
 impl TypeSettings {
@@ -538,6 +541,14 @@ mod tests {
             );
         }
         assert!(parse("[types.tcp]\nidle_timeout = \"off\"\nrate = 0.5\n").is_ok());
+    }
+
+    #[test]
+    fn a_tcp_keepalive_linux_does_not_take_names_its_line_and_the_limit() {
+        let err = parse("[types.tcp]\nrise = 1\ntcp_keepalive = \"10h\"\n").unwrap_err();
+        assert!(matches!(&err, SettingsError::Invalid { line: 3, .. }), "{err}");
+        assert!(err.to_string().contains("Linux takes at most 32767s"), "{err}");
+        assert!(parse("[types.tcp]\ntcp_keepalive = \"9h\"\n").is_ok());
     }
 
     #[test]

@@ -138,3 +138,44 @@ fn a_bad_trusted_proxy_or_none_with_accept_proxy_names_the_line_and_the_fix() {
     assert!(text.contains("procgate.toml:3: accept_proxy = true needs trusted_proxies"), "{text}");
     assert!(text.contains("trusted_proxies = [\"10.0.0.0/8\"]"), "the fix: {text}");
 }
+
+#[test]
+fn durations_past_a_year_and_a_tcp_keepalive_linux_refuses_name_their_flag() {
+    let app = App::new("tcp: a\n");
+    // Accepted once, they overflowed a clock: each client connection panicked its thread.
+    for (flag, value) in [("--wait", "18446744073709551615"), ("--cycle", "366d"), ("--grace", "400d")] {
+        let text = rejected(&app, &["start", flag, value]);
+        assert!(text.contains(&format!("invalid value '{value}' for '{flag}")), "{text}");
+        assert!(text.contains("is too long: the most is 365d"), "{text}");
+    }
+    let text = rejected(&app, &["start", "--tcp-keepalive", "10h"]);
+    assert!(text.contains("Linux takes at most 32767s"), "{text}");
+}
+
+#[test]
+fn a_route_on_an_instance_port_and_a_base_port_of_0_are_refused_before_anything_runs() {
+    let app = App::new("tcp: a\nweb: b\n");
+    let text = rejected(&app, &["check", "-p", "13000", "--tcp-listen", "127.0.0.1:13000"]);
+    assert!(
+        text.contains("tcp.1 would get port 13000, where the `tcp` type's route listens (127.0.0.1:13000)"),
+        "{text}"
+    );
+    let text = rejected(&app, &["start", "-p", "13000", "--web-listen", "127.0.0.1:13100"]);
+    assert!(text.contains("web.1 would get port 13100, where the `web` type's route listens"), "{text}");
+    let text = rejected(&app, &["check", "-p", "0"]);
+    assert!(text.contains("invalid value '0' for '--port <PORT>'"), "{text}");
+    app.write(".env", "PORT=0\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("PORT=0 (from the env files) is not a port number from 1 to 65535"), "{text}");
+}
+
+#[test]
+fn test_shutdown_names_an_unknown_type_and_refuses_a_slow_path_it_cannot_send() {
+    let app = App::new("tcp: a\nweb: b\nrelease: c\n");
+    let text = rejected(&app, &["test-shutdown", "nosuch"]);
+    assert!(text.contains("the Procfile has no type `nosuch`; test-shutdown takes one of: tcp, web"), "{text}");
+    let text = rejected(&app, &["test-shutdown", "web", "--slow-path", "/a\r\nX-Injected: 1"]);
+    assert!(text.contains("is not a request path: start it with /"), "{text}");
+    let text = rejected(&app, &["test-shutdown", "tcp", "--slow-path", "/slow"]);
+    assert!(text.contains("`tcp` is not served over HTTP (only `web` is)"), "{text}");
+}

@@ -52,19 +52,27 @@ fn an_app_that_ignores_sigterm_fails_on_its_clients_its_exit_and_its_silence() {
 }
 
 #[test]
-fn a_child_left_running_after_the_app_exits_is_named_and_killed() {
-    // bash runs the Procfile line: a child that ignores SIGTERM, then the graceful server.
-    let line = format!("tcp: (trap '' TERM; exec sleep 1000) & exec python3 {}\n", sample("python/echo_server.py"));
+fn children_left_running_after_the_app_exits_are_named_and_killed_in_its_group_or_not() {
+    // bash runs the Procfile line: two children that ignore SIGTERM, one in the app's process
+    // group and one that left it (setsid, as a daemon does), then the graceful server.
+    let line = format!(
+        "tcp: (trap '' TERM; touch in-group; exec sleep 1000) & \
+         setsid sh -c \"trap '' TERM; touch escaped; exec sleep 1001\" & \
+         while [ ! -e in-group ] || [ ! -e escaped ]; do sleep 0.01; done; exec python3 {}\n",
+        sample("python/echo_server.py")
+    );
     let app = App::new(&line);
     let (code, report, stderr) = grade(&app, &["tcp", "--clients", "2"]);
     assert_eq!(code, 1, "{report:#}\n{stderr}");
     let leftovers = check(&report, "no_leftover_processes");
     assert_eq!(leftovers["status"], "fail", "{report:#}");
     let detail = leftovers["detail"].as_str().unwrap();
-    assert!(detail.contains("1 process(es) of its group") && detail.contains("(sleep)"), "{detail}");
+    assert!(detail.contains("2 process(es) it started still ran"), "{detail}");
     assert_eq!(check(&report, "exit_status")["status"], "pass");
-    let pid: i32 = detail.split(": ").last().unwrap().split(' ').next().unwrap().parse().unwrap();
-    assert!(!common::alive(pid), "the leftover {pid} was killed");
+    let named = detail.split(": ").last().unwrap().split(", ");
+    let pids: Vec<i32> = named.map(|p| p.split(' ').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "{detail}");
+    common::wait_gone(&pids, common::DEADLINE);
 }
 
 #[test]

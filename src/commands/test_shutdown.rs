@@ -2,8 +2,9 @@
 //! and prints the graded checklist (text, or JSON with `--json`); status 0 only when all pass.
 
 use crate::cli::TestShutdownArgs;
-use crate::config::{tcp_url, Choices, Release};
+use crate::config::{tcp_url, Choices, ConfigError, Release};
 use crate::env::{instance_env, PlatformVars};
+use crate::formation::FormationError;
 use crate::logs::Output;
 use crate::platform::health::ProbeSettings;
 use crate::procfile::{RELEASE, WEB_TYPE};
@@ -12,29 +13,38 @@ use crate::shutdown::grade::{Report, Setup};
 use crate::shutdown::{self, Scenario};
 use std::net::{Ipv4Addr, SocketAddr};
 
-/// The type named is not one test-shutdown can run.
+/// What test-shutdown is asked to run is not something it can test.
 #[derive(Debug, thiserror::Error)]
-pub enum NotLongRunning {
+pub enum CannotTest {
     /// `release` runs once and has no port: there is nothing to stop.
     #[error("`release` is a one-off step, not a long-running type; name a type that listens on $PORT")]
     Release,
     #[error("the Procfile has no type `{name}`; test-shutdown takes one of: {types}")]
     Unknown { name: String, types: String },
+    #[error("--slow-path sends an HTTP request, and `{name}` is not served over HTTP (only `web` is); leave it out")]
+    SlowPathNotHttp { name: String },
 }
 
 pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
     if args.type_name == RELEASE {
-        return Err(NotLongRunning::Release.into());
+        return Err(CannotTest::Release.into());
     }
     let choices = Choices { only: vec![args.type_name.clone()], listen: args.listen.listen(), ..Choices::default() };
-    let config = Release::build(&args.source.paths(), &choices)?;
-    let sources = &config.files;
-    let process = sources.procfile.get(&args.type_name).ok_or_else(|| {
-        let types = sources.procfile.types.iter().map(|t| t.name.as_str()).filter(|name| *name != RELEASE);
-        NotLongRunning::Unknown { name: args.type_name.clone(), types: types.collect::<Vec<_>>().join(", ") }
+    let config = Release::build(&args.source.paths(), &choices).map_err(|err| match err {
+        // The formation is the one built here from TYPE, never the user's: say it of the type.
+        ConfigError::Formation(FormationError::UnknownType { name, known, .. }) => {
+            let types = known.split(", ").filter(|name| *name != RELEASE);
+            anyhow::Error::from(CannotTest::Unknown { name, types: types.collect::<Vec<_>>().join(", ") })
+        }
+        other => other.into(),
     })?;
+    let sources = &config.files;
+    let process = sources.procfile.get(&args.type_name).expect("the formation names only Procfile types");
     let settings = config.settings_of(&args.type_name);
     let web = args.type_name == WEB_TYPE;
+    if args.slow_path.is_some() && !web {
+        return Err(CannotTest::SlowPathNotHttp { name: args.type_name }.into());
+    }
     let probe = ProbeSettings::for_type(&settings, web);
     let port = match args.port {
         Some(port) => port,

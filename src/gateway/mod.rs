@@ -262,6 +262,7 @@ pub fn listen_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener>
 fn keep_clients_alive(listener: &std::net::TcpListener, idle: Option<Duration>) -> std::io::Result<()> {
     use nix::sys::socket::{setsockopt, sockopt};
     let Some(idle) = idle else { return Ok(()) };
+    // Within Linux's range, as the settings were checked (`timeouts::check_tcp_keepalive`).
     let seconds = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
     setsockopt(listener, sockopt::KeepAlive, &true)?;
     setsockopt(listener, sockopt::TcpKeepIdle, &seconds(idle))?;

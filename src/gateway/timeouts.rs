@@ -8,6 +8,20 @@ use std::time::Duration;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_PROBES: u32 = 6;
 
+/// The longest idle time before keepalive probes that Linux takes (`TCP_KEEPIDLE`, 32767 s).
+pub const LONGEST_TCP_KEEPALIVE: Duration = Duration::from_secs(32_767);
+
+/// A `tcp_keepalive` Linux takes: from 1 s to [`LONGEST_TCP_KEEPALIVE`] (about 9 hours).
+pub fn check_tcp_keepalive(idle: Duration) -> Result<Duration, String> {
+    match idle {
+        idle if idle < Duration::from_secs(1) => Err("it must be at least 1s (Linux counts it in seconds)".into()),
+        idle if idle > LONGEST_TCP_KEEPALIVE => {
+            Err("Linux takes at most 32767s (9h6m7s); give a shorter duration, or `off`".into())
+        }
+        idle => Ok(idle),
+    }
+}
+
 /// One route's timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

@@ -272,11 +272,11 @@ fn leftovers(exit: Option<&Exit>, leftovers: &[String]) -> Check {
     match (exit, leftovers) {
         (None, _) => skip("no_leftover_processes", "it was not running at SIGTERM".into()),
         (Some(exit), _) if exit.killed => skip("no_leftover_processes", "its main process was SIGKILLed".into()),
-        (Some(_), []) => pass("no_leftover_processes", "nothing of its process group outlived it".into()),
+        (Some(_), []) => pass("no_leftover_processes", "nothing it started outlived it".into()),
         (Some(_), left) => fail(
             "no_leftover_processes",
             format!(
-                "{} process(es) of its group still ran 1 s after it exited, then were SIGKILLed: {}",
+                "{} process(es) it started still ran 1 s after it exited, then were SIGKILLed: {}",
                 left.len(),
                 left.join(", ")
             ),

@@ -4,7 +4,7 @@
 //! environment). Once it answers, clients are held on it (and, for web, a slow request is put in
 //! flight); then it gets SIGTERM, and the test watches: when new connections were refused, how
 //! each held connection ended, whether the request got its answer, when and how the app exited,
-//! what of its process group outlived it, and what it printed. [`grade`] turns that into the
+//! what of its process tree (its group, and what left the group) outlived it, and what it printed. [`grade`] turns that into the
 //! checklist. The instance is SIGKILLed at the end of the grace, as on the platform.
 
 pub mod clients;
@@ -106,7 +106,8 @@ pub struct Findings {
     pub in_flight: Option<InFlight>,
     /// `None` when the main process exited before SIGTERM.
     pub exit: Option<Exit>,
-    /// Members of its process group still running `LEFTOVER_SETTLE` after it exited: `pid (name)`.
+    /// Processes it started (in its group or not) still running `LEFTOVER_SETTLE` after it exited:
+    /// `pid (name)`.
     pub leftovers: Vec<String>,
     pub lines_after_term: usize,
 }
@@ -137,8 +138,8 @@ pub async fn run(scenario: &Scenario) -> std::io::Result<Findings> {
 type Events = mpsc::UnboundedReceiver<(ProcessEvent, Instant)>;
 
 async fn observe(scenario: &Scenario, controller: Controller, mut events: Events) -> Findings {
-    let mut pgid = None;
-    let up = wait_up(scenario, &mut events, &mut pgid).await;
+    let mut keeper = None;
+    let up = wait_up(scenario, &mut events, &mut keeper).await;
     let mut findings = Findings {
         up,
         closes: Closes::default(),
@@ -164,7 +165,7 @@ async fn observe(scenario: &Scenario, controller: Controller, mut events: Events
     controller.signal(Signal::SIGTERM);
     let term = Instant::now();
     let accepting = tokio::spawn(refused_after(scenario.target.clone(), term));
-    let Stopped { exit, killed_at, leftovers } = await_exit(scenario, &controller, &mut events, term, pgid).await;
+    let Stopped { exit, killed_at, leftovers } = await_exit(scenario, &controller, &mut events, term, keeper).await;
     (findings.exit, findings.leftovers) = (exit, leftovers);
     // The instance is gone, its sockets closed: the clients get a moment to read the last of them.
     let held_count = held.len();
@@ -190,14 +191,16 @@ async fn observe(scenario: &Scenario, controller: Controller, mut events: Events
 }
 
 /// Waits until the instance answers a probe, exits, or the boot timeout passes.
-async fn wait_up(scenario: &Scenario, events: &mut Events, pgid: &mut Option<i32>) -> Result<Duration, NotUp> {
+/// Waits until the instance answers; notes its keeper's pid (the parent of its main process,
+/// and the subreaper of all it starts) in `keeper`.
+async fn wait_up(scenario: &Scenario, events: &mut Events, keeper: &mut Option<i32>) -> Result<Duration, NotUp> {
     let started = Instant::now();
     let deadline = started + scenario.boot_timeout;
     let target = &scenario.target;
     loop {
         while let Ok((event, _)) = events.try_recv() {
             match event {
-                ProcessEvent::Started { pid } => *pgid = Some(pid as i32),
+                ProcessEvent::Started { pid } => *keeper = procfs::process(pid as i32).map(|p| p.ppid),
                 ProcessEvent::LeaderExited => {}
                 ProcessEvent::Exited(reason) => return Err(NotUp::Exited(reason)),
             }
@@ -283,7 +286,7 @@ struct Stopped {
     exit: Option<Exit>,
     /// When a SIGKILL went, if one did.
     killed_at: Option<Instant>,
-    /// What of its group outlived its main process: `pid (name)`.
+    /// What of its tree outlived its main process: `pid (name)`.
     leftovers: Vec<String>,
 }
 
@@ -294,7 +297,7 @@ async fn await_exit(
     controller: &Controller,
     events: &mut Events,
     term: Instant,
-    pgid: Option<i32>,
+    keeper: Option<i32>,
 ) -> Stopped {
     let mut leader_exited = None;
     let mut killed_at = None;
@@ -322,8 +325,9 @@ async fn await_exit(
                     return Stopped { exit: None, killed_at, leftovers };
                 }
                 if leader_exited.is_some() {
-                    let members = pgid.map(procfs::group_members).unwrap_or_default();
-                    leftovers = members.iter().map(|p| format!("{} ({})", p.pid, p.name)).collect();
+                    let tree = keeper.map(procfs::descendants_of).unwrap_or_default();
+                    let living = tree.iter().filter(|p| !p.zombie);
+                    leftovers = living.map(|p| format!("{} ({})", p.pid, p.name)).collect();
                 }
                 killed_at = Some(Instant::now());
                 controller.kill();
