@@ -231,6 +231,39 @@ fn an_instance_silent_mid_response_is_cut_with_h15() {
 }
 
 #[test]
+fn a_client_that_stops_reading_its_response_is_cut_with_h28() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=1", &["--router-idle-timeout", "1s"]);
+    running.wait_for("201 app connected web.1");
+    let mut stuck = TcpStream::connect(addr).unwrap();
+    stuck.write_all(b"GET /big?mb=200 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // It held the instance's connection (and its place under any cap) for as long as it stayed.
+    running.wait_for("at=error code=H28 desc=\"Client Connection Idle\" method=GET path=\"/big?mb=200\"");
+    stuck.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut received = Vec::new();
+    let ended = stuck.read_to_end(&mut received);
+    assert!(!matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "closed by the router: {ended:?}");
+    assert!(received.len() < 200_000_000, "cut before the end: {} bytes", received.len());
+    assert_eq!(get(addr, "/").status, 200, "the router goes on");
+}
+
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_its_response() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    for path in ["/", "/slow?ms=300"] {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut received = String::new();
+        let _ = stream.read_to_string(&mut received);
+        assert!(received.starts_with("HTTP/1.1 200") && received.contains("hello from web.1"), "{path}: {received:?}");
+    }
+}
+
+#[test]
 fn an_instance_that_closes_without_an_answer_gives_h13_and_mid_answer_h18() {
     let app = web_app("");
     let (mut running, addr) = start(&app, "web=1", &[]);

@@ -99,6 +99,18 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(5)
             return
+        if url.path == "/big":  # a large body, for clients that read it slowly or not at all
+            size = int(parse_qs(url.query).get("mb", ["16"])[0]) * 1_000_000
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for start in range(0, size, len(chunk)):
+                    self.wfile.write(chunk[: size - start])
+            except OSError:  # the router closed it: a client that stopped reading
+                self.close_connection = True
+            return
         if url.path == "/slow":
             time.sleep(int(parse_qs(url.query).get("ms", ["1000"])[0]) / 1000)
         if url.path == "/break":

@@ -2,7 +2,10 @@
 //! requests: the head of each request must arrive within the route's `head` timeout (else the
 //! client gets `408` and the log `H28`), and a kept-alive connection may wait `keepalive` for its
 //! next request (then it is closed, as any server closes idle connections). While a request is
-//! served the instance's timeouts apply instead (`H12`, `H15`); an upgraded connection has none.
+//! served the instance's timeouts apply instead (`H12`, `H15`), and the client must take some of
+//! its response within the same idle window as the instance (`response_idle`): a client that
+//! stops reading is cut (`H28`), so it cannot hold its instance's connection and a place in its
+//! caps for ever. An upgraded connection has no client timeout.
 //!
 //! No timer per connection: each data-plane thread keeps its clocks in a list that its
 //! housekeeping sweeps once a second ([`sweep`]); a clock past its limit wakes its stream, which
@@ -33,6 +36,11 @@ const EXPIRED: u8 = 4;
 const CLOSING: u8 = 5;
 /// Upgraded (a tunnel now): no client timeout.
 const DETACHED: u8 = 6;
+/// Took none of its response for the idle window: its writes fail, the connection ends.
+const STALLED: u8 = 7;
+
+/// `write_stalled` when the client is not holding up a write.
+const NOT_STALLED: u64 = u64::MAX;
 
 /// What is due for a clock at a given time.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +51,8 @@ pub enum Due {
     Idle,
     /// A request head started and did not finish in time: answer `408`.
     Head,
+    /// A response waited on the client for the idle window: cut it.
+    Stalled,
 }
 
 /// The phase of one client connection, shared by its stream, its requests and the sweep.
@@ -53,6 +63,10 @@ pub struct ClientClock {
     since: AtomicU64,
     head: Duration,
     keepalive: Duration,
+    /// How long a response may wait on the client to take any of it.
+    response_idle: Duration,
+    /// Since when a write waits on the client, in milliseconds from `epoch` ([`NOT_STALLED`]).
+    write_stalled: AtomicU64,
     peer: SocketAddr,
     /// The stream's task while it waits for the client, to wake when a limit passes.
     waiting: Mutex<Option<Waker>>,
@@ -74,6 +88,8 @@ impl ClientClock {
             since: AtomicU64::new(0),
             head: timeouts.head,
             keepalive: timeouts.keepalive,
+            response_idle: timeouts.response_idle,
+            write_stalled: AtomicU64::new(NOT_STALLED),
             peer,
             waiting: Mutex::new(None),
             stats,
@@ -83,7 +99,7 @@ impl ClientClock {
     }
 
     fn mark(&self, phase: u8) {
-        self.since.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.since.store(self.now_ms(), Ordering::Relaxed);
         self.phase.store(phase, Ordering::Relaxed);
     }
 
@@ -111,6 +127,15 @@ impl ClientClock {
         self.phase.store(DETACHED, Ordering::Relaxed);
     }
 
+    /// The client took none of a response for the idle window, and the connection was cut.
+    pub fn stalled(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == STALLED
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// What is due at `now`.
     pub fn due(&self, now: Instant) -> Due {
         let since = self.epoch + Duration::from_millis(self.since.load(Ordering::Relaxed));
@@ -118,6 +143,13 @@ impl ClientClock {
             FRESH => (self.head, Due::Idle),
             HEAD => (self.head, Due::Head),
             IDLE => (self.keepalive, Due::Idle),
+            BUSY => match self.write_stalled.load(Ordering::Relaxed) {
+                NOT_STALLED => return Due::Nothing,
+                stalled => {
+                    let since = self.epoch + Duration::from_millis(stalled);
+                    return if since + self.response_idle <= now { Due::Stalled } else { Due::Nothing };
+                }
+            },
             _ => return Due::Nothing,
         };
         match since + limit <= now {
@@ -142,6 +174,8 @@ impl ClientClock {
                 );
                 EXPIRED
             }
+            // The response's log line and count (H28) are its body's, which ends with the cut.
+            Due::Stalled => STALLED,
         };
         self.phase.store(phase, Ordering::Relaxed);
         if let Some(waker) = self.waiting.lock().ok().and_then(|mut waiting| waiting.take()) {
@@ -230,7 +264,24 @@ impl tokio::io::AsyncRead for ClientStream {
 
 impl tokio::io::AsyncWrite for ClientStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        if self.clock.stalled() {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        let clock = &self.clock;
+        match written {
+            Poll::Pending => {
+                if clock.write_stalled.load(Ordering::Relaxed) == NOT_STALLED {
+                    clock.write_stalled.store(clock.now_ms(), Ordering::Relaxed);
+                }
+                clock.wait(cx);
+            }
+            _ if clock.write_stalled.load(Ordering::Relaxed) != NOT_STALLED => {
+                clock.write_stalled.store(NOT_STALLED, Ordering::Relaxed)
+            }
+            _ => {}
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -129,8 +129,11 @@ async fn connection(
     // Boxed: hyper moves the service's future around, and `proxy`'s is a few kilobytes.
     let service = hyper::service::service_fn(move |request| Box::pin(proxy(request, client.clone())));
     // Boxed: hyper's connection state is large, and the task's future is moved as it is spawned.
+    // Half-close: a client that ends its side after its request (`nc -N`, `curl --no-buffer` on
+    // some systems) still gets its response, as through HAProxy and nginx.
     let serving = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .half_close(true)
         .max_buf_size(MAX_BUFFER)
         .serve_connection(io, service);
     let _ = Box::pin(serving.with_upgrades()).await;
@@ -399,7 +402,15 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, upgrade: bool) {
             headers.remove(name);
         }
     }
+    // A message framed by `Transfer-Encoding` goes on framed anew: a `Content-Length` beside it
+    // would promise the next hop another length (RFC 9112 §6.3: a sender must remove it).
+    if present & (1 << TRANSFER_ENCODING_INDEX) != 0 {
+        headers.remove(header::CONTENT_LENGTH);
+    }
 }
+
+/// Where `Transfer-Encoding` is in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_INDEX: usize = 5;
 
 /// Drops hop-by-hop headers (but an upgrade's) and adds the router's own.
 fn forward_headers(request: &mut Request<Incoming>, client: &Client, request_id: &HeaderValue, upgrade: bool) {
@@ -499,7 +510,7 @@ fn html_escape(text: &str) -> String {
 
 /// An instance's response body: counts its bytes, keeps the request counted as outstanding on
 /// its instance, cuts it when the instance sends nothing for the idle window (H15), and writes
-/// the router log line when it ends.
+/// the router log line when it ends (H28 when the client took none of it for that window).
 struct Logged {
     body: Incoming,
     line: Line,
@@ -516,7 +527,7 @@ struct Logged {
     clock: Arc<ClientClock>,
     /// Its route's counters: the request is served when the body ends well.
     stats: Arc<RouteStats>,
-    /// The instance broke the response off (H15, H18).
+    /// The response broke off: the instance's doing (H15, H18) or the client's (H28).
     broke_off: bool,
 }
 
@@ -574,6 +585,9 @@ impl Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        if !self.broke_off && self.clock.stalled() {
+            self.fail("H28", "Client Connection Idle");
+        }
         self.clock.request_done();
         self.open.take();
         if !self.broke_off {
@@ -591,6 +605,19 @@ impl Drop for Logged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_length_beside_a_transfer_encoding_is_not_passed_on() {
+        assert_eq!(HOP_BY_HOP[TRANSFER_ENCODING_INDEX], header::TRANSFER_ENCODING);
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        strip_hop_by_hop(&mut headers, false);
+        assert!(headers.is_empty(), "{headers:?}");
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "a length alone stays");
+    }
 
     #[test]
     fn a_client_request_id_cannot_inject_html() {
