@@ -145,3 +145,23 @@ fn the_control_socket_serves_the_metrics_with_the_routers_error_codes() {
     running.signal(Signal::SIGINT);
     running.finish(DEADLINE);
 }
+
+#[test]
+fn kept_alive_scrapers_filling_every_place_cannot_lock_a_new_one_out() {
+    let app = echo_app("");
+    let metrics = free_addr();
+    let (running, _) = common::start_gateway(&app, "tcp=1", &["--metrics-listen", &metrics.to_string()]);
+    // The metrics listener's 16 places, each held by a kept-alive connection after one scrape.
+    let mut held: Vec<Http> = (0..16).map(|_| Http::connect(metrics)).collect();
+    for scraper in &mut held {
+        assert_eq!(scraper.get("/metrics", "").status, 200);
+    }
+    // A 17th scraper takes the place of the one idle longest once that one has been idle a
+    // second; before, it waited until one of them had been idle 10 s (and for ever if they
+    // scraped more often than that).
+    let started = Instant::now();
+    assert_eq!(Http::connect(metrics).get("/metrics", "").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(8), "waited {:?}", started.elapsed());
+    running.signal(Signal::SIGINT);
+    running.finish(DEADLINE);
+}
