@@ -287,6 +287,32 @@ fn three_upgrades_in_a_row_refuse_no_connection_fail_no_request_and_restart_no_a
 }
 
 #[test]
+fn a_connection_longer_than_the_grace_outlives_the_upgrade_and_ends_with_its_app() {
+    let app = common::echo_app("");
+    let (mut running, gateway) = common::start_gateway(&app, "tcp=1", &["--grace", "1s"]);
+    running.wait_for("201 app connected tcp.1");
+    let mut chat = long_lived(gateway);
+    let text = upgraded(&app, &[], 1);
+    assert!(
+        text.contains("relays its connections until they end (at most 99361s, until their instances are cycled)"),
+        "{text}"
+    );
+    running.wait_for("handed over: relaying 1 open connection(s) until they end");
+    // Twice the grace, which used to be the most an old main process relayed for: a chat, MQTT
+    // or game client was cut then.
+    std::thread::sleep(Duration::from_millis(2500));
+    still_echoes(&mut chat, "after the grace");
+    // A stop ends it as it ends any connection: the app says goodbye and closes it on SIGTERM,
+    // and the old main process passes both on.
+    running.signal(Signal::SIGINT);
+    let mut rest = String::new();
+    chat.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "bye\n");
+    let finished = running.finish(DEADLINE);
+    assert_eq!(finished.code(), Some(0), "{}", finished.text());
+}
+
+#[test]
 fn sigusr2_to_procgate_upgrades_it_to_the_binary_it_was_started_from_and_logs_go_on() {
     let app = App::new("app: exec sleep 60\n");
     let mut running = app.spawn(&["start", "-p", &free_base_port(1, 1).to_string()]);

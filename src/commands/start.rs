@@ -148,7 +148,7 @@ pub fn run(
         asleep,
         adopt,
     };
-    let grace = args.grace;
+    let drain = upgrade_drain(cycling.as_ref(), args.grace);
     let (handoff, handed_off) = tokio::sync::watch::channel(false);
     let system = actix_rt::System::new();
     let code = system.block_on(async move {
@@ -165,7 +165,7 @@ pub fn run(
         let handing = Handing {
             scheduler: scheduler.clone(),
             handoff,
-            grace,
+            drain,
             notifier: notifier.clone(),
             history: history.clone(),
         };
@@ -402,6 +402,19 @@ pub fn cycling(args: &StartArgs) -> Option<Cycling> {
             Some(Cycling { period, jitter: args.cycle_jitter.unwrap_or(period.mul_f64(JITTER_SHARE)) })
         }
     }
+}
+
+/// With cycling off, how long an old main process may go on relaying after an upgrade: a day,
+/// the default cycle.
+const DRAIN_WITHOUT_CYCLING: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// How long an old main process relays its connections after an upgrade: as long as their
+/// instances may live on, so an upgrade cuts no connection that the daily cycle would have let
+/// live. An instance is cycled at the latest a period plus its jitter after it started (its clock
+/// goes on across upgrades); then its app closes its connections on SIGTERM, or is SIGKILLed
+/// after the grace, and they end with it.
+fn upgrade_drain(cycling: Option<&Cycling>, grace: std::time::Duration) -> std::time::Duration {
+    cycling.map_or(DRAIN_WITHOUT_CYCLING, |c| c.period + c.jitter) + grace
 }
 
 /// Raises the open-files limit; returns the account of descriptors the routes share.

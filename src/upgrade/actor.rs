@@ -45,12 +45,13 @@ pub enum Refused {
 }
 
 /// What the Upgrade actor needs to hand over: the Scheduler, the word that the main process
-/// handed over (its servers stop accepting), the drain's grace, and the service manager.
+/// handed over (its servers stop accepting), how long it may drain, and the service manager.
 #[derive(Clone)]
 pub struct Handing {
     pub scheduler: Addr<Scheduler>,
     pub handoff: tokio::sync::watch::Sender<bool>,
-    pub grace: std::time::Duration,
+    /// The longest an old main process relays its connections once it handed over.
+    pub drain: std::time::Duration,
     pub notifier: Option<Rc<Notifier>>,
     /// The log lines kept, for the successor's `procgate logs`.
     pub history: Arc<History>,
@@ -182,12 +183,12 @@ async fn carry_out(
     }
     gateway.stop_accepting();
     handing.handoff.send_replace(true);
-    handing.scheduler.do_send(LetGo { grace: handing.grace });
+    handing.scheduler.do_send(LetGo { drain: handing.drain });
     Ok(format!(
         "{shown} ({protocols}) took over as main process pid {}: {count} instance(s) handed over, {took} in the new one; \
-         this old main process drains its connections (at most {})",
+         this old main process relays its connections until they end (at most {}, until their instances are cycled)",
         hello.pid,
-        crate::duration::format(handing.grace)
+        crate::duration::format(handing.drain)
     ))
 }
 

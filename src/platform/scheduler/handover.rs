@@ -2,7 +2,7 @@
 //! anything (events queue, requests are refused) and answers the app's state and every running
 //! instance with copies of its fds; then [`Thaw`] (the successor failed: everything resumes, the
 //! queued events first) or [`LetGo`] (the successor took over: the monitors end quietly, the
-//! gateway's connections drain until they end or the grace passes, then the process exits). In
+//! gateway's connections drain until they end or their instances are cycled, then the process exits). In
 //! the successor: the handed-over instances are adopted instead of spawned ([`Adoptee`]), and
 //! [`Promoted`] tells the service manager it is ready once the anchor listens to it.
 
@@ -48,11 +48,12 @@ pub struct Frozen {
 pub struct Thaw;
 
 /// The successor took over (the anchor promoted it): let the instances go, drain the gateway's
-/// connections for at most `grace`, then exit. A stop that came meanwhile is passed on.
+/// connections until they end (at most `drain`), then exit. A stop that came meanwhile is passed on.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct LetGo {
-    pub grace: Duration,
+    /// The longest it relays its connections (until their instances are cycled).
+    pub drain: Duration,
 }
 
 /// The successor's word that the anchor made it the current main.
@@ -238,7 +239,7 @@ impl Handler<Thaw> for Scheduler {
 impl Handler<LetGo> for Scheduler {
     type Result = ();
 
-    fn handle(&mut self, LetGo { grace }: LetGo, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, LetGo { drain }: LetGo, _ctx: &mut Context<Self>) {
         if let Handing::Frozen(queued) = std::mem::replace(&mut self.handing, Handing::Gone) {
             pass_stop_on(&queued);
         }
@@ -249,11 +250,11 @@ impl Handler<LetGo> for Scheduler {
         let exit = self.exit.take();
         actix::spawn(async move {
             let open = || routes.iter().map(|r| r.activity.open()).sum::<usize>();
-            let deadline = Instant::now() + grace;
+            let deadline = Instant::now() + drain;
             let started = open();
             tracing::info!(
-                "handed over: draining {started} open connection(s) for at most {}",
-                crate::duration::format(grace)
+                "handed over: relaying {started} open connection(s) until they end (at most {})",
+                crate::duration::format(drain)
             );
             while open() > 0 && Instant::now() < deadline {
                 tokio::time::sleep(DRAIN_CHECK).await;
@@ -261,7 +262,10 @@ impl Handler<LetGo> for Scheduler {
             match open() {
                 0 => tracing::info!("handed over: every connection ended; this old main process exits"),
                 left => {
-                    tracing::info!("handed over: grace over, closing {left} connection(s); this old main process exits")
+                    tracing::info!(
+                        "handed over: {} over, closing {left} connection(s); this old main process exits",
+                        crate::duration::format(drain)
+                    )
                 }
             }
             if let Some(exit) = exit {
