@@ -98,7 +98,7 @@ fn sigkill_of_an_instance_fails_no_client_and_it_comes_back() {
 fn an_instance_that_never_accepts_gets_r10_and_is_restarted() {
     let app = App::new("tcp: echo url=$TCP_URL; exec sleep 30\n");
     let (mut running, _) = start(&app, 1, &["--boot-timeout", "500ms"]);
-    running.wait_for("R10 Boot timeout: tcp.1 did not accept connections within 500ms; sending SIGKILL");
+    running.wait_for("R10 Boot timeout: tcp.1 did not pass its health check within 500ms; sending SIGKILL");
     running.wait_for("tcp.1 terminated by SIGKILL");
     running.wait_for("tcp.1 crashed; restarting in 1s (restart 1)");
     assert!(!running.seen.iter().any(|l| l.contains("201 app connected")));

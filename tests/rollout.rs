@@ -113,6 +113,13 @@ fn restart_of_one_instance_replaces_only_it() {
     let unknown = app.run(&["restart", "tcp.9"]);
     assert_eq!(unknown.code(), Some(1));
     assert!(unknown.has("failed: no running instance matches `tcp.9`"), "{}", unknown.text());
+    // A target the Procfile does not have is bad input, refused before anything starts.
+    for (target, said) in [("nope", "the Procfile has no type `nope`"), ("nope.1", "`nope.1` names no instance")] {
+        let bad = app.run(&["restart", target]);
+        assert_eq!(bad.code(), Some(2), "{}", bad.text());
+        assert!(bad.has(said) && bad.has("restart takes a type (tcp) or an instance (e.g. `tcp.1`)"), "{}", bad.text());
+        assert!(!bad.has("started"), "{}", bad.text());
+    }
     stop(running);
 }
 

@@ -91,7 +91,7 @@ fn an_app_that_never_answers_http_is_never_routed_gets_r10_and_clients_get_h10()
     assert_eq!(answer.headers.get("x-procgate-code").map(String::as_str), Some("H10"));
     assert!(answer.body.contains("Application Error") && started.elapsed() >= Duration::from_millis(250));
     running.wait_for("at=error code=H10 desc=\"App not available\" method=GET path=\"/\"");
-    running.wait_for("R10 Boot timeout: web.1 did not accept connections within 1500ms");
+    running.wait_for("R10 Boot timeout: web.1 did not pass its health check within 1500ms");
     assert!(!running.seen.iter().any(|l| l.contains("201 app connected")));
 }
 

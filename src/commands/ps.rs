@@ -49,24 +49,31 @@ fn shown(body: &str, json: bool) -> anyhow::Result<String> {
 }
 
 fn table(instances: &[InstanceStatus]) -> String {
+    // A crashed or failed instance's state says when it is tried again: the column fits it.
+    let states: Vec<String> = instances
+        .iter()
+        .map(|i| match i.restart_in {
+            Some(wait) if i.state == "crashed" || i.state == "failed" => {
+                format!("{} (restart in {})", i.state, seconds(wait))
+            }
+            _ => i.state.clone(),
+        })
+        .collect();
+    let width = states.iter().map(String::len).max().unwrap_or(0).max("STATE".len() + 4);
     let mut out = format!(
-        "{:<12} {:<8} {:<9} {:>7} {:>6} {:>9} {:>8} {:>11}\n",
+        "{:<12} {:<8} {:<width$} {:>7} {:>6} {:>9} {:>8} {:>11}\n",
         "NAME", "TYPE", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "CONNECTIONS"
     );
-    for i in instances {
+    for (i, state) in instances.iter().zip(states) {
         let dash = || "-".to_string();
         let pid = i.pid.map_or_else(dash, |p| p.to_string());
         let port = i.port.map_or_else(dash, |p| p.to_string());
         let uptime = i.uptime.map_or_else(dash, seconds);
-        let state = match i.restart_in {
-            Some(wait) if i.state == "crashed" => format!("{} (restart in {})", i.state, seconds(wait)),
-            _ => i.state.clone(),
-        };
         let connections = i.connections.map_or_else(dash, |c| c.to_string());
         let (name, kind, restarts) = (&i.name, &i.type_name, i.restarts);
         let _ = writeln!(
             out,
-            "{name:<12} {kind:<8} {state:<9} {pid:>7} {port:>6} {uptime:>9} {restarts:>8} {connections:>11}"
+            "{name:<12} {kind:<8} {state:<width$} {pid:>7} {port:>6} {uptime:>9} {restarts:>8} {connections:>11}"
         );
     }
     out
@@ -109,6 +116,32 @@ fn seconds(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn instance(name: &str, state: &str, restart_in: Option<f64>) -> InstanceStatus {
+        InstanceStatus {
+            name: name.into(),
+            type_name: "tcp".into(),
+            state: state.into(),
+            pid: Some(7),
+            port: Some(5000),
+            uptime: None,
+            restarts: 5,
+            restart_in,
+            connections: None,
+            served: None,
+        }
+    }
+
+    #[test]
+    fn the_state_column_fits_a_next_restart_and_a_failed_instance_shows_it_too() {
+        let rows = [instance("tcp.1", "up", None), instance("tcp.2", "failed", Some(75.0))];
+        let text = table(&rows);
+        assert!(text.contains("failed (restart in 1m15s)"), "{text}");
+        let port_end = text.lines().next().unwrap().find("PORT").unwrap() + 4;
+        for row in text.lines().skip(1) {
+            assert_eq!(row.find("5000").map(|at| at + 4), Some(port_end), "columns aligned:\n{text}");
+        }
+    }
 
     #[test]
     fn uptimes_read_like_a_clock() {

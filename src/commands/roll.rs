@@ -52,6 +52,11 @@ pub(super) fn roll(app: &Path, path: &str, body: String) -> anyhow::Result<i32> 
             false => live.line(line),
         })
         .await;
+        if !last.starts_with("ok:") && !last.starts_with("failed:") {
+            // The stream ended without its result: procgate stopped (or its main process was
+            // replaced) in the middle.
+            eprintln!("procgate: procgate stopped before the rollout ended; `procgate ps` shows what runs now");
+        }
         Ok(if last.starts_with("ok:") { 0 } else { 1 })
     })
 }

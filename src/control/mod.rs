@@ -58,7 +58,7 @@ pub struct InstanceStatus {
     /// Seconds since it was spawned, while it runs.
     pub uptime: Option<f64>,
     pub restarts: u32,
-    /// Seconds until the next restart, while `crashed`.
+    /// Seconds until the next restart, while `crashed` or `failed`.
     pub restart_in: Option<f64>,
     /// Open gateway connections (routed types; requests in flight for `web`).
     pub connections: Option<usize>,

@@ -12,7 +12,7 @@ use crate::gateway::route::Route;
 use crate::gateway::stats::Outcome;
 use crate::platform::lifecycle::Event;
 use crate::platform::rollout_actor::Roll;
-use crate::platform::scheduler::{Notify, Scale, ScaleRefused, Status, WakeUp};
+use crate::platform::scheduler::{CheckTarget, Notify, Scale, ScaleRefused, Status, WakeUp};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -284,7 +284,16 @@ pub(super) async fn scale(request: Request<Incoming>, platform: &Platform) -> Re
 /// `POST /restart` `{"target":"tcp"}` (also the status page's button): its progress lines.
 pub(super) async fn restart(request: Request<Incoming>, platform: &Platform) -> Response<Body> {
     match read_json::<RestartRequest>(request).await {
-        Ok(body) => stream(|client| Roll::Restart { target: body.target, client }, platform),
+        Ok(body) => {
+            if let Some(target) = &body.target {
+                match platform.scheduler.send(CheckTarget(target.clone())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => return error(StatusCode::BAD_REQUEST, &why),
+                    Err(err) => return error(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()),
+                }
+            }
+            stream(|client| Roll::Restart { target: body.target, client }, platform)
+        }
         Err(why) => error(StatusCode::BAD_REQUEST, &why),
     }
 }

@@ -215,10 +215,10 @@ impl Lifecycle {
         let slot = self.slots.get_mut(&id).expect("checked by handle");
         slot.state = State::Draining;
         let text =
-            format!("R10 Boot timeout: {} did not accept connections within {limit}; sending SIGKILL", slot.name);
+            format!("R10 Boot timeout: {} did not pass its health check within {limit}; sending SIGKILL", slot.name);
         effects.extend([log(Level::Warn, text), Effect::Kill { slot: id }]);
         if slot.held {
-            let why = format!("{} did not accept connections within {limit}", slot.who());
+            let why = format!("{} did not pass its health check within {limit}", slot.who());
             effects.push(Effect::Report(Report::Failed { slot: id, why }));
         }
         effects

@@ -349,7 +349,7 @@ async fn a_replacement_that_never_accepts_is_reported_failed_and_abandoned() {
     let event = driver.fire_next_timer().await;
     assert!(matches!(event, Event::BootDue { .. }), "{event:?}");
     assert!(driver.effects.contains(&Effect::Kill { slot: news[0] }));
-    let why = "tcp.1 (pid 200) did not accept connections within 1m".to_string();
+    let why = "tcp.1 (pid 200) did not pass its health check within 1m".to_string();
     assert!(reports(&driver).contains(&Report::Failed { slot: news[0], why }));
     let effects = driver.lifecycle.abandon(&news);
     driver.apply(effects);

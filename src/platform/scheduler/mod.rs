@@ -549,6 +549,38 @@ impl Handler<Status> for Scheduler {
     }
 }
 
+/// Whether a `restart` target names something of the Procfile: a type (`tcp`) or an instance
+/// of one (`tcp.2`); else why not. Whether it runs now is the restart's to find.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct CheckTarget(pub String);
+
+impl Handler<CheckTarget> for Scheduler {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, CheckTarget(target): CheckTarget, _ctx: &mut Context<Self>) -> Result<(), String> {
+        let templates = &self.config.running.templates;
+        let (type_name, number) = match target.rsplit_once('.') {
+            Some((type_name, number)) if number.parse::<usize>().is_ok_and(|n| n >= 1) => (type_name, true),
+            _ => (target.as_str(), false),
+        };
+        if templates.get(type_name).is_some() {
+            return Ok(());
+        }
+        let types: Vec<&str> = templates.types.iter().map(|t| t.type_name.as_str()).collect();
+        let what = if number {
+            format!("`{target}` names no instance of a Procfile type")
+        } else {
+            format!("the Procfile has no type `{target}`")
+        };
+        Err(format!(
+            "{what}; restart takes a type ({}) or an instance (e.g. `{}.1`)",
+            types.join(", "),
+            types.first().unwrap_or(&"web")
+        ))
+    }
+}
+
 /// `scale TYPE=N...`; answers what changed, or why nothing did.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<String>, ScaleRefused>")]
