@@ -20,8 +20,10 @@ pub struct EnvFile {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvError {
-    #[error("{path}: cannot read the env file: {reason}; check the path given to -e/--env")]
+    #[error("{path}: cannot read the env file: {reason}")]
     Unreadable { path: String, reason: String },
+    #[error("{path}:{line}: `{key}` and its value have {bytes} bytes, more than the {} Linux takes as one environment entry; put the value in a file and give its path", crate::procfile::MAX_ARGUMENT)]
+    EntryTooLong { path: String, line: usize, key: String, bytes: usize },
     #[error(
         "{path}:{line}: cannot parse `{text}`; write KEY=value (quote values with spaces or `#`, close every quote)"
     )]
@@ -48,12 +50,16 @@ pub struct EnvValues {
 pub fn load_each(files: &[EnvFile]) -> Result<Vec<EnvValues>, EnvError> {
     let mut read = Vec::new();
     for file in files {
-        match std::fs::read_to_string(&file.path) {
+        match crate::text_file::read(&file.path) {
             Ok(text) => read.push(EnvValues { path: file.path.clone(), values: parse(&file.path, &text)? }),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !file.required => {}
+            Err(err) if err.is_not_found() && !file.required => {}
             Err(err) => {
                 let path = file.path.display().to_string();
-                return Err(EnvError::Unreadable { path, reason: err.to_string() });
+                let reason = match err.is_not_found() {
+                    true => format!("{err}; check the path given to -e/--env"),
+                    false => err.to_string(),
+                };
+                return Err(EnvError::Unreadable { path, reason });
             }
         }
     }
@@ -79,6 +85,10 @@ pub fn parse(path: &Path, text: &str) -> Result<EnvMap, EnvError> {
                 let read = body.lines().take(lines.get()).enumerate();
                 let line = read.filter(|(_, l)| l.contains('\0')).last().map_or(lines.get(), |(i, _)| i + 1);
                 return Err(EnvError::NulInValue { path: shown(), line, key });
+            }
+            Ok((key, value)) if key.len() + 1 + value.len() > crate::procfile::MAX_ARGUMENT => {
+                let (line, bytes) = (lines.get(), key.len() + 1 + value.len());
+                return Err(EnvError::EntryTooLong { path: shown(), line, key, bytes });
             }
             Ok((key, value)) => {
                 env.insert(key, value);

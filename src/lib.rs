@@ -58,6 +58,7 @@ pub mod sd_notify;
 pub mod settings;
 pub mod shutdown;
 pub mod signals;
+pub mod text_file;
 pub mod upgrade;
 
 /// The property tests' runner, shared with `tests/fuzz.rs`.

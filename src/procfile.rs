@@ -33,10 +33,14 @@ pub struct Procfile {
     pub types: Vec<ProcessType>,
 }
 
+/// The longest string Linux takes as one argument or environment entry (`MAX_ARG_STRLEN`, 128
+/// KiB with its NUL): a command runs as one argument of `bash -c`.
+pub const MAX_ARGUMENT: usize = 131_071;
+
 /// Why a Procfile was rejected; each message names the file and line and says how to fix it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProcfileError {
-    #[error("{path}: cannot read the Procfile: {reason}; pass its path with -f/--procfile")]
+    #[error("{path}: cannot read the Procfile: {reason}")]
     Unreadable { path: String, reason: String },
     #[error("{path}: the Procfile defines no process type; add a line such as `web: ./server`")]
     Empty { path: String },
@@ -46,6 +50,10 @@ pub enum ProcfileError {
     NoCommand { path: String, line: usize, name: String },
     #[error("{path}:{line}: the command of `{name}` holds a NUL byte, which no command can; remove it")]
     NulInCommand { path: String, line: usize, name: String },
+    #[error("{path}:{line}: a carriage return (CR) inside the line: the file has old Mac line endings or a stray CR; save it with LF (or CRLF) line endings")]
+    CarriageReturn { path: String, line: usize },
+    #[error("{path}:{line}: the command of `{name}` has {bytes} bytes, more than the {MAX_ARGUMENT} Linux takes as one argument; move it into a script and run that")]
+    CommandTooLong { path: String, line: usize, name: String, bytes: usize },
     #[error("{path}:{line}: `{text}` is not a `name: command` line (names use letters, digits, `_` and `-`); fix it or comment it out with `#`")]
     BadLine { path: String, line: usize, text: String },
 }
@@ -53,8 +61,13 @@ pub enum ProcfileError {
 impl Procfile {
     /// Reads and parses the Procfile at `path`.
     pub fn load(path: &Path) -> Result<Procfile, ProcfileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| ProcfileError::Unreadable { path: path.display().to_string(), reason: err.to_string() })?;
+        let text = crate::text_file::read(path).map_err(|err| {
+            let reason = match err.is_not_found() {
+                true => format!("{err}; pass its path with -f/--procfile"),
+                false => err.to_string(),
+            };
+            ProcfileError::Unreadable { path: path.display().to_string(), reason }
+        })?;
         Procfile::parse(path, &text)
     }
 
@@ -91,6 +104,11 @@ impl Procfile {
 
 /// Parses one line: `None` for blank lines and comments.
 fn parse_line(raw: &str, line: usize, path: &str) -> Result<Option<ProcessType>, ProcfileError> {
+    // `lines` takes a CR off the end of a line (CRLF); one left inside would be run as part of
+    // the command, and a file of CR-only endings read as one line.
+    if raw.trim_end_matches('\r').contains('\r') {
+        return Err(ProcfileError::CarriageReturn { path: path.to_string(), line });
+    }
     let text = raw.trim();
     if text.is_empty() || text.starts_with('#') {
         return Ok(None);
@@ -107,6 +125,10 @@ fn parse_line(raw: &str, line: usize, path: &str) -> Result<Option<ProcessType>,
     }
     if command.contains('\0') {
         return Err(ProcfileError::NulInCommand { path: path.to_string(), line, name: name.to_string() });
+    }
+    if command.len() > MAX_ARGUMENT {
+        let (path, name, bytes) = (path.to_string(), name.to_string(), command.len());
+        return Err(ProcfileError::CommandTooLong { path, line, name, bytes });
     }
     Ok(Some(ProcessType { name: name.to_string(), command: command.to_string(), line }))
 }

@@ -313,9 +313,9 @@ impl Settings {
     /// Reads `ROOT/procgate.toml` if it exists; `types` are the Procfile's type names.
     pub fn load(root: &Path, types: &[&str]) -> Result<Settings, SettingsError> {
         let path = root.join(FILE_NAME);
-        match std::fs::read_to_string(&path) {
+        match crate::text_file::read(&path) {
             Ok(text) => Settings::parse(&path, &text, types),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+            Err(err) if err.is_not_found() => Ok(Settings::default()),
             Err(err) => Err(SettingsError::Unreadable { path: path.display().to_string(), reason: err.to_string() }),
         }
     }

@@ -179,3 +179,25 @@ fn test_shutdown_names_an_unknown_type_and_refuses_a_slow_path_it_cannot_send() 
     let text = rejected(&app, &["test-shutdown", "tcp", "--slow-path", "/slow"]);
     assert!(text.contains("`tcp` is not served over HTTP (only `web` is)"), "{text}");
 }
+
+#[test]
+fn cr_only_line_endings_an_overlong_command_or_env_entry_and_a_fifo_are_named_with_the_fix() {
+    let app = App::new("web: echo hi\rworker: echo w\r");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("Procfile:1: a carriage return (CR) inside the line"), "{text}");
+    app.write("Procfile", &format!("web: a\nworker: echo {}\n", "x".repeat(200_000)));
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("Procfile:2: the command of `worker` has 200005 bytes, more than the 131071"), "{text}");
+    app.write("Procfile", "web: a\n");
+    app.write(".env", &format!("A=1\nBIG={}\n", "x".repeat(200_000)));
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains(".env:2: `BIG` and its value have 200004 bytes"), "{text}");
+    std::fs::remove_file(app.path().join(".env")).unwrap();
+    let fifo = app.path().join("Procfile.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Read as a file, it blocked `check` for ever (and `/dev/zero` filled the memory).
+    let text = rejected(&app, &["check", "-f", "Procfile.fifo"]);
+    assert!(text.contains("cannot read the Procfile: it is a FIFO, not a regular file"), "{text}");
+    let text = rejected(&app, &["check", "-f", "/dev/zero"]);
+    assert!(text.contains("it is a device, not a regular file"), "{text}");
+}

@@ -25,21 +25,30 @@ pub enum CannotTest {
     SlowPathNotHttp { name: String },
 }
 
+/// `name` is no type test-shutdown can run; `types` are the Procfile's.
+fn unknown<'a>(name: String, types: impl Iterator<Item = &'a str>) -> CannotTest {
+    let types: Vec<&str> = types.filter(|name| *name != RELEASE).collect();
+    CannotTest::Unknown { name, types: types.join(", ") }
+}
+
 pub fn run(args: TestShutdownArgs, output: Output) -> anyhow::Result<i32> {
     if args.type_name == RELEASE {
         return Err(CannotTest::Release.into());
     }
     let choices = Choices { only: vec![args.type_name.clone()], listen: args.listen.listen(), ..Choices::default() };
+    // The formation is built here from TYPE, never the user's: an unknown type is said of TYPE.
     let config = Release::build(&args.source.paths(), &choices).map_err(|err| match err {
-        // The formation is the one built here from TYPE, never the user's: say it of the type.
         ConfigError::Formation(FormationError::UnknownType { name, known, .. }) => {
-            let types = known.split(", ").filter(|name| *name != RELEASE);
-            anyhow::Error::from(CannotTest::Unknown { name, types: types.collect::<Vec<_>>().join(", ") })
+            anyhow::Error::from(unknown(name, known.split(", ")))
         }
         other => other.into(),
     })?;
     let sources = &config.files;
-    let process = sources.procfile.get(&args.type_name).expect("the formation names only Procfile types");
+    // `all` passes as a formation: it is no type either.
+    let process = sources
+        .procfile
+        .get(&args.type_name)
+        .ok_or_else(|| unknown(args.type_name.clone(), sources.procfile.types.iter().map(|t| t.name.as_str())))?;
     let settings = config.settings_of(&args.type_name);
     let web = args.type_name == WEB_TYPE;
     if args.slow_path.is_some() && !web {
