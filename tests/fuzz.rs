@@ -80,11 +80,11 @@ fn type_name() -> impl Strategy<Value = String> {
 fn procfile_line() -> impl Strategy<Value = (String, Meant)> {
     let spaces = "[ \t]{0,2}";
     prop_oneof![
-        6 => (spaces, type_name(), spaces, spaces, "[!-~][^\n\0]{0,30}").prop_map(|(a, name, b, c, command)| {
+        6 => (spaces, type_name(), spaces, spaces, "[!-~][^\n\r\0]{0,30}").prop_map(|(a, name, b, c, command)| {
             (format!("{a}{name}{b}:{c}{command}"), Meant::Type(name))
         }),
         1 => Just((String::new(), Meant::Skipped)),
-        1 => "[ \t]{0,3}#[^\n]{0,20}".prop_map(|line| (line, Meant::Skipped)),
+        1 => "[ \t]{0,3}#[^\n\r]{0,20}".prop_map(|line| (line, Meant::Skipped)),
         1 => (type_name(), "[ \t]{0,3}").prop_map(|(name, blank)| (format!("{name}:{blank}"), Meant::NoCommand)),
         2 => prop_oneof![
             Just("<<<<<<< HEAD".to_string()),
@@ -95,6 +95,8 @@ fn procfile_line() -> impl Strategy<Value = (String, Meant)> {
             Just(": rails s".to_string()),
             "[a-z]{1,4}\0[a-z]{0,4}: x",
             "[a-z]{1,4}: [a-z]{0,4}\0[a-z ]{0,4}",
+            // A CR inside a line: old Mac line endings, or a stray one.
+            "#?[a-z]{1,4}: x\r[a-z]{1,4}: y",
             "[é✓ß][a-z]{0,4}: x",
             "[a-z]{1,4}[é✓\u{feff}ß][a-z]{0,4}: x",
             "[A-Za-z0-9_-][A-Za-z0-9_ -]{0,19}",
@@ -125,6 +127,11 @@ fn procfile_error_is_clear(err: &ProcfileError, text: &str) -> Result<(), TestCa
         return Ok(());
     }
     let line = named_line(&message, "app/Procfile")?;
+    if let ProcfileError::CarriageReturn { .. } = err {
+        let raw = text.lines().nth(line - 1).unwrap_or_default();
+        prop_assert!(raw.trim_end_matches('\r').contains('\r'), "{message}: no CR inside {raw:?}");
+        return Ok(());
+    }
     let shown = text.lines().nth(line - 1).map(str::trim);
     prop_assert!(shown.is_some_and(|l| !l.is_empty() && !l.starts_with('#')), "{message} names a blank line");
     Ok(())
@@ -223,6 +230,10 @@ fn env_error_is_clear(err: &EnvError, text: &str) -> Result<(), TestCaseError> {
         EnvError::NulInValue { line, key, .. } => {
             prop_assert_eq!(named_line(&message, "app/.env")?, *line);
             prop_assert!(text.lines().nth(line - 1).is_some_and(|l| l.contains('\0')), "{}", message);
+            prop_assert!(text.contains(&**key), "{}", message);
+        }
+        EnvError::EntryTooLong { line, key, .. } => {
+            prop_assert_eq!(named_line(&message, "app/.env")?, *line);
             prop_assert!(text.contains(&**key), "{}", message);
         }
         EnvError::Unreadable { .. } => prop_assert!(false, "parsing text cannot fail to read: {message}"),
