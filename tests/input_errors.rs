@@ -181,7 +181,7 @@ fn test_shutdown_names_an_unknown_type_and_refuses_a_slow_path_it_cannot_send() 
 }
 
 #[test]
-fn cr_only_line_endings_an_overlong_command_or_env_entry_and_a_fifo_are_named_with_the_fix() {
+fn cr_only_line_endings_an_overlong_command_or_env_entry_an_unwritten_pipe_and_a_device_are_named() {
     let app = App::new("web: echo hi\rworker: echo w\r");
     let text = rejected(&app, &["check"]);
     assert!(text.contains("Procfile:1: a carriage return (CR) inside the line"), "{text}");
@@ -195,9 +195,9 @@ fn cr_only_line_endings_an_overlong_command_or_env_entry_and_a_fifo_are_named_wi
     std::fs::remove_file(app.path().join(".env")).unwrap();
     let fifo = app.path().join("Procfile.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    // Read as a file, it blocked `check` for ever (and `/dev/zero` filled the memory).
+    // A pipe nobody writes blocked `check` for ever (and `/dev/zero` filled the memory).
     let text = rejected(&app, &["check", "-f", "Procfile.fifo"]);
-    assert!(text.contains("cannot read the Procfile: it is a FIFO, not a regular file"), "{text}");
+    assert!(text.contains("cannot read the Procfile: it is a pipe, and its writer did not write all of it"), "{text}");
     let text = rejected(&app, &["check", "-f", "/dev/zero"]);
     assert!(text.contains("it is a device, not a regular file"), "{text}");
 }

@@ -102,7 +102,7 @@ fn an_unknown_type_or_release_is_bad_input() {
     let app = App::new("release: echo migrate\ntcp: exec sleep 100\n");
     let unknown = app.run(&["test-shutdown", "chat"]);
     assert_eq!(unknown.code(), Some(2), "{}", unknown.text());
-    assert!(unknown.has("the Procfile has no type `chat`; its types are: release, tcp"), "{}", unknown.text());
+    assert!(unknown.has("the Procfile has no type `chat`; test-shutdown takes one of: tcp"), "{}", unknown.text());
     let release = app.run(&["test-shutdown", "release"]);
     assert_eq!(release.code(), Some(2), "{}", release.text());
     assert!(release.has("`release` is a one-off step"), "{}", release.text());
