@@ -264,6 +264,25 @@ fn a_client_that_half_closes_after_its_request_gets_its_response() {
 }
 
 #[test]
+fn a_malformed_or_cut_request_body_is_the_clients_h27_not_the_apps_h13() {
+    let app = web_app("");
+    let (mut running, addr) = start(&app, "web=1", &[]);
+    running.wait_for("201 app connected web.1");
+    // The app reads the body: it gets none, and its connection ends without an answer.
+    let chunked = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(chunked.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains("x-procgate-code: H27"), "{answer}");
+    running.wait_for("at=error code=H27 desc=\"Client Request Interrupted\" method=POST path=\"/echo\"");
+    assert!(!running.seen.iter().any(|l| l.contains("code=H13")), "the app is not blamed");
+    let answer = Http::connect(addr).post("/echo", "well formed");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "well formed"), "the router goes on");
+}
+
+#[test]
 fn an_instance_that_closes_without_an_answer_gives_h13_and_mid_answer_h18() {
     let app = web_app("");
     let (mut running, addr) = start(&app, "web=1", &[]);
@@ -375,6 +394,20 @@ fn a_bad_host_gets_400_and_stays_out_of_the_log_and_a_bad_request_id_is_replaced
         assert!(line.contains(" host=- ") && !line.contains("evil"), "{line}");
         running.seen.clear();
     }
+    // HTTP/1.1 requires a Host (RFC 9112 §3.2); HTTP/1.0 does not.
+    for (head, status) in [("GET / HTTP/1.1", "HTTP/1.1 400 "), ("GET / HTTP/1.0", "HTTP/1.0 200 ")] {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with(status), "{head}: {answer}");
+    }
+    // An absolute-form target names the host; the app gets the origin form (RFC 9112 §3.2.2).
+    let answer = Http::connect(addr).get("http://app.test:8080/headers?a=1", "");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.lines().any(|l| l == "host: app.test:8080"), "{}", answer.body);
+    running.wait_for("method=GET path=\"/headers?a=1\" host=app.test:8080");
     let answer = Http::connect(addr).get("/headers", "X-Request-Id: id\" status=200 x=\r\n");
     let id = answer.body.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap().to_string();
     assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");

@@ -117,6 +117,28 @@ class Handler(BaseHTTPRequestHandler):
             broken.set()
         self.reply(200, f"hello from {DYNO} {os.getpid()}\n")
 
+    def do_POST(self):
+        if urlparse(self.path).path != "/echo":
+            return self.reply(404, "not found\n")
+        try:
+            body = self.read_body()
+        except (ValueError, OSError):  # a body cut short or malformed on the way
+            self.close_connection = True
+            return
+        self.reply(200, body.decode(errors="replace"))
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                self.rfile.readline()  # the end (no trailers)
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline()
+
     def upgrade(self):
         self.send_response(101)
         self.send_header("Upgrade", "echo")

@@ -13,6 +13,7 @@
 use crate::cli::RunArgs;
 use crate::config::AppFiles;
 use crate::env::{instance_env, PlatformVars};
+use crate::process::keeper::FORWARDED;
 use crate::process::protocol::ExitReason;
 use crate::process::{pidfd, procfs};
 use nix::errno::Errno;
@@ -33,16 +34,6 @@ pub const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the leftovers are looked at while they have their grace.
 const LEFTOVER_POLL: Duration = Duration::from_millis(20);
-
-/// Signals procgate passes on to the command when they are sent to procgate's pid.
-const PASSED_ON: [i32; 6] = [
-    signal_hook::consts::SIGTERM,
-    signal_hook::consts::SIGINT,
-    signal_hook::consts::SIGHUP,
-    signal_hook::consts::SIGQUIT,
-    signal_hook::consts::SIGUSR1,
-    signal_hook::consts::SIGUSR2,
-];
 
 /// Runs the command to its end and returns its status (128 + N when killed by signal N; 127
 /// when it could not be started).
@@ -74,7 +65,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         eprintln!("procgate run: cannot become a subreaper ({err}); what the command leaves running may outlive it");
     }
     // Registered before the command starts, so no signal sent meanwhile is lost.
-    let signals = SignalsInfo::<WithOrigin>::new(PASSED_ON)?;
+    let signals = SignalsInfo::<WithOrigin>::new(FORWARDED)?;
     let leader = match command.spawn() {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(err) => {

@@ -16,7 +16,7 @@ use super::timeouts::Timeouts;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
@@ -67,6 +67,8 @@ pub struct ClientClock {
     response_idle: Duration,
     /// Since when a write waits on the client, in milliseconds from `epoch` ([`NOT_STALLED`]).
     write_stalled: AtomicU64,
+    /// The body of the request in flight broke off or was malformed.
+    body_broke: AtomicBool,
     peer: SocketAddr,
     /// The stream's task while it waits for the client, to wake when a limit passes.
     waiting: Mutex<Option<Waker>>,
@@ -90,6 +92,7 @@ impl ClientClock {
             keepalive: timeouts.keepalive,
             response_idle: timeouts.response_idle,
             write_stalled: AtomicU64::new(NOT_STALLED),
+            body_broke: AtomicBool::new(false),
             peer,
             waiting: Mutex::new(None),
             stats,
@@ -125,6 +128,16 @@ impl ClientClock {
     /// The connection is a tunnel now (`101`): no client timeout applies.
     pub fn detach(&self) {
         self.phase.store(DETACHED, Ordering::Relaxed);
+    }
+
+    /// The body of the request in flight broke off or was malformed (the router's H27).
+    pub fn request_body_broke(&self) {
+        self.body_broke.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the body of the request in flight broke off; asking clears it.
+    pub fn take_request_body_broke(&self) -> bool {
+        self.body_broke.swap(false, Ordering::Relaxed)
     }
 
     /// The client took none of a response for the idle window, and the connection was cut.

@@ -185,6 +185,9 @@ async fn proxy(request: Request<Incoming>, client: Arc<Client>) -> Result<Respon
 
 async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Response<RouterBody> {
     let started = Instant::now();
+    if request.uri().authority().is_some() {
+        host_from_target(&mut request);
+    }
     let mut line = Line {
         method: request.method().clone(),
         path: request.uri().path_and_query().cloned(),
@@ -195,7 +198,7 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
         connect: Duration::ZERO,
         started,
     };
-    if !valid_host(request.headers()) {
+    if !valid_host(request.headers(), request.version()) {
         line.host = None;
         return error_page(&client.route.stats, &line, StatusCode::BAD_REQUEST, "H25", "Bad Host header");
     }
@@ -215,12 +218,17 @@ async fn forward(mut request: Request<Incoming>, client: &Arc<Client>) -> Respon
     };
     line.dyno = Some(open.0.clone());
     line.connect = started.elapsed();
-    let request = request.map(|body| pool::CountedBody::new(body, &client.route.stats));
+    let request = request.map(|body| pool::CountedBody::new(body, &client.route.stats, &client.clock));
     let sending = send(&mut sender, request, open.0.addr, timeouts.connect);
     let sent = tokio::time::timeout(timeouts.response, sending).await;
     let mut response = match sent {
         Err(_) => {
             return error_page(&client.route.stats, &line, StatusCode::SERVICE_UNAVAILABLE, "H12", "Request timeout")
+        }
+        // The client's body broke off or was malformed (a bad chunk size, fewer bytes than its
+        // length), and the app's connection with it: the client's doing, not the app's.
+        Ok(Err(_)) if client.clock.take_request_body_broke() => {
+            return error_page(&client.route.stats, &line, StatusCode::BAD_REQUEST, "H27", "Client Request Interrupted")
         }
         Ok(Err(_)) => {
             return error_page(
@@ -304,15 +312,32 @@ fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
     given.cloned().unwrap_or_else(header_values::new_request_id)
 }
 
-/// At most one `Host`, made of what a host and port may hold (RFC 3986 §3.2.2): no space, quote
-/// or control byte reaches the instance or the log line (RFC 9112 §3.2: else `400`).
-fn valid_host(headers: &hyper::HeaderMap) -> bool {
+/// One `Host` (none only before HTTP/1.1), made of what a host and port may hold (RFC 3986
+/// §3.2.2): no space, quote or control byte reaches the instance or the log line (RFC 9112 §3.2:
+/// else `400`).
+fn valid_host(headers: &hyper::HeaderMap, version: hyper::Version) -> bool {
     let host_byte = |b: &u8| HOST_BYTES[usize::from(*b)];
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(host), None) => host.as_bytes().iter().all(host_byte),
-        (None, _) => true,
+        (None, _) => version < hyper::Version::HTTP_11,
         (Some(_), Some(_)) => false,
+    }
+}
+
+/// A request in absolute form (`GET http://example.com/a`): its target's host is the host (RFC
+/// 9112 §3.2.2: a `Host` beside it is ignored), and the instance gets the origin form (`/a`), as
+/// an app expects from a router.
+fn host_from_target(request: &mut Request<Incoming>) {
+    let uri = request.uri();
+    let host = uri.authority().and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let origin = hyper::Uri::try_from(path).unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    *request.uri_mut() = origin;
+    let headers = request.headers_mut();
+    headers.remove(header::HOST);
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
     }
 }
 

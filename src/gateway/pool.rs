@@ -9,6 +9,7 @@
 //! loses the race is retried by the router when that is safe: `http::send`.)
 
 use super::budget;
+use super::client_stream::ClientClock;
 use super::stats::RouteStats;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
@@ -33,16 +34,18 @@ const MARGIN: Duration = Duration::from_secs(1);
 pub type RequestBody = Either<CountedBody, Empty<Bytes>>;
 
 /// A client's request body on its way to an instance, its bytes counted into its route's
-/// `bytes_in` as they pass (a body that is empty from the start costs nothing).
+/// `bytes_in` as they pass, and its breaking off (malformed, cut short) told to the client's
+/// clock, so the router blames the client and not the app (a body that is empty from the start
+/// costs nothing).
 pub struct CountedBody {
     body: Incoming,
-    stats: Option<Arc<RouteStats>>,
+    watched: Option<(Arc<RouteStats>, Arc<ClientClock>)>,
 }
 
 impl CountedBody {
-    pub fn new(body: Incoming, stats: &Arc<RouteStats>) -> CountedBody {
-        let stats = (!body.is_end_stream()).then(|| stats.clone());
-        CountedBody { body, stats }
+    pub fn new(body: Incoming, stats: &Arc<RouteStats>, clock: &Arc<ClientClock>) -> CountedBody {
+        let watched = (!body.is_end_stream()).then(|| (stats.clone(), clock.clone()));
+        CountedBody { body, watched }
     }
 }
 
@@ -55,9 +58,13 @@ impl hyper::body::Body for CountedBody {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(stats)) = (&polled, &self.stats) {
-            let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
-            stats.bytes_in.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        match (&polled, &self.watched) {
+            (Poll::Ready(Some(Ok(frame))), Some((stats, _))) => {
+                let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
+                stats.bytes_in.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            }
+            (Poll::Ready(Some(Err(_))), Some((_, clock))) => clock.request_body_broke(),
+            _ => {}
         }
         polled
     }

@@ -25,6 +25,8 @@ pub enum Outcome {
     H18,
     /// A bad `Host`.
     H25,
+    /// The client's request body broke off or was malformed.
+    H27,
     /// The client did not send its request head in time.
     H28,
     /// Over a per-client limit.
@@ -36,7 +38,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Served,
         Outcome::H10,
         Outcome::H11,
@@ -45,6 +47,7 @@ impl Outcome {
         Outcome::H15,
         Outcome::H18,
         Outcome::H25,
+        Outcome::H27,
         Outcome::H28,
         Outcome::T429,
         Outcome::P400,
@@ -61,6 +64,7 @@ impl Outcome {
             Outcome::H15 => "H15",
             Outcome::H18 => "H18",
             Outcome::H25 => "H25",
+            Outcome::H27 => "H27",
             Outcome::H28 => "H28",
             Outcome::T429 => "T429",
             Outcome::P400 => "P400",

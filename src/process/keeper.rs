@@ -40,8 +40,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// Names the service manager's pid to keepers (see the module's documentation).
 pub const SERVICE_MANAGER: &str = "PROCGATE_SERVICE_MANAGER";
 
-/// Signals sent to the keeper itself that it passes on to the app.
-const FORWARDED: [i32; 6] = [
+/// Signals sent to the keeper itself that it passes on to the app (and `procgate run` to its
+/// command).
+pub const FORWARDED: [i32; 6] = [
     signal_hook::consts::SIGTERM,
     signal_hook::consts::SIGINT,
     signal_hook::consts::SIGHUP,

@@ -25,7 +25,16 @@ impl Http {
     }
 
     pub fn get(&mut self, path: &str, headers: &str) -> Answer {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: procgate.test\r\n{headers}\r\n");
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: procgate.test\r\n{headers}\r\n"))
+    }
+
+    /// `POST path` with `body` (its length given).
+    pub fn post(&mut self, path: &str, body: &str) -> Answer {
+        let length = body.len();
+        self.send(&format!("POST {path} HTTP/1.1\r\nHost: procgate.test\r\nContent-Length: {length}\r\n\r\n{body}"))
+    }
+
+    fn send(&mut self, request: &str) -> Answer {
         self.reader.get_mut().write_all(request.as_bytes()).unwrap();
         let mut status_line = String::new();
         self.reader.read_line(&mut status_line).unwrap();
