@@ -35,6 +35,14 @@ fn nothing_survives_a_graceful_stop() {
     let app = App::new(TREE);
     let mut running = app.spawn(&["start", "--grace", "1s", "-p", &free_base_port(2, 1).to_string()]);
     let pids = pids(&mut running);
+    // Each instance's keeper (its leader's parent) reads as procgate in `ps`, not as the
+    // descriptor path it runs from (`/proc/self/fd/22 __keeper ...`).
+    let keeper = common::wait_until(DEADLINE, "tree.1's keeper", || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).ok()?;
+        stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse::<i32>().ok()
+    });
+    let cmdline = std::fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"procgate\0__keeper\0--\0"), "{:?}", String::from_utf8_lossy(&cmdline));
     running.signal(Signal::SIGINT);
     let finished = running.finish(DEADLINE);
     assert!(finished.has("tree.1 terminated by SIGTERM"), "{}", finished.text());

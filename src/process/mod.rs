@@ -184,6 +184,8 @@ pub fn spawn(
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut command = tokio::process::Command::new(keeper_exe);
     command
+        // `ps` shows `procgate __keeper -- ...`, not the descriptor path it runs from.
+        .arg0("procgate")
         .arg("__keeper")
         .arg("--")
         .args([shell(), "-c", &launch.command])
