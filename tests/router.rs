@@ -264,7 +264,7 @@ fn a_client_that_half_closes_after_its_request_gets_its_response() {
 }
 
 #[test]
-fn a_malformed_or_cut_request_body_is_the_clients_h27_not_the_apps_h13() {
+fn a_malformed_request_body_is_the_clients_h27_not_the_apps_h13_and_a_bad_head_is_b400() {
     let app = web_app("");
     let (mut running, addr) = start(&app, "web=1", &[]);
     running.wait_for("201 app connected web.1");
@@ -280,6 +280,14 @@ fn a_malformed_or_cut_request_body_is_the_clients_h27_not_the_apps_h13() {
     assert!(!running.seen.iter().any(|l| l.contains("code=H13")), "the app is not blamed");
     let answer = Http::connect(addr).post("/echo", "well formed");
     assert_eq!((answer.status, answer.body.as_str()), (200, "well formed"), "the router goes on");
+    // A head that does not parse never reaches an app, and is counted and logged (B400).
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(b"GARBAGE\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    running.wait_for("at=error code=B400 desc=\"Bad request head\" fwd=\"127.0.0.1\"");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use super::clients::{ClientSlot, Refusal};
 use super::proxy_protocol::{read_header, BadHeader};
 use super::route::Route;
-use super::stats::Outcome;
+use super::stats::{Outcome, REFUSALS_LOG_EVERY};
 use super::GatewaySettings;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,10 +13,6 @@ use tokio::io::AsyncRead;
 
 /// How long a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Untrusted peers refused between two log lines about them (anyone may connect, so a line
-/// each could flood the log).
-const UNTRUSTED_LOG_EVERY: u64 = 1000;
 
 /// A client let in: its real address, client bytes read past its PROXY header, and its place
 /// under the per-client limits (held for the connection's life).
@@ -86,7 +82,7 @@ async fn through_proxy<R: AsyncRead + Unpin>(
 ) -> Option<Introduced> {
     if !route.policy.trusts(peer.ip()) {
         let refused = route.stats.count(Outcome::P403);
-        if refused.is_multiple_of(UNTRUSTED_LOG_EVERY) {
+        if refused.is_multiple_of(REFUSALS_LOG_EVERY) {
             tracing::warn!(
                 "P403 untrusted peer {peer} on the {} route: not in trusted_proxies; closed ({} so far)",
                 route.type_name,

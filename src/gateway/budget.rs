@@ -12,9 +12,6 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Refusals between two log lines about them.
-const LOG_EVERY: u64 = 1000;
-
 /// Descriptors kept for procgate itself whatever runs: stdio, the log writer, listeners of
 /// every data-plane thread, the control socket and its clients, health probes.
 pub const BASE_RESERVE: usize = 64;
@@ -109,7 +106,7 @@ impl Budget {
             self.open.fetch_sub(1, Ordering::SeqCst);
             all.connections.fetch_sub(1, Ordering::SeqCst);
             let refused = self.refused.fetch_add(1, Ordering::Relaxed);
-            if refused.is_multiple_of(LOG_EVERY) {
+            if refused.is_multiple_of(super::stats::REFUSALS_LOG_EVERY) {
                 let open = all.connections.load(Ordering::Relaxed);
                 tracing::warn!(
                     "H11 too many connections: the {route} route holds {cap} of {room} the open-files limit allows \

@@ -11,7 +11,7 @@ use super::header_values;
 use super::pool;
 use super::route::{Backend, OpenConnection, Route};
 use super::socket::{ACCEPT_ERROR_PAUSE, MAX_BUFFER};
-use super::stats::{Outcome, RouteStats};
+use super::stats::{Outcome, RouteStats, REFUSALS_LOG_EVERY};
 use super::wake::Active;
 use super::GatewaySettings;
 use bytes::Bytes;
@@ -123,6 +123,7 @@ async fn connection(
     let port = admitted.destination.map_or(port, |to| HeaderValue::from(to.port()));
     let trusted_proxy = admitted.trusted_proxy;
     let peer = admitted.client;
+    let route_stats = route.stats.clone();
     let client =
         Client { peer, route, settings, address, port, clock: clock.clone(), _place: place, trusted_proxy, stopping };
     let client = Arc::new(client);
@@ -136,8 +137,25 @@ async fn connection(
         .half_close(true)
         .max_buf_size(MAX_BUFFER)
         .serve_connection(io, service);
-    let _ = Box::pin(serving.with_upgrades()).await;
+    if let Err(err) = Box::pin(serving.with_upgrades()).await {
+        if err.is_parse() || err.is_parse_too_large() {
+            bad_request_head(&route_stats, peer, &err);
+        }
+    }
     drop(admitted);
+}
+
+/// Counts a request head that did not parse (hyper answered it 400, 414 or 431), and logs one
+/// in [`REFUSALS_LOG_EVERY`].
+fn bad_request_head(stats: &RouteStats, peer: SocketAddr, err: &hyper::Error) {
+    let before = stats.count(Outcome::B400);
+    if before.is_multiple_of(REFUSALS_LOG_EVERY) {
+        tracing::warn!(
+            "at=error code=B400 desc=\"Bad request head\" fwd=\"{}\" reason=\"{err}\" ({} so far)",
+            peer.ip(),
+            before + 1
+        );
+    }
 }
 
 /// What the router log line tells of a request (cheap clones of the request's parts: the

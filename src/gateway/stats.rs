@@ -27,6 +27,8 @@ pub enum Outcome {
     H25,
     /// The client's request body broke off or was malformed.
     H27,
+    /// A request head that does not parse (answered 400, 414 or 431 before any instance).
+    B400,
     /// The client did not send its request head in time.
     H28,
     /// Over a per-client limit.
@@ -38,7 +40,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Served,
         Outcome::H10,
         Outcome::H11,
@@ -48,6 +50,7 @@ impl Outcome {
         Outcome::H18,
         Outcome::H25,
         Outcome::H27,
+        Outcome::B400,
         Outcome::H28,
         Outcome::T429,
         Outcome::P400,
@@ -65,6 +68,7 @@ impl Outcome {
             Outcome::H18 => "H18",
             Outcome::H25 => "H25",
             Outcome::H27 => "H27",
+            Outcome::B400 => "B400",
             Outcome::H28 => "H28",
             Outcome::T429 => "T429",
             Outcome::P400 => "P400",
@@ -77,6 +81,10 @@ impl Outcome {
         Outcome::ALL.into_iter().find(|o| o.as_str() == code)
     }
 }
+
+/// Refusals of one kind between two log lines about them: a client can cause them at will, so
+/// a line each could flood the log (the counter has them all).
+pub const REFUSALS_LOG_EVERY: u64 = 1000;
 
 /// The histograms' upper bounds, in seconds: a connect to a local instance takes well under a
 /// millisecond, a chat connection hours.
