@@ -104,11 +104,11 @@ pub struct PlanArgs {
 pub struct ListenArgs {
     /// Address of the TCP gateway for the `tcp` type (port 0: any free port); instances get it as
     /// TCP_URL [default: [types.tcp] listen in procgate.toml, else 127.0.0.1:20003]
-    #[arg(long = "tcp-listen")]
+    #[arg(long = "tcp-listen", value_parser = crate::config::parse_listen)]
     pub tcp_listen: Option<SocketAddr>,
     /// Address of the HTTP router for the `web` type (port 0: any free port)
     /// [default: [types.web] listen in procgate.toml, else 127.0.0.1:8080]
-    #[arg(long = "web-listen")]
+    #[arg(long = "web-listen", value_parser = crate::config::parse_listen)]
     pub web_listen: Option<SocketAddr>,
 }
 
@@ -138,10 +138,11 @@ pub struct StartArgs {
     pub logs: LogArgs,
     /// Also serve Prometheus metrics at http://ADDR/metrics (they are always at GET /metrics on
     /// the control socket) [default: off]
-    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    #[arg(long = "metrics-listen", value_name = "ADDR", value_parser = crate::config::parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
     /// Serve the live status page at http://ADDR/ (alone: 127.0.0.1:8090) [default: off]
-    #[arg(long = "status-listen", value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8090")]
+    #[arg(long = "status-listen", value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8090",
+          value_parser = crate::config::parse_listen)]
     pub status_listen: Option<SocketAddr>,
     /// The token the status page's restart and scale buttons need (better from the environment:
     /// a command line shows in `ps`) [default: the buttons are refused]

@@ -21,6 +21,16 @@ pub const DEFAULT_TCP_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(
 /// Where the HTTP router listens unless a flag or procgate.toml says otherwise.
 pub const DEFAULT_WEB_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
+/// A listen address as the flags and `procgate.toml` take it: an IP and a port.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not an IP:PORT address: write e.g. 127.0.0.1:20003 (every interface: 0.0.0.0:20003, \
+             IPv6: [::1]:20003); host names such as localhost are not taken"
+        )
+    })
+}
+
 /// Everything wrong with the input; all of them exit with status 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -99,6 +99,7 @@ pub struct LogSettings {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TypeSettings {
+    #[serde(default, deserialize_with = "listen_address")]
     pub listen: Option<SocketAddr>,
     #[serde(default, deserialize_with = "duration")]
     pub health_interval: Option<Duration>,
@@ -179,6 +180,11 @@ pub enum SettingsError {
     Invalid { path: String, line: usize, message: String },
     #[error("{path}:{line}: [types.{name}] names no Procfile type; the types are: {known}")]
     UnknownType { path: String, line: usize, name: String, known: String },
+}
+
+fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::config::parse_listen(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {

@@ -201,3 +201,13 @@ fn cr_only_line_endings_an_overlong_command_or_env_entry_an_unwritten_pipe_and_a
     let text = rejected(&app, &["check", "-f", "/dev/zero"]);
     assert!(text.contains("it is a device, not a regular file"), "{text}");
 }
+
+#[test]
+fn a_listen_address_that_is_not_ip_and_port_says_what_to_write() {
+    let app = App::new("tcp: a\n");
+    let text = rejected(&app, &["start", "--tcp-listen", "localhost:20003"]);
+    assert!(text.contains("`localhost:20003` is not an IP:PORT address: write e.g. 127.0.0.1:20003"), "{text}");
+    app.write("procgate.toml", "[types.tcp]\nlisten = \"127.0.0.1\"\n");
+    let text = rejected(&app, &["check"]);
+    assert!(text.contains("procgate.toml:2: `127.0.0.1` is not an IP:PORT address"), "{text}");
+}
