@@ -20,9 +20,6 @@ const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() {
     let cli = Cli::parse();
-    if prints_for_a_reader(&cli.command) {
-        die_quietly_on_a_closed_pipe();
-    }
     // Before any thread: `start` forks its anchor, which keeps this pid (anchor.rs).
     let anchor = match &cli.command {
         // A successor the anchor started for an upgrade has its link already.
@@ -97,24 +94,6 @@ fn succeed(
         let refused = upgrade::handover::Answer::Refused(format!("{err:#}"));
         let _ = upgrade::handover::answer(&stream, &refused);
     })
-}
-
-/// The commands that only print for whoever reads their output (`procgate logs | head`): when
-/// the reader goes, they end as `cat` does. `start`, `run`, `test-shutdown` and the hidden
-/// helpers own processes they must clean up after, so they keep SIGPIPE ignored (Rust's default).
-fn prints_for_a_reader(command: &Command) -> bool {
-    !matches!(
-        command,
-        Command::Start(_) | Command::Run(_) | Command::TestShutdown(_) | Command::Keeper { .. } | Command::UpgradeCheck
-    )
-}
-
-/// SIGPIPE back to its default action: a write to a pipe whose reader is gone ends the process
-/// silently, instead of `println!` panicking with "failed printing to stdout: Broken pipe".
-fn die_quietly_on_a_closed_pipe() {
-    // SAFETY: called while single-threaded, before any handler is installed for SIGPIPE.
-    let _ =
-        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
 }
 
 /// Input the user must fix (status 2), as opposed to a failure at run time (status 1).

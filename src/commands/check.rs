@@ -13,7 +13,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<i32> {
         listen: args.listen.listen(),
         ..Choices::default()
     };
-    print!("{}", report(&Release::build(&args.source.paths(), &choices)?));
+    crate::commands::out!("{}", report(&Release::build(&args.source.paths(), &choices)?));
     Ok(0)
 }
 

@@ -45,7 +45,7 @@ impl Live {
 
     /// A closing line, printed below the block, which stays as it is.
     pub fn end(&mut self, text: &str) {
-        println!("{text}");
+        crate::commands::out!("{text}\n");
         self.drawn = 0;
         self.rows.clear();
     }
@@ -68,7 +68,7 @@ impl Live {
     fn scroll(&mut self, text: &str) {
         match self.terminal {
             true => self.draw(Some(text)),
-            false => println!("{text}"),
+            false => crate::commands::out!("{text}\n"),
         }
     }
 

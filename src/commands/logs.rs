@@ -65,7 +65,7 @@ impl Printed {
             *left -= 1;
             return;
         }
-        println!("{line}");
+        crate::commands::out!("{line}\n");
         self.count += 1;
         let Some(time) = time_of(line, json) else { return };
         self.recent.push_back((time, line.to_string()));

@@ -9,7 +9,7 @@ use std::path::Path;
 
 pub fn run(args: PsArgs) -> anyhow::Result<i32> {
     if !args.watch {
-        println!("{}", shown(&fetch(&args.root.root)?, args.json)?.trim_end());
+        crate::commands::out!("{}\n", shown(&fetch(&args.root.root)?, args.json)?.trim_end());
         return Ok(0);
     }
     let mut live = Live::new();
@@ -18,7 +18,7 @@ pub fn run(args: PsArgs) -> anyhow::Result<i32> {
             Ok(body) => live.rows(shown(&body, args.json)?.lines().map(|l| (String::new(), l.to_string())).collect()),
             Err(ControlError::NotRunning { .. }) => {
                 live.rows(Vec::new());
-                println!("procgate is not running (any more) in {}", args.root.root.display());
+                crate::commands::out!("procgate is not running (any more) in {}\n", args.root.root.display());
                 return Ok(0);
             }
             Err(err) => return Err(err.into()),

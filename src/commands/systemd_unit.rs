@@ -21,7 +21,7 @@ pub fn run(args: SystemdUnitArgs) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
     let exec: Vec<String> = [exe.display().to_string(), "start".into()].into_iter().chain(args.start).collect();
     let stop = (start.grace + STOP_MARGIN).as_secs();
-    print!(
+    crate::commands::out!(
         "\
 # procgate for the app in {root}; install with
 #   procgate systemd-unit FLAGS > /etc/systemd/system/APP.service && systemctl daemon-reload

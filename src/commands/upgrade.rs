@@ -18,8 +18,8 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<i32> {
         let body = client::read_all(response).await?;
         let reply: serde_json::Value = serde_json::from_str(&body)?;
         match reply.get("upgraded").and_then(|done| done.as_str()) {
-            Some(done) => println!("upgraded: {done}"),
-            None => println!("{}", body.trim_end()),
+            Some(done) => crate::commands::out!("upgraded: {done}\n"),
+            None => crate::commands::out!("{}\n", body.trim_end()),
         }
         Ok(0)
     })
@@ -27,6 +27,6 @@ pub fn run(args: UpgradeArgs) -> anyhow::Result<i32> {
 
 /// Prints the protocols this binary speaks (`procgate-upgrade keeper=1 handover=1`).
 pub fn answer_check() -> anyhow::Result<i32> {
-    println!("{OURS}");
+    crate::commands::out!("{OURS}\n");
     Ok(0)
 }

@@ -52,7 +52,7 @@ pub async fn read_all(response: Response<Incoming>) -> Result<String, hyper::Err
 
 /// Prints the body as it arrives; returns its last line when procgate ends it or goes away.
 pub async fn print_stream(response: Response<Incoming>) -> String {
-    each_line(response, |line| println!("{line}")).await
+    each_line(response, |line| crate::commands::out!("{line}\n")).await
 }
 
 /// Hands each line of the body to `take` as it arrives; returns the last one.

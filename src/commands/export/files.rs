@@ -58,10 +58,10 @@ pub fn deliver(dir: Option<&Path>, files: &[File], format: Format) -> anyhow::Re
         let path = dir.join(&file.name);
         write(&path, file).map_err(|err| anyhow::anyhow!("{}: cannot write: {err}", path.display()))?;
         let mode = if file.private { " (mode 0600: it holds secret values)" } else { "" };
-        println!("wrote {}{mode}", path.display());
+        crate::commands::out!("wrote {}{mode}\n", path.display());
     }
     for path in earlier_exports(dir, files)? {
-        println!("left in place (written by an earlier export, not by this one): {}", path.display());
+        crate::commands::out!("left in place (written by an earlier export, not by this one): {}\n", path.display());
     }
     Ok(0)
 }
