@@ -66,8 +66,8 @@ pub fn read(path: &Path) -> Result<String, TextFileError> {
         .open(path)
         .map_err(TextFileError::Io)?;
     use std::os::unix::fs::FileTypeExt;
-    let kind = file.metadata().map_err(TextFileError::Io)?.file_type();
-    let bytes = match kind {
+    let metadata = file.metadata().map_err(TextFileError::Io)?;
+    let bytes = match metadata.file_type() {
         kind if kind.is_file() => {
             let mut bytes = Vec::new();
             file.take(MAX_INPUT + 1).read_to_end(&mut bytes).map_err(TextFileError::Io)?;
@@ -77,7 +77,8 @@ pub fn read(path: &Path) -> Result<String, TextFileError> {
         kind => return Err(TextFileError::NotRegular(describe(kind))),
     };
     if bytes.len() as u64 > MAX_INPUT {
-        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+        // A pipe has no size: what was read says how much at least.
+        let size = if metadata.is_file() { metadata.len() } else { bytes.len() as u64 };
         return Err(TextFileError::TooLarge(size));
     }
     String::from_utf8(bytes).map_err(|err| {

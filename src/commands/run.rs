@@ -111,17 +111,15 @@ fn end_leftovers() {
     let me = std::process::id() as i32;
     let living = || procfs::descendants_of(me).into_iter().filter(|p| !p.zombie).collect::<Vec<_>>();
     let leftovers = living();
-    if leftovers.is_empty() {
-        reap_all();
-        return;
+    if !leftovers.is_empty() {
+        let names: Vec<String> = leftovers.iter().map(|p| format!("{} ({})", p.pid, p.name)).collect();
+        eprintln!(
+            "procgate run: the command left {} process(es) running, sending SIGTERM: {}",
+            names.len(),
+            names.join(", ")
+        );
+        leftovers.iter().for_each(|p| pidfd::signal_if_still_ours(p, Signal::SIGTERM));
     }
-    let names: Vec<String> = leftovers.iter().map(|p| format!("{} ({})", p.pid, p.name)).collect();
-    eprintln!(
-        "procgate run: the command left {} process(es) running, sending SIGTERM: {}",
-        names.len(),
-        names.join(", ")
-    );
-    leftovers.iter().for_each(|p| pidfd::signal_if_still_ours(p, Signal::SIGTERM));
     let deadline = Instant::now() + LEFTOVER_GRACE;
     let mut killed = false;
     loop {

@@ -130,6 +130,12 @@ impl ClientClock {
         self.phase.store(DETACHED, Ordering::Relaxed);
     }
 
+    /// Counts one request of this connection that ended so in its route's counters; returns the
+    /// count before it (0 without counters).
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.stats.as_ref().map_or(0, |stats| stats.count(outcome))
+    }
+
     /// The body of the request in flight broke off or was malformed (the router's H27).
     pub fn request_body_broke(&self) {
         self.body_broke.store(true, Ordering::Relaxed);
@@ -177,9 +183,7 @@ impl ClientClock {
             Due::Nothing => return,
             Due::Idle => CLOSING,
             Due::Head => {
-                if let Some(stats) = &self.stats {
-                    stats.count(Outcome::H28);
-                }
+                self.count(Outcome::H28);
                 let waited = self.head.as_millis();
                 tracing::warn!(
                     "at=error code=H28 desc=\"Client Connection Idle\" method=- path=\"-\" host=- request_id=- fwd=\"{}\" dyno=- connect=0ms service={waited}ms status=408 bytes=0 protocol=http",

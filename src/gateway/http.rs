@@ -123,7 +123,6 @@ async fn connection(
     let port = admitted.destination.map_or(port, |to| HeaderValue::from(to.port()));
     let trusted_proxy = admitted.trusted_proxy;
     let peer = admitted.client;
-    let route_stats = route.stats.clone();
     let client =
         Client { peer, route, settings, address, port, clock: clock.clone(), _place: place, trusted_proxy, stopping };
     let client = Arc::new(client);
@@ -139,7 +138,7 @@ async fn connection(
         .serve_connection(io, service);
     if let Err(err) = Box::pin(serving.with_upgrades()).await {
         if err.is_parse() || err.is_parse_too_large() {
-            bad_request_head(&route_stats, peer, &err);
+            bad_request_head(&clock, peer, &err);
         }
     }
     drop(admitted);
@@ -147,8 +146,8 @@ async fn connection(
 
 /// Counts a request head that did not parse (hyper answered it 400, 414 or 431), and logs one
 /// in [`REFUSALS_LOG_EVERY`].
-fn bad_request_head(stats: &RouteStats, peer: SocketAddr, err: &hyper::Error) {
-    let before = stats.count(Outcome::B400);
+fn bad_request_head(clock: &ClientClock, peer: SocketAddr, err: &hyper::Error) {
+    let before = clock.count(Outcome::B400);
     if before.is_multiple_of(REFUSALS_LOG_EVERY) {
         tracing::warn!(
             "at=error code=B400 desc=\"Bad request head\" fwd=\"{}\" reason=\"{err}\" ({} so far)",
